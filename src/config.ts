@@ -1,0 +1,76 @@
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
+const num = (min: number, fallback: number) => z.coerce.number().min(min).default(fallback);
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+
+/** Every environment variable cinegraph reads; the README's configuration table mirrors this. */
+const envSchema = z.object({
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: int(0, 4000).pipe(z.number().max(65535)),
+  DATA_DIR: z.string().min(1).default('./data'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  WAVESPEED_API_KEY: optionalString,
+  WAVESPEED_BASE_URL: optionalString.pipe(z.string().url().optional()),
+  UPSTREAM_TIMEOUT_MS: int(100, 15_000),
+  SANDBOX_TASK_SECONDS: num(0, 8),
+  SANDBOX_FAILURE_RATE: num(0, 0).pipe(z.number().max(1)),
+  POLL_INITIAL_MS: int(10, 2_000),
+  POLL_GROWTH: num(0, 0.2),
+  POLL_MAX_MS: int(10, 30_000),
+  POLL_CONCURRENCY: int(1, 16),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  logLevel: Env['LOG_LEVEL'];
+  upstream: {
+    /** Undefined when the embedded sandbox is used: its URL is only known once the server listens. */
+    baseUrl?: string;
+    apiKey: string;
+    timeoutMs: number;
+  };
+  /** Present when no WAVESPEED_API_KEY is set: the sandbox upstream is mounted under /sandbox. */
+  sandbox?: { taskSeconds: number; failureRate: number };
+  poll: { initialMs: number; growth: number; maxMs: number; concurrency: number };
+}
+
+export class ConfigError extends Error {}
+
+/** Parses the environment once at start; a bad value stops the process with every problem listed. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const useSandbox = e.WAVESPEED_API_KEY === undefined;
+  return {
+    host: e.HOST,
+    port: e.PORT,
+    dataDir: resolve(e.DATA_DIR),
+    logLevel: e.LOG_LEVEL,
+    upstream: {
+      baseUrl: e.WAVESPEED_BASE_URL ?? (useSandbox ? undefined : 'https://api.wavespeed.ai'),
+      // The sandbox accepts any non-empty key; a fixed one keeps the real auth path exercised.
+      apiKey: e.WAVESPEED_API_KEY ?? 'sandbox',
+      timeoutMs: e.UPSTREAM_TIMEOUT_MS,
+    },
+    sandbox: useSandbox ? { taskSeconds: e.SANDBOX_TASK_SECONDS, failureRate: e.SANDBOX_FAILURE_RATE } : undefined,
+    poll: {
+      initialMs: e.POLL_INITIAL_MS,
+      growth: e.POLL_GROWTH,
+      maxMs: e.POLL_MAX_MS,
+      concurrency: e.POLL_CONCURRENCY,
+    },
+  };
+}

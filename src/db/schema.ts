@@ -1,0 +1,44 @@
+import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+
+export const predictionStatuses = ['CREATED', 'PROCESSING', 'COMPLETED', 'FAILED'] as const;
+export type PredictionStatus = (typeof predictionStatuses)[number];
+export const terminalStatuses: ReadonlySet<PredictionStatus> = new Set(['COMPLETED', 'FAILED']);
+
+const timestamp = (name: string) => integer(name, { mode: 'timestamp_ms' });
+
+export const predictions = sqliteTable(
+  'predictions',
+  {
+    /** Insertion order: the stable sort key behind list cursors. */
+    seq: integer('seq').primaryKey({ autoIncrement: true }),
+    id: text('id').notNull().unique(),
+    upstreamId: text('upstream_id'),
+    model: text('model').notNull(),
+    status: text('status', { enum: predictionStatuses }).notNull(),
+    prompt: text('prompt').notNull(),
+    /** The image as submitted; cleared once upstream has accepted it, since it can be 27 MB of base64. */
+    image: text('image'),
+    hasImage: integer('has_image', { mode: 'boolean' }).notNull(),
+    enablePromptExpansion: integer('enable_prompt_expansion', { mode: 'boolean' }).notNull(),
+    outputs: text('outputs', { mode: 'json' }).$type<string[]>().notNull().default([]),
+    hasNsfwContents: text('has_nsfw_contents', { mode: 'json' }).$type<boolean[]>().notNull().default([]),
+    urlsGet: text('urls_get'),
+    error: text('error'),
+    inferenceMs: integer('inference_ms'),
+    /** Bumped on every write, so a subscriber can drop an event it has already seen. */
+    version: integer('version').notNull().default(1),
+    createdAt: timestamp('created_at').notNull(),
+    updatedAt: timestamp('updated_at').notNull(),
+    submittedAt: timestamp('submitted_at'),
+    completedAt: timestamp('completed_at'),
+    /** When the poller next looks at this row; null once the prediction is terminal. */
+    nextPollAt: timestamp('next_poll_at'),
+    pollCount: integer('poll_count').notNull().default(0),
+    /** Consecutive failed upstream attempts, for backoff; reset by any success. */
+    attempts: integer('attempts').notNull().default(0),
+  },
+  (t) => [index('predictions_next_poll_at').on(t.nextPollAt), index('predictions_status_seq').on(t.status, t.seq)],
+);
+
+export type PredictionRow = typeof predictions.$inferSelect;
+export type NewPrediction = typeof predictions.$inferInsert;

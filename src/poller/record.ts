@@ -1,0 +1,23 @@
+import type { PredictionPatch, PredictionStore } from '../db/predictions.js';
+import type { PredictionRow } from '../db/schema.js';
+import type { PredictionPubSub } from '../pubsub.js';
+
+export interface Recorder {
+  /** Writes a visible change, then publishes the row as stored; subscribers never see unsaved state. */
+  record(id: string, patch: PredictionPatch): PredictionRow | undefined;
+  /** Writes bookkeeping only (next poll time, attempts) that no client can see, so nothing is published. */
+  reschedule(id: string, patch: Pick<PredictionPatch, 'nextPollAt' | 'attempts' | 'pollCount'>): void;
+}
+
+export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date): Recorder {
+  return {
+    record(id, patch) {
+      const row = store.update(id, patch, now());
+      if (row) pubsub.publish('prediction:updated', id, row);
+      return row;
+    },
+    reschedule(id, patch) {
+      store.update(id, patch, now());
+    },
+  };
+}

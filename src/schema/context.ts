@@ -1,0 +1,12 @@
+import type { PredictionStore } from '../db/predictions.js';
+import type { PredictionPubSub } from '../pubsub.js';
+
+/** What every resolver may use; built per request by the composition root. */
+export interface Context {
+  store: PredictionStore;
+  pubsub: PredictionPubSub;
+  /** Tells the poller a new prediction waits for submission. */
+  wakePoller: () => void;
+  now: () => Date;
+  newId: () => string;
+}

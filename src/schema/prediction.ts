@@ -1,0 +1,74 @@
+import { predictionStatuses, type PredictionRow } from '../db/schema.js';
+import { builder } from './builder.js';
+import { notFound } from './errors.js';
+import { watchPrediction } from './watch.js';
+
+export const PredictionStatus = builder.enumType('PredictionStatus', {
+  description: 'CREATED: accepted, waiting for or just submitted upstream. PROCESSING: generating. COMPLETED and FAILED are final.',
+  values: predictionStatuses,
+});
+
+const VideoRequest = builder.objectRef<PredictionRow>('VideoRequest').implement({
+  description: 'What was asked for. The image itself is not kept once upstream has it.',
+  fields: (t) => ({
+    prompt: t.exposeString('prompt'),
+    hasImage: t.exposeBoolean('hasImage', { description: 'Whether an image was given as the first frame.' }),
+    enablePromptExpansion: t.exposeBoolean('enablePromptExpansion'),
+  }),
+});
+
+const PredictionUrls = builder.objectRef<PredictionRow>('PredictionUrls').implement({
+  fields: (t) => ({
+    get: t.string({ nullable: true, description: 'Upstream result URL (needs the upstream API key).', resolve: (p) => p.urlsGet }),
+  }),
+});
+
+const PredictionTimings = builder.objectRef<PredictionRow>('PredictionTimings').implement({
+  fields: (t) => ({
+    inference: t.int({ nullable: true, description: 'Inference time in milliseconds, as upstream reports it.', resolve: (p) => p.inferenceMs }),
+  }),
+});
+
+export const Prediction = builder.objectRef<PredictionRow>('Prediction').implement({
+  description: 'One video generation, mirrored from the upstream prediction record.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    upstreamId: t.exposeString('upstreamId', { nullable: true, description: 'The upstream task id; null until submitted.' }),
+    model: t.exposeString('model'),
+    status: t.field({ type: PredictionStatus, resolve: (p) => p.status }),
+    input: t.field({ type: VideoRequest, resolve: (p) => p }),
+    outputs: t.exposeStringList('outputs', { description: 'URLs of the generated videos; empty until COMPLETED. Upstream deletes them after 7 days.' }),
+    urls: t.field({ type: PredictionUrls, resolve: (p) => p }),
+    hasNsfwContents: t.exposeBooleanList('hasNsfwContents', { description: 'NSFW flag per output.' }),
+    error: t.exposeString('error', { nullable: true, description: 'Why the prediction failed (or the last upstream complaint).' }),
+    timings: t.field({ type: PredictionTimings, resolve: (p) => p }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+    completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+builder.queryField('prediction', (t) =>
+  t.field({
+    type: Prediction,
+    nullable: true,
+    description: 'One prediction by id; null when there is none.',
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, ctx) => ctx.store.findById(id) ?? null,
+  }),
+);
+
+builder.subscriptionField('predictionUpdated', (t) =>
+  t.field({
+    type: Prediction,
+    description:
+      'The prediction as it is now, then every change, completing after COMPLETED or FAILED. An unknown id ends with a NOT_FOUND error.',
+    args: { id: t.arg.id({ required: true }) },
+    subscribe: (_root, { id }, ctx) => {
+      const stream = watchPrediction(ctx, id);
+      if (!stream) throw notFound(id);
+      return stream;
+    },
+    resolve: (row) => row,
+  }),
+);

@@ -1,0 +1,43 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from '../log.js';
+import type { SandboxUpstream } from '../upstream/sandbox.js';
+import type { Yoga } from './yoga.js';
+
+export interface HttpDeps {
+  yoga: Yoga;
+  log: Logger;
+  /** Mounted under /sandbox when the embedded upstream is in use. */
+  sandbox?: SandboxUpstream;
+}
+
+export const SANDBOX_PREFIX = '/sandbox';
+
+/** The one HTTP server: /graphql (yoga), /healthz, and /sandbox when mounted. */
+export function createHttpServer({ yoga, log, sandbox }: HttpDeps): Server {
+  return createServer((req, res) => {
+    route(req, res).catch((err) => {
+      log.error({ err, url: req.url }, 'request failed');
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end('internal error');
+    });
+  });
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = req.url ?? '/';
+    const pathname = path.split('?', 1)[0]!;
+    if (pathname === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+      return;
+    }
+    if (sandbox && (pathname === SANDBOX_PREFIX || pathname.startsWith(`${SANDBOX_PREFIX}/`))) {
+      const mountUrl = `http://${req.headers.host ?? 'localhost'}${SANDBOX_PREFIX}`;
+      return sandbox.handle(req, res, path.slice(SANDBOX_PREFIX.length) || '/', mountUrl);
+    }
+    if (pathname === '/') {
+      res.writeHead(302, { location: yoga.graphqlEndpoint }).end();
+      return;
+    }
+    if (pathname === yoga.graphqlEndpoint) return yoga(req, res);
+    res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
+  }
+}
