@@ -1,0 +1,4 @@
+import { afterEach } from 'vitest';
+import { drainDisposers } from './dispose.js';
+
+afterEach(drainDisposers);

@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  // graphql ships both .mjs and .js; Pothos and yoga load the CommonJS build, so the tests must
+  // too, or two copies of graphql meet and refuse each other's types.
+  resolve: { alias: { graphql: 'graphql/index.js' } },
+  test: {
+    include: ['test/**/*.test.ts'],
+    setupFiles: ['test/helpers/setup.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Every file starts its own servers on port 0 with its own database, so files can run in parallel.
+    pool: 'forks',
+  },
+});
