@@ -15,12 +15,15 @@ import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler } from './server/yoga.js';
 import { SandboxUpstream } from './upstream/sandbox.js';
 import { WaveSpeedClient } from './upstream/wavespeed.js';
+import { systemResolver, type ResolveHost } from './validation/address.js';
 
 export interface AppOverrides {
   log?: Logger;
   /** Replaces fetch for upstream calls (tests that count or break requests). */
   fetch?: typeof fetch;
   now?: () => Date;
+  /** DNS for the image-URL guard; tests inject a table so no lookup leaves the machine. */
+  resolveHost?: ResolveHost;
 }
 
 export interface App {
@@ -48,7 +51,14 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     : undefined;
 
   let poller: Poller | undefined;
-  const context: Context = { store, pubsub, now, newId: randomUUID, wakePoller: () => poller?.nudge() };
+  const context: Context = {
+    store,
+    pubsub,
+    now,
+    newId: randomUUID,
+    resolveHost: overrides.resolveHost ?? systemResolver(),
+    wakePoller: () => poller?.nudge(),
+  };
   const yoga = createGraphqlHandler(buildSchema(), () => context, log);
   const server = createHttpServer({ yoga, log, sandbox });
   const closeWs = attachGraphqlWs(server, yoga);

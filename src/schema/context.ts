@@ -1,5 +1,6 @@
 import type { PredictionStore } from '../db/predictions.js';
 import type { PredictionPubSub } from '../pubsub.js';
+import type { ResolveHost } from '../validation/address.js';
 
 /** What every resolver may use; built per request by the composition root. */
 export interface Context {
@@ -9,4 +10,6 @@ export interface Context {
   wakePoller: () => void;
   now: () => Date;
   newId: () => string;
+  /** DNS for the image-URL guard. */
+  resolveHost: ResolveHost;
 }

@@ -1,13 +1,14 @@
 import { MODEL } from '../upstream/wavespeed.js';
+import { checkImage } from '../validation/image.js';
+import { MAX_PROMPT_CHARS } from '../validation/limits.js';
+import { checkPrompt } from '../validation/prompt.js';
 import { builder } from './builder.js';
-import { userError } from './errors.js';
+import { validated } from './errors.js';
 import { Prediction } from './prediction.js';
-
-export const MAX_PROMPT_LENGTH = 2000;
 
 const CreateVideoInput = builder.inputType('CreateVideoInput', {
   fields: (t) => ({
-    prompt: t.string({ required: true, description: `What the video shows; 1 to ${MAX_PROMPT_LENGTH} characters after trimming.` }),
+    prompt: t.string({ required: true, description: `What the video shows; 1 to ${MAX_PROMPT_CHARS} characters after trimming.` }),
     image: t.string({
       description:
         'First frame: a data:image/jpeg|png;base64 URI or a public http(s) URL. JPG/PNG, aspect ratio between 2:5 and 5:2, short side over 300 px, at most 20 MB.',
@@ -21,20 +22,18 @@ builder.mutationField('createVideo', (t) =>
     type: Prediction,
     description: 'Accepts a video generation and returns it at once (status CREATED); it is submitted upstream in the background.',
     args: { input: t.arg({ type: CreateVideoInput, required: true }) },
-    resolve: (_root, { input }, ctx) => {
-      const prompt = input.prompt.trim();
-      if (!prompt) throw userError('BAD_USER_INPUT', 'prompt must not be blank', 'input.prompt');
-      if (prompt.length > MAX_PROMPT_LENGTH) {
-        throw userError('BAD_USER_INPUT', `prompt is ${prompt.length} characters; the limit is ${MAX_PROMPT_LENGTH}`, 'input.prompt');
-      }
+    resolve: async (_root, { input }, ctx) => {
+      // Everything is checked before the insert: a refused request leaves no row and sends nothing.
+      const prompt = await validated(() => checkPrompt(input.prompt));
+      const image = input.image == null ? null : await validated(() => checkImage(input.image!, ctx.resolveHost));
       const now = ctx.now();
       const row = ctx.store.insert({
         id: ctx.newId(),
         model: MODEL,
         status: 'CREATED',
         prompt,
-        image: input.image ?? null,
-        hasImage: input.image != null,
+        image,
+        hasImage: image !== null,
         enablePromptExpansion: input.enablePromptExpansion ?? true,
         createdAt: now,
         updatedAt: now,

@@ -1,7 +1,8 @@
 import { GraphQLError } from 'graphql';
+import { InputError, type InputErrorCode } from '../validation/errors.js';
 
 /** Stable, machine-readable error codes, carried in `extensions.code`. */
-export type ErrorCode = 'BAD_USER_INPUT' | 'NOT_FOUND';
+export type ErrorCode = InputErrorCode | 'NOT_FOUND';
 
 /** An error a client caused and can fix: its `code` and offending `field` ride in the extensions. */
 export function userError(code: ErrorCode, message: string, field?: string): GraphQLError {
@@ -10,4 +11,14 @@ export function userError(code: ErrorCode, message: string, field?: string): Gra
 
 export function notFound(id: string): GraphQLError {
   return userError('NOT_FOUND', `no prediction with id "${id}"`, 'id');
+}
+
+/** Runs a validator, turning its InputError into the GraphQL error clients see. */
+export async function validated<T>(check: () => T | Promise<T>): Promise<T> {
+  try {
+    return await check();
+  } catch (err) {
+    if (err instanceof InputError) throw userError(err.code, err.message, err.field);
+    throw err;
+  }
 }

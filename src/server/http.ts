@@ -1,6 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
+import { MAX_REQUEST_BYTES } from '../validation/limits.js';
+import { enforceBodyLimit } from './limits.js';
 import type { Yoga } from './yoga.js';
 
 export interface HttpDeps {
@@ -37,7 +39,10 @@ export function createHttpServer({ yoga, log, sandbox }: HttpDeps): Server {
       res.writeHead(302, { location: yoga.graphqlEndpoint }).end();
       return;
     }
-    if (pathname === yoga.graphqlEndpoint) return yoga(req, res);
+    if (pathname === yoga.graphqlEndpoint) {
+      if (await enforceBodyLimit(req, res, MAX_REQUEST_BYTES)) return yoga(req, res);
+      return;
+    }
     res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
   }
 }

@@ -1,5 +1,9 @@
-import type { GraphQLSchema } from 'graphql';
-import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { costLimitPlugin } from '@escape.tech/graphql-armor-cost-limit';
+import { maxAliasesPlugin } from '@escape.tech/graphql-armor-max-aliases';
+import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
+import { maxTokensPlugin } from '@escape.tech/graphql-armor-max-tokens';
+import type { GraphQLError, GraphQLSchema } from 'graphql';
+import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { Context } from '../schema/context.js';
@@ -37,12 +41,45 @@ query Recent {
 }
 `;
 
+/** Tags the armor plugins' rejections so clients can tell "too complex" from other validation errors. */
+const tagTooComplex = [(_ctx: unknown, err: GraphQLError) => void Object.assign(err.extensions, { code: 'QUERY_TOO_COMPLEX' })];
+
+/**
+ * Limits on what one operation may ask for. Our deepest honest query (a connection's node input)
+ * is 5 levels; introspection is exempt so GraphiQL and codegen keep working.
+ */
+export const operationLimits = { maxDepth: 10, maxAliases: 20, maxCost: 5000, maxTokens: 2000 };
+
+/**
+ * Yoga answers a malformed or invalid operation with 400 only to clients that accept
+ * application/graphql-response+json, and with 200 under plain application/json (the spec's legacy
+ * leniency). We promise every client a 4xx for a request it got wrong, so the statuses yoga
+ * computes are applied whatever the Accept header.
+ */
+const useRequestErrorStatus: Plugin = {
+  onResultProcess({ result }) {
+    for (const r of Array.isArray(result) ? result : [result]) {
+      for (const e of ('errors' in r && r.errors) || []) {
+        const http = e.extensions?.http as { spec?: boolean } | undefined;
+        if (http?.spec) http.spec = false;
+      }
+    }
+  },
+};
+
 export function createGraphqlHandler(schema: GraphQLSchema, context: () => Context, log: Logger): Yoga {
   return createYoga<ServerContext, Context>({
     schema,
     context,
     graphqlEndpoint: '/graphql',
     landingPage: false,
+    plugins: [
+      useRequestErrorStatus,
+      maxDepthPlugin({ n: operationLimits.maxDepth, exposeLimits: true, onReject: tagTooComplex }),
+      maxAliasesPlugin({ n: operationLimits.maxAliases, exposeLimits: true, onReject: tagTooComplex }),
+      costLimitPlugin({ maxCost: operationLimits.maxCost, exposeLimits: true, onReject: tagTooComplex }),
+      maxTokensPlugin({ n: operationLimits.maxTokens, exposeLimits: true, onReject: tagTooComplex }),
+    ],
     graphiql: { title: 'cinegraph', defaultQuery: exampleOperations, subscriptionsProtocol: 'WS' },
     logging: {
       debug: (...args) => log.debug({ args }, 'yoga'),
