@@ -11,7 +11,7 @@ const CreateVideoInput = builder.inputType('CreateVideoInput', {
     prompt: t.string({ required: true, description: `What the video shows; 1 to ${MAX_PROMPT_CHARS} characters after trimming.` }),
     image: t.string({
       description:
-        'First frame: a data:image/jpeg|png;base64 URI or a public http(s) URL. JPG/PNG, aspect ratio between 2:5 and 5:2, short side over 300 px, at most 20 MB.',
+        'First frame: a data:image/jpeg|png;base64 URI or a public http(s) URL. JPEG or PNG by its real bytes, aspect ratio strictly between 2:5 and 5:2, short side over 300 px, at most 20 MiB decoded. A URL must resolve to public addresses only; the gateway never fetches it.',
     }),
     enablePromptExpansion: t.boolean({ defaultValue: true, description: 'Let the model rewrite the prompt for quality.' }),
   }),

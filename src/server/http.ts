@@ -1,8 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
-import { MAX_REQUEST_BYTES } from '../validation/limits.js';
-import { enforceBodyLimit } from './limits.js';
 import type { Yoga } from './yoga.js';
 
 export interface HttpDeps {
@@ -39,10 +37,7 @@ export function createHttpServer({ yoga, log, sandbox }: HttpDeps): Server {
       res.writeHead(302, { location: yoga.graphqlEndpoint }).end();
       return;
     }
-    if (pathname === yoga.graphqlEndpoint) {
-      if (await enforceBodyLimit(req, res, MAX_REQUEST_BYTES)) return yoga(req, res);
-      return;
-    }
+    if (pathname === yoga.graphqlEndpoint) return yoga(req, res);
     res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
   }
 }

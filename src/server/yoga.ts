@@ -7,6 +7,7 @@ import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { Context } from '../schema/context.js';
+import { MAX_REQUEST_BYTES } from '../validation/limits.js';
 
 export interface ServerContext {
   req: IncomingMessage;
@@ -42,7 +43,9 @@ query Recent {
 `;
 
 /** Tags the armor plugins' rejections so clients can tell "too complex" from other validation errors. */
-const tagTooComplex = [(_ctx: unknown, err: GraphQLError) => void Object.assign(err.extensions, { code: 'QUERY_TOO_COMPLEX' })];
+const tagTooComplex = [
+  (_ctx: unknown, err: GraphQLError) => void Object.assign(err.extensions, { code: 'QUERY_TOO_COMPLEX', http: { status: 400 } }),
+];
 
 /**
  * Limits on what one operation may ask for. Our deepest honest query (a connection's node input)
@@ -54,14 +57,19 @@ export const operationLimits = { maxDepth: 10, maxAliases: 20, maxCost: 5000, ma
  * Yoga answers a malformed or invalid operation with 400 only to clients that accept
  * application/graphql-response+json, and with 200 under plain application/json (the spec's legacy
  * leniency). We promise every client a 4xx for a request it got wrong, so the statuses yoga
- * computes are applied whatever the Accept header.
+ * computes are applied whatever the Accept header. Request errors graphql-js leaves without a
+ * code (variables of the wrong type, a missing required field) are the client's: BAD_USER_INPUT.
  */
 const useRequestErrorStatus: Plugin = {
   onResultProcess({ result }) {
     for (const r of Array.isArray(result) ? result : [result]) {
+      const requestError = !('data' in r);
       for (const e of ('errors' in r && r.errors) || []) {
         const http = e.extensions?.http as { spec?: boolean } | undefined;
         if (http?.spec) http.spec = false;
+        if (requestError && e.extensions && e.extensions.code === undefined) {
+          Object.assign(e.extensions, { code: 'BAD_USER_INPUT', http: { status: 400 } });
+        }
       }
     }
   },
@@ -73,6 +81,8 @@ export function createGraphqlHandler(schema: GraphQLSchema, context: () => Conte
     context,
     graphqlEndpoint: '/graphql',
     landingPage: false,
+    // Judged on Content-Length at once, and on the stream for chunked bodies: 413 REQUEST_ENTITY_TOO_LARGE.
+    maxRequestBodySize: MAX_REQUEST_BYTES,
     plugins: [
       useRequestErrorStatus,
       maxDepthPlugin({ n: operationLimits.maxDepth, exposeLimits: true, onReject: tagTooComplex }),
