@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
 import { openDatabase, type Db } from './db/client.js';
 import { PredictionStore } from './db/predictions.js';
@@ -11,17 +12,20 @@ import { createPredictionPubSub } from './pubsub.js';
 import type { Context } from './schema/context.js';
 import { buildSchema } from './schema/index.js';
 import { createHttpServer, SANDBOX_PREFIX } from './server/http.js';
+import { createWebhookHandler, webhookUrl } from './server/webhooks.js';
 import { attachGraphqlWs } from './server/ws.js';
-import { createGraphqlHandler } from './server/yoga.js';
+import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
+import { MediaStore } from './storage/media.js';
 import { SandboxUpstream } from './upstream/sandbox.js';
 import { WaveSpeedClient } from './upstream/wavespeed.js';
 import { systemResolver, type ResolveHost } from './validation/address.js';
 
 export interface AppOverrides {
   log?: Logger;
-  /** Replaces fetch for upstream calls (tests that count or break requests). */
+  /** Replaces fetch for upstream calls and output downloads (tests that count or break requests). */
   fetch?: typeof fetch;
-  now?: () => Date;
+  /** Time for the poller and the sandbox; a scaled clock runs minutes in seconds. */
+  clock?: Clock;
   /** DNS for the image-URL guard; tests inject a table so no lookup leaves the machine. */
   resolveHost?: ResolveHost;
 }
@@ -30,6 +34,7 @@ export interface App {
   readonly store: PredictionStore;
   readonly db: Db;
   readonly sandbox?: SandboxUpstream;
+  readonly media?: MediaStore;
   /** Set once started. */
   readonly poller?: Poller;
   /** Listens, then starts the poller; resolves to the base URL (e.g. http://127.0.0.1:4000). */
@@ -41,32 +46,35 @@ export interface App {
 /** The composition root: config → db → pubsub → upstream → poller → yoga + ws server. */
 export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   const log = overrides.log ?? createLogger(config.logLevel);
-  const now = overrides.now ?? (() => new Date());
+  const clock = overrides.clock ?? systemClock;
+  const now = () => clock.now();
   const db = openDatabase(join(config.dataDir, 'cinegraph.sqlite'));
   const store = new PredictionStore(db);
   const pubsub = createPredictionPubSub();
   const recorder = createRecorder(store, pubsub, now);
   const sandbox = config.sandbox
-    ? new SandboxUpstream({ taskSeconds: config.sandbox.taskSeconds, faults: { failureRate: config.sandbox.failureRate } })
+    ? new SandboxUpstream({ taskSeconds: config.sandbox.taskSeconds, faults: config.sandbox.faults, clock })
+    : undefined;
+  const media = config.media.keep
+    ? new MediaStore({ dir: join(config.dataDir, 'media'), maxBytes: config.media.maxBytes, timeoutMs: 120_000, fetch: overrides.fetch })
     : undefined;
 
   let poller: Poller | undefined;
-  const context: Context = {
-    store,
-    pubsub,
-    now,
-    newId: randomUUID,
-    resolveHost: overrides.resolveHost ?? systemResolver(),
-    wakePoller: () => poller?.nudge(),
-  };
-  const yoga = createGraphqlHandler(buildSchema(), () => context, log);
-  const server = createHttpServer({ yoga, log, sandbox });
+  const base = { store, pubsub, now, newId: randomUUID, resolveHost: overrides.resolveHost ?? systemResolver(), wakePoller: () => poller?.nudge() };
+  const context = (initial: InitialContext): Context => ({
+    ...base,
+    baseUrl: config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`),
+  });
+  const yoga = createGraphqlHandler(buildSchema(), context, log);
+  const onWebhook = config.publicUrl ? createWebhookHandler(store, (id) => poller?.pollNow(id)) : undefined;
+  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook });
   const closeWs = attachGraphqlWs(server, yoga);
 
   return {
     store,
     db,
     sandbox,
+    media,
     get poller() {
       return poller;
     },
@@ -85,13 +93,27 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
         timeoutMs: config.upstream.timeoutMs,
         fetch: overrides.fetch,
       });
-      poller = new Poller({ store, client, recorder, log, now, schedule: config.poll, concurrency: config.poll.concurrency });
+      const publicUrl = config.publicUrl;
+      poller = new Poller({
+        store,
+        client,
+        recorder,
+        log,
+        clock,
+        media,
+        schedule: config.poll,
+        concurrency: config.poll.concurrency,
+        maxAgeMs: config.poll.maxAgeMs,
+        webhookFallbackMs: config.poll.webhookFallbackMs,
+        webhookUrl: publicUrl ? (id, token) => webhookUrl(publicUrl, id, token) : undefined,
+      });
       poller.start();
-      log.info({ url, upstream: sandbox ? 'sandbox' : config.upstream.baseUrl, dataDir: config.dataDir }, 'cinegraph listening');
+      log.info({ url, upstream: sandbox ? 'sandbox' : config.upstream.baseUrl, dataDir: config.dataDir, webhooks: Boolean(publicUrl) }, 'cinegraph listening');
       return url;
     },
     async stop() {
       await poller?.stop();
+      sandbox?.close();
       await closeWs();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

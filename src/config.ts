@@ -1,8 +1,15 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import type { SandboxFaults } from './upstream/sandbox.js';
 
 const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 const num = (min: number, fallback: number) => z.coerce.number().min(min).default(fallback);
+const rate = (fallback = 0) => num(0, fallback).pipe(z.number().max(1));
+const bool = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'])
+    .optional()
+    .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes'].includes(v)));
 const optionalString = z
   .string()
   .optional()
@@ -16,13 +23,25 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   WAVESPEED_API_KEY: optionalString,
   WAVESPEED_BASE_URL: optionalString.pipe(z.string().url().optional()),
+  PUBLIC_URL: optionalString.pipe(z.string().url().optional()),
   UPSTREAM_TIMEOUT_MS: int(100, 15_000),
   SANDBOX_TASK_SECONDS: num(0, 8),
-  SANDBOX_FAILURE_RATE: num(0, 0).pipe(z.number().max(1)),
+  SANDBOX_FAILURE_RATE: rate(),
+  SANDBOX_HANG_RATE: rate(),
+  SANDBOX_ERROR_RATE: rate(),
+  SANDBOX_RATE_LIMIT_RATE: rate(),
+  SANDBOX_RATE_LIMIT_SECONDS: num(0, 1),
+  SANDBOX_SLOW_RATE: rate(),
+  SANDBOX_SLOW_MS: int(0, 30_000),
+  SANDBOX_MALFORMED_RATE: rate(),
   POLL_INITIAL_MS: int(10, 2_000),
   POLL_GROWTH: num(0, 0.2),
   POLL_MAX_MS: int(10, 30_000),
+  POLL_WEBHOOK_FALLBACK_MS: int(10, 120_000),
   POLL_CONCURRENCY: int(1, 16),
+  MAX_PREDICTION_AGE_SECONDS: int(1, 3600),
+  KEEP_OUTPUTS: bool(true),
+  MEDIA_MAX_BYTES: int(1, 512 * 1024 * 1024),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -32,6 +51,8 @@ export interface Config {
   port: number;
   dataDir: string;
   logLevel: Env['LOG_LEVEL'];
+  /** Where upstream can reach this gateway; enables webhooks. No trailing slash. */
+  publicUrl?: string;
   upstream: {
     /** Undefined when the embedded sandbox is used: its URL is only known once the server listens. */
     baseUrl?: string;
@@ -39,8 +60,18 @@ export interface Config {
     timeoutMs: number;
   };
   /** Present when no WAVESPEED_API_KEY is set: the sandbox upstream is mounted under /sandbox. */
-  sandbox?: { taskSeconds: number; failureRate: number };
-  poll: { initialMs: number; growth: number; maxMs: number; concurrency: number };
+  sandbox?: { taskSeconds: number; faults: SandboxFaults };
+  poll: {
+    initialMs: number;
+    growth: number;
+    maxMs: number;
+    /** Safety-net interval for predictions whose updates arrive by webhook. */
+    webhookFallbackMs: number;
+    concurrency: number;
+    /** A prediction without a final status this long after creation is failed. */
+    maxAgeMs: number;
+  };
+  media: { keep: boolean; maxBytes: number };
 }
 
 export class ConfigError extends Error {}
@@ -59,18 +90,36 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: e.PORT,
     dataDir: resolve(e.DATA_DIR),
     logLevel: e.LOG_LEVEL,
+    publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
     upstream: {
       baseUrl: e.WAVESPEED_BASE_URL ?? (useSandbox ? undefined : 'https://api.wavespeed.ai'),
       // The sandbox accepts any non-empty key; a fixed one keeps the real auth path exercised.
       apiKey: e.WAVESPEED_API_KEY ?? 'sandbox',
       timeoutMs: e.UPSTREAM_TIMEOUT_MS,
     },
-    sandbox: useSandbox ? { taskSeconds: e.SANDBOX_TASK_SECONDS, failureRate: e.SANDBOX_FAILURE_RATE } : undefined,
+    sandbox: useSandbox
+      ? {
+          taskSeconds: e.SANDBOX_TASK_SECONDS,
+          faults: {
+            failureRate: e.SANDBOX_FAILURE_RATE,
+            hangRate: e.SANDBOX_HANG_RATE,
+            serverErrorRate: e.SANDBOX_ERROR_RATE,
+            rateLimitRate: e.SANDBOX_RATE_LIMIT_RATE,
+            rateLimitSeconds: e.SANDBOX_RATE_LIMIT_SECONDS,
+            slowRate: e.SANDBOX_SLOW_RATE,
+            slowMs: e.SANDBOX_SLOW_MS,
+            malformedRate: e.SANDBOX_MALFORMED_RATE,
+          },
+        }
+      : undefined,
     poll: {
       initialMs: e.POLL_INITIAL_MS,
       growth: e.POLL_GROWTH,
       maxMs: e.POLL_MAX_MS,
+      webhookFallbackMs: e.POLL_WEBHOOK_FALLBACK_MS,
       concurrency: e.POLL_CONCURRENCY,
+      maxAgeMs: e.MAX_PREDICTION_AGE_SECONDS * 1000,
     },
+    media: { keep: e.KEEP_OUTPUTS, maxBytes: e.MEDIA_MAX_BYTES },
   };
 }

@@ -23,6 +23,10 @@ export const predictions = sqliteTable(
     outputs: text('outputs', { mode: 'json' }).$type<string[]>().notNull().default([]),
     hasNsfwContents: text('has_nsfw_contents', { mode: 'json' }).$type<boolean[]>().notNull().default([]),
     urlsGet: text('urls_get'),
+    /** Gateway paths (`/media/<sha256>.<ext>`) of outputs copied into DATA_DIR, kept past upstream's 7 days. */
+    keptOutputs: text('kept_outputs', { mode: 'json' }).$type<string[]>().notNull().default([]),
+    /** Secret in this prediction's webhook URL; null when it was submitted without a webhook. */
+    webhookToken: text('webhook_token'),
     error: text('error'),
     inferenceMs: integer('inference_ms'),
     /** Bumped on every write, so a subscriber can drop an event it has already seen. */

@@ -37,6 +37,7 @@ export function changesVisibleState(row: PredictionRow, patch: PredictionPatch):
     row.error !== patch.error ||
     row.urlsGet !== patch.urlsGet ||
     row.inferenceMs !== patch.inferenceMs ||
+    (patch.keptOutputs !== undefined && JSON.stringify(row.keptOutputs) !== JSON.stringify(patch.keptOutputs)) ||
     JSON.stringify(row.outputs) !== JSON.stringify(patch.outputs) ||
     JSON.stringify(row.hasNsfwContents) !== JSON.stringify(patch.hasNsfwContents)
   );

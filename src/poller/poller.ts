@@ -1,6 +1,9 @@
-import type { PredictionStore } from '../db/predictions.js';
-import { terminalStatuses, type PredictionRow } from '../db/schema.js';
+import { randomBytes } from 'node:crypto';
+import { systemClock, type Clock } from '../clock.js';
+import type { PredictionPatch, PredictionStore } from '../db/predictions.js';
+import { terminalStatuses, type PredictionRow, type PredictionStatus } from '../db/schema.js';
 import type { Logger } from '../log.js';
+import { MediaError, type MediaStore } from '../storage/media.js';
 import { UpstreamError, type WaveSpeedClient } from '../upstream/wavespeed.js';
 import { changesVisibleState, patchFromUpstream } from './mapping.js';
 import type { Recorder } from './record.js';
@@ -14,14 +17,24 @@ export interface PollerOptions {
   schedule: PollSchedule;
   /** Most upstream requests in flight at once. */
   concurrency: number;
-  /** Injected clock. @default () => new Date() */
-  now?: () => Date;
+  /** A prediction with no final status this long after creation is failed. */
+  maxAgeMs: number;
+  /** Poll interval for predictions whose updates come by webhook: a slow safety net. */
+  webhookFallbackMs: number;
+  /** Builds the webhook URL handed to upstream; webhooks are off without it. */
+  webhookUrl?: (predictionId: string, token: string) => string;
+  /** Where completed outputs are copied; outputs are not kept without it. */
+  media?: MediaStore;
+  /** @default systemClock */
+  clock?: Clock;
   /** Longest sleep when nothing is due; a nudge wakes the poller sooner. @default 5000 */
   idleMs?: number;
 }
 
-/** First retry delay after a transient upstream failure; doubles per attempt up to the schedule's max. */
+/** First retry delay after a transient failure; doubles per attempt up to the schedule's max. */
 const RETRY_BASE_MS = 500;
+/** Download attempts for a completed prediction's outputs before it completes without a kept copy. */
+const KEEP_ATTEMPTS = 5;
 
 /**
  * The one background scheduler: submits predictions that have no upstream id yet, then polls
@@ -29,14 +42,19 @@ const RETRY_BASE_MS = 500;
  * up exactly where a dead one stopped.
  */
 export class Poller {
-  private readonly now: () => Date;
+  private readonly clock: Clock;
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Webhook deliveries that arrived while their prediction was being polled: poll once more. */
+  private readonly repoll = new Set<string>();
+  /** After a 429 the whole poller holds off, not just the request that got it. */
+  private pausedUntil = 0;
+  private rateLimitStreak = 0;
   private running = false;
   private loopPromise?: Promise<void>;
   private wakeUp?: () => void;
 
   constructor(private readonly o: PollerOptions) {
-    this.now = o.now ?? (() => new Date());
+    this.clock = o.clock ?? systemClock;
   }
 
   start(): void {
@@ -58,6 +76,13 @@ export class Poller {
     this.wakeUp?.();
   }
 
+  /** A webhook said this prediction changed: read it from upstream as soon as possible. */
+  pollNow(id: string): void {
+    if (this.inFlight.has(id)) this.repoll.add(id);
+    else this.o.recorder.reschedule(id, { nextPollAt: this.clock.now() });
+    this.nudge();
+  }
+
   /** One pass: start everything due (within the concurrency bound) and wait for it. For tests. */
   async runOnce(): Promise<void> {
     this.startDue();
@@ -77,19 +102,21 @@ export class Poller {
 
   private delayUntilNextDue(): number {
     const idle = this.o.idleMs ?? 5000;
+    const now = this.clock.now().getTime();
+    if (now < this.pausedUntil) return this.pausedUntil - now;
     const next = this.o.store.nextDueAt();
     if (!next) return idle;
-    const delay = next.getTime() - this.now().getTime();
-    // Something is due but every slot is busy: a finishing request wakes us.
-    if (delay <= 0) return this.inFlight.size >= this.o.concurrency || this.inFlight.size > 0 ? idle : 0;
+    const delay = next.getTime() - now;
+    // Due but not started means every slot is busy (or it is in flight): a finishing request wakes us.
+    if (delay <= 0) return this.inFlight.size > 0 ? idle : 0;
     return Math.min(delay, idle);
   }
 
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
+      const timer = this.clock.setTimeout(done, ms);
       function done() {
-        clearTimeout(timer);
+        timer.clear();
         resolve();
       }
       this.wakeUp = done;
@@ -97,79 +124,137 @@ export class Poller {
   }
 
   private startDue(): void {
+    const now = this.clock.now();
     const free = this.o.concurrency - this.inFlight.size;
-    if (free <= 0) return;
-    const rows = this.o.store.due(this.now(), free + this.inFlight.size).filter((r) => !this.inFlight.has(r.id));
+    if (free <= 0 || now.getTime() < this.pausedUntil) return;
+    const rows = this.o.store.due(now, free + this.inFlight.size).filter((r) => !this.inFlight.has(r.id));
     for (const row of rows.slice(0, free)) {
-      const work = (row.upstreamId ? this.pollOne(row) : this.submitOne(row))
+      const work = this.step(row)
         .catch((err) => this.o.log.error({ err, predictionId: row.id }, 'poller step failed'))
         .finally(() => {
           this.inFlight.delete(row.id);
+          if (this.repoll.delete(row.id)) this.o.recorder.reschedule(row.id, { nextPollAt: this.clock.now() });
           this.nudge();
         });
       this.inFlight.set(row.id, work);
     }
   }
 
-  private async submitOne(row: PredictionRow): Promise<void> {
-    const { client, recorder, log } = this.o;
-    try {
-      const up = await client.submit({
-        prompt: row.prompt,
-        image: row.image ?? undefined,
-        enablePromptExpansion: row.enablePromptExpansion,
-      });
-      const now = this.now();
-      const patch = patchFromUpstream(up) ?? {};
-      recorder.record(row.id, {
-        ...patch,
-        upstreamId: up.id,
-        submittedAt: now,
-        image: null,
-        attempts: 0,
-        ...this.scheduleAfter(patch.status ?? row.status, now, 0),
-      });
-      log.info({ predictionId: row.id, upstreamId: up.id }, 'submitted upstream');
-    } catch (err) {
-      this.onUpstreamError(row, err, 'submission');
+  private async step(row: PredictionRow): Promise<void> {
+    const age = this.clock.now().getTime() - row.createdAt.getTime();
+    if (age > this.o.maxAgeMs) {
+      const seconds = Math.round(this.o.maxAgeMs / 1000);
+      const error = row.upstreamId
+        ? `gave up: no final status from upstream within ${seconds} s`
+        : `gave up: could not submit upstream within ${seconds} s${row.error ? ` (last error: ${row.error})` : ''}`;
+      this.finish(row, { status: 'FAILED', error });
+      return;
     }
+    try {
+      await (row.upstreamId ? this.pollOne(row) : this.submitOne(row));
+      this.rateLimitStreak = 0;
+    } catch (err) {
+      this.onFailure(row, err, row.upstreamId ? 'poll' : 'submission');
+    }
+  }
+
+  private async submitOne(row: PredictionRow): Promise<void> {
+    const { client, recorder, log, webhookUrl } = this.o;
+    // The token is stored before the URL leaves the process, so a crash cannot orphan a webhook.
+    let token = row.webhookToken;
+    if (webhookUrl && !token) {
+      token = randomBytes(32).toString('base64url');
+      recorder.reschedule(row.id, { webhookToken: token });
+    }
+    const up = await client.submit(
+      { prompt: row.prompt, image: row.image ?? undefined, enablePromptExpansion: row.enablePromptExpansion },
+      { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined },
+    );
+    // Crash window: a kill between upstream accepting and this write means a second submission
+    // after restart. It is one local SQLite write long; upstream offers no idempotency key to close it.
+    const now = this.clock.now();
+    const patch = patchFromUpstream(up) ?? {};
+    recorder.record(row.id, {
+      ...patch,
+      upstreamId: up.id,
+      submittedAt: now,
+      image: null,
+      attempts: 0,
+      error: null,
+      ...this.nextStep(patch.status ?? row.status, Boolean(token), now, 0),
+    });
+    log.info({ predictionId: row.id, upstreamId: up.id, webhook: Boolean(token) }, 'submitted upstream');
   }
 
   private async pollOne(row: PredictionRow): Promise<void> {
-    const { client, recorder, log } = this.o;
+    const up = await this.o.client.getResult(row.upstreamId!);
+    const patch = patchFromUpstream(up);
+    if (!patch) this.o.log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');
+    if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
+    const now = this.clock.now();
+    const sinceSubmit = now.getTime() - (row.submittedAt ?? row.createdAt).getTime();
+    const bookkeeping = { attempts: 0, pollCount: row.pollCount + 1, ...this.nextStep(patch?.status ?? row.status, Boolean(row.webhookToken), now, sinceSubmit) };
+    if (patch && changesVisibleState(row, patch)) this.o.recorder.record(row.id, { ...patch, ...bookkeeping });
+    else this.o.recorder.reschedule(row.id, bookkeeping);
+  }
+
+  /**
+   * Copies completed outputs into gateway storage before COMPLETED is published, so a subscriber's
+   * last event already carries them. Transient failures retry the whole poll; after KEEP_ATTEMPTS,
+   * or a permanent failure, the prediction completes with upstream URLs only.
+   */
+  private async keepOutputs(row: PredictionRow, outputs: string[]): Promise<string[]> {
+    if (!this.o.media || !outputs.length) return [];
     try {
-      const up = await client.getResult(row.upstreamId!);
-      const now = this.now();
-      const patch = patchFromUpstream(up);
-      if (!patch) log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');
-      const sinceSubmit = now.getTime() - (row.submittedAt ?? row.createdAt).getTime();
-      const schedule = this.scheduleAfter(patch?.status ?? row.status, now, sinceSubmit);
-      const bookkeeping = { attempts: 0, pollCount: row.pollCount + 1, ...schedule };
-      if (patch && changesVisibleState(row, patch)) recorder.record(row.id, { ...patch, ...bookkeeping });
-      else recorder.reschedule(row.id, bookkeeping);
+      const names = [];
+      for (const url of outputs) names.push(`/media/${await this.o.media.keep(url)}`);
+      return names;
     } catch (err) {
-      this.onUpstreamError(row, err, 'poll');
+      if (err instanceof MediaError && err.transient && row.attempts + 1 < KEEP_ATTEMPTS) throw err;
+      this.o.log.warn({ predictionId: row.id, err: (err as Error).message }, 'could not keep outputs; completing with upstream URLs only');
+      return [];
     }
   }
 
-  private scheduleAfter(status: PredictionRow['status'], now: Date, sinceSubmitMs: number) {
+  private nextStep(status: PredictionStatus, viaWebhook: boolean, now: Date, sinceSubmitMs: number): PredictionPatch {
     if (terminalStatuses.has(status)) return { nextPollAt: null, completedAt: now };
-    return { nextPollAt: new Date(now.getTime() + nextPollDelay(sinceSubmitMs, this.o.schedule)) };
+    const delay = viaWebhook ? this.o.webhookFallbackMs : nextPollDelay(sinceSubmitMs, this.o.schedule);
+    return { nextPollAt: new Date(now.getTime() + delay) };
   }
 
-  private onUpstreamError(row: PredictionRow, err: unknown, during: 'submission' | 'poll'): void {
+  private finish(row: PredictionRow, patch: PredictionPatch): void {
+    this.o.recorder.record(row.id, { ...patch, nextPollAt: null, completedAt: this.clock.now(), image: null });
+  }
+
+  private onFailure(row: PredictionRow, err: unknown, during: 'submission' | 'poll'): void {
+    const { log, recorder, schedule } = this.o;
+    const now = this.clock.now().getTime();
+    if (err instanceof MediaError) {
+      const delay = backoffDelay(row.attempts, RETRY_BASE_MS, schedule.maxMs);
+      recorder.reschedule(row.id, { attempts: row.attempts + 1, nextPollAt: new Date(now + delay) });
+      log.warn({ predictionId: row.id, err: err.message, retryInMs: delay }, 'keeping outputs failed; will retry');
+      return;
+    }
     const e = err instanceof UpstreamError ? err : new UpstreamError('protocol', String(err));
-    const now = this.now();
     const lost = during === 'poll' && e.kind === 'http' && e.status === 404;
     if ((during === 'submission' && !e.transient) || lost) {
       const error = lost ? `upstream no longer has this prediction: ${e.message}` : `upstream rejected the submission: ${e.message}`;
-      this.o.recorder.record(row.id, { status: 'FAILED', error, nextPollAt: null, completedAt: now, image: null });
-      this.o.log.warn({ predictionId: row.id, err: e.message }, `${during} failed permanently`);
+      this.finish(row, { status: 'FAILED', error });
+      log.warn({ predictionId: row.id, err: e.message }, `${during} failed permanently`);
       return;
     }
+    if (e.status === 429) {
+      const pause = e.retryAfterMs ?? backoffDelay(this.rateLimitStreak, RETRY_BASE_MS, schedule.maxMs);
+      this.rateLimitStreak++;
+      this.pausedUntil = Math.max(this.pausedUntil, now + pause);
+      log.warn({ pauseMs: pause }, 'upstream rate limit: pausing all upstream requests');
+    }
     const attempts = row.attempts + 1;
-    const delay = Math.max(e.retryAfterMs ?? 0, backoffDelay(attempts - 1, RETRY_BASE_MS, this.o.schedule.maxMs));
-    this.o.recorder.reschedule(row.id, { attempts, nextPollAt: new Date(now.getTime() + delay) });
-    this.o.log.warn({ predictionId: row.id, err: e.message, attempts, retryInMs: delay }, `${during} failed; will retry`);
+    const delay = Math.max(e.retryAfterMs ?? 0, backoffDelay(attempts - 1, RETRY_BASE_MS, schedule.maxMs));
+    const retry = { attempts, nextPollAt: new Date(now + delay) };
+    // A waiting submission shows its last complaint in `error` (status stays CREATED).
+    if (during === 'submission' && row.error !== e.message) recorder.record(row.id, { ...retry, error: e.message });
+    else recorder.reschedule(row.id, retry);
+    log.warn({ predictionId: row.id, err: e.message, attempts, retryInMs: delay }, `${during} failed; will retry`);
   }
 }

@@ -5,8 +5,8 @@ import type { PredictionPubSub } from '../pubsub.js';
 export interface Recorder {
   /** Writes a visible change, then publishes the row as stored; subscribers never see unsaved state. */
   record(id: string, patch: PredictionPatch): PredictionRow | undefined;
-  /** Writes bookkeeping only (next poll time, attempts) that no client can see, so nothing is published. */
-  reschedule(id: string, patch: Pick<PredictionPatch, 'nextPollAt' | 'attempts' | 'pollCount'>): void;
+  /** Writes bookkeeping that no client can see (next poll time, attempts, webhook token), so nothing is published. */
+  reschedule(id: string, patch: Pick<PredictionPatch, 'nextPollAt' | 'attempts' | 'pollCount' | 'webhookToken'>): void;
 }
 
 export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date): Recorder {

@@ -10,6 +10,8 @@ export interface Context {
   wakePoller: () => void;
   now: () => Date;
   newId: () => string;
+  /** Origin that clients reach this gateway at (PUBLIC_URL, or the request's Host), for absolute links. */
+  baseUrl: string;
   /** DNS for the image-URL guard. */
   resolveHost: ResolveHost;
 }

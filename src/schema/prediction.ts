@@ -38,6 +38,10 @@ export const Prediction = builder.objectRef<PredictionRow>('Prediction').impleme
     status: t.field({ type: PredictionStatus, resolve: (p) => p.status }),
     input: t.field({ type: VideoRequest, resolve: (p) => p }),
     outputs: t.exposeStringList('outputs', { description: 'URLs of the generated videos; empty until COMPLETED. Upstream deletes them after 7 days.' }),
+    keptOutputs: t.stringList({
+      description: "The gateway's own copies of the outputs, served with Range support and kept after upstream deletes its files (7 days). Empty until COMPLETED, or if copying failed.",
+      resolve: (p, _args, ctx) => p.keptOutputs.map((path) => `${ctx.baseUrl}${path}`),
+    }),
     urls: t.field({ type: PredictionUrls, resolve: (p) => p }),
     hasNsfwContents: t.exposeBooleanList('hasNsfwContents', { description: 'NSFW flag per output.' }),
     error: t.exposeString('error', { nullable: true, description: 'Why the prediction failed (or the last upstream complaint).' }),

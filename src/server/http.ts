@@ -1,6 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import send from 'send';
 import type { Logger } from '../log.js';
+import type { MediaStore } from '../storage/media.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
+import { WEBHOOK_PREFIX } from './webhooks.js';
 import type { Yoga } from './yoga.js';
 
 export interface HttpDeps {
@@ -8,12 +11,17 @@ export interface HttpDeps {
   log: Logger;
   /** Mounted under /sandbox when the embedded upstream is in use. */
   sandbox?: SandboxUpstream;
+  /** Kept outputs, served under /media with Range support. */
+  media?: MediaStore;
+  onWebhook?: (req: IncomingMessage, res: ServerResponse, url: URL) => void;
 }
+
+const MEDIA_PREFIX = '/media/';
 
 export const SANDBOX_PREFIX = '/sandbox';
 
 /** The one HTTP server: /graphql (yoga), /healthz, and /sandbox when mounted. */
-export function createHttpServer({ yoga, log, sandbox }: HttpDeps): Server {
+export function createHttpServer({ yoga, log, sandbox, media, onWebhook }: HttpDeps): Server {
   return createServer((req, res) => {
     route(req, res).catch((err) => {
       log.error({ err, url: req.url }, 'request failed');
@@ -33,6 +41,17 @@ export function createHttpServer({ yoga, log, sandbox }: HttpDeps): Server {
       const mountUrl = `http://${req.headers.host ?? 'localhost'}${SANDBOX_PREFIX}`;
       return sandbox.handle(req, res, path.slice(SANDBOX_PREFIX.length) || '/', mountUrl);
     }
+    if (media && pathname.startsWith(MEDIA_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
+      const file = media.pathOf(pathname.slice(MEDIA_PREFIX.length));
+      if (!file) {
+        res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
+        return;
+      }
+      // Names are content hashes, so a file never changes: cache it for good.
+      send(req, file, { acceptRanges: true, immutable: true, maxAge: '365d' }).pipe(res);
+      return;
+    }
+    if (onWebhook && pathname.startsWith(WEBHOOK_PREFIX)) return onWebhook(req, res, new URL(path, 'http://gateway'));
     if (pathname === '/') {
       res.writeHead(302, { location: yoga.graphqlEndpoint }).end();
       return;

@@ -75,7 +75,10 @@ const useRequestErrorStatus: Plugin = {
   },
 };
 
-export function createGraphqlHandler(schema: GraphQLSchema, context: () => Context, log: Logger): Yoga {
+/** What yoga hands the context factory: a Fetch Request over HTTP, the upgrade request over graphql-ws. */
+export type InitialContext = { request?: Request; req?: IncomingMessage };
+
+export function createGraphqlHandler(schema: GraphQLSchema, context: (initial: InitialContext) => Context, log: Logger): Yoga {
   return createYoga<ServerContext, Context>({
     schema,
     context,

@@ -3,29 +3,60 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import send from 'send';
+import { systemClock, type Clock } from '../clock.js';
 import { MODEL } from './wavespeed.js';
 
-/** Switchable fault injection. Rates are fractions in [0, 1]. */
+/** Switchable fault injection. Rates are fractions in [0, 1], drawn per task or per request. */
 export interface SandboxFaults {
   /** Share of new tasks that end `failed`. */
   failureRate: number;
+  /** Share of new tasks that never finish (stay `processing`). */
+  hangRate: number;
+  /** Share of API requests answered 500. */
+  serverErrorRate: number;
+  /** Share of API requests that start a burst of 429s lasting `rateLimitSeconds`. */
+  rateLimitRate: number;
+  /** Length of a 429 burst, also sent as Retry-After. */
+  rateLimitSeconds: number;
+  /** Share of API requests answered only after `slowMs` (beyond the client's timeout, typically). */
+  slowRate: number;
+  slowMs: number;
+  /** Share of API requests answered 200 with a body that is not JSON. */
+  malformedRate: number;
 }
+
+export const noFaults: SandboxFaults = {
+  failureRate: 0,
+  hangRate: 0,
+  serverErrorRate: 0,
+  rateLimitRate: 0,
+  rateLimitSeconds: 1,
+  slowRate: 0,
+  slowMs: 30_000,
+  malformedRate: 0,
+};
 
 export interface SandboxOptions {
   /** How long a task runs, created → processing → completed. */
   taskSeconds: number;
   faults?: Partial<SandboxFaults>;
-  /** Injected so tests can move time; defaults to Date.now. */
-  now?: () => number;
+  /** Injected so tests and benchmarks can run minutes in seconds. @default systemClock */
+  clock?: Clock;
+  /** Delivers webhooks; injected by tests. @default fetch */
+  fetch?: typeof fetch;
 }
 
 export interface SandboxStats {
   submissions: number;
   /** Result GETs per task id. */
   resultRequests: Map<string, number>;
+  /** Requests answered with an injected fault, by kind. */
+  faults: { serverError: number; rateLimited: number; slow: number; malformed: number };
+  webhooksDelivered: number;
 }
 
-type Fate = 'c' | 'f';
+/** c: completes, f: fails, h: hangs forever. */
+type Fate = 'c' | 'f' | 'h';
 
 const VIDEO_FILE = join(dirname(fileURLToPath(import.meta.url)), '../../assets/sandbox.mp4');
 const RETENTION_MS = 7 * 24 * 3600 * 1000;
@@ -37,13 +68,24 @@ const MAX_BODY_BYTES = 32 * 1024 * 1024;
  * survive a restart of the process without any storage of their own.
  */
 export class SandboxUpstream {
-  readonly stats: SandboxStats = { submissions: 0, resultRequests: new Map() };
+  readonly stats: SandboxStats = {
+    submissions: 0,
+    resultRequests: new Map(),
+    faults: { serverError: 0, rateLimited: 0, slow: 0, malformed: 0 },
+    webhooksDelivered: 0,
+  };
   private faults: SandboxFaults;
-  private readonly now: () => number;
+  private readonly clock: Clock;
+  private rateLimitedUntil = 0;
+  private readonly timers = new Set<{ clear(): void }>();
 
   constructor(private readonly options: SandboxOptions) {
-    this.faults = { failureRate: 0, ...options.faults };
-    this.now = options.now ?? Date.now;
+    this.faults = { ...noFaults, ...options.faults };
+    this.clock = options.clock ?? systemClock;
+  }
+
+  private now(): number {
+    return this.clock.now().getTime();
   }
 
   setFaults(faults: Partial<SandboxFaults>): SandboxFaults {
@@ -51,20 +93,75 @@ export class SandboxUpstream {
     return this.faults;
   }
 
+  /** Cancels pending webhook deliveries (they are in memory only; the gateway's safety-net polling covers a restart). */
+  close(): void {
+    for (const t of this.timers) t.clear();
+    this.timers.clear();
+  }
+
   /** Handles one request; `path` is relative to the mount point (`/api/v3/...`). */
   async handle(req: IncomingMessage, res: ServerResponse, path: string, mountUrl: string): Promise<void> {
     const url = new URL(path, 'http://sandbox');
     if (req.method === 'GET' && url.pathname.startsWith('/media/')) return this.serveMedia(req, res, url.pathname);
+    if (url.pathname === '/_control/faults') return this.control(req, res);
     if (!/^Bearer\s+\S+/i.test(req.headers.authorization ?? '')) {
       return reply(res, 401, { code: 401, message: 'Unauthorized: missing or empty Bearer API key', data: null });
     }
-    if (req.method === 'POST' && url.pathname === `/api/v3/${MODEL}`) return this.submit(req, res, mountUrl);
+    if (await this.injectFault(res)) return;
+    if (req.method === 'POST' && url.pathname === `/api/v3/${MODEL}`) return this.submit(req, res, mountUrl, url.searchParams.get('webhook'));
     const result = /^\/api\/v3\/predictions\/([^/]+)\/result$/.exec(url.pathname);
     if (req.method === 'GET' && result) return this.result(res, decodeURIComponent(result[1]!), mountUrl);
     return reply(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
   }
 
-  private async submit(req: IncomingMessage, res: ServerResponse, mountUrl: string): Promise<void> {
+  /** GET shows the faults in force; POST merges a JSON object of new values into them. */
+  private async control(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method === 'GET') return reply(res, 200, this.faults);
+    if (req.method !== 'POST') return reply(res, 405, { code: 405, message: 'use GET or POST', data: null });
+    let patch: Record<string, unknown>;
+    try {
+      patch = JSON.parse((await readBody(req, 64 * 1024)).toString('utf8'));
+    } catch {
+      return reply(res, 400, { code: 400, message: 'body must be a JSON object of fault settings', data: null });
+    }
+    const bad = Object.entries(patch ?? {}).find(([k, v]) => !(k in noFaults) || typeof v !== 'number' || v < 0);
+    if (!patch || typeof patch !== 'object' || bad) {
+      return reply(res, 400, { code: 400, message: `unknown or invalid fault setting ${bad?.[0] ?? ''}`.trim(), data: null });
+    }
+    return reply(res, 200, this.setFaults(patch as Partial<SandboxFaults>));
+  }
+
+  /** Answers the request with an injected fault, or returns false to let it through. */
+  private async injectFault(res: ServerResponse): Promise<boolean> {
+    const f = this.faults;
+    const now = this.now();
+    if (now >= this.rateLimitedUntil && Math.random() < f.rateLimitRate) this.rateLimitedUntil = now + f.rateLimitSeconds * 1000;
+    if (now < this.rateLimitedUntil) {
+      this.stats.faults.rateLimited++;
+      res.setHeader('retry-after', String(Math.max(1, Math.ceil((this.rateLimitedUntil - now) / 1000))));
+      reply(res, 429, { code: 429, message: 'sandbox: injected rate limit', data: null });
+      return true;
+    }
+    if (Math.random() < f.serverErrorRate) {
+      this.stats.faults.serverError++;
+      reply(res, 500, { code: 500, message: 'sandbox: injected server error', data: null });
+      return true;
+    }
+    if (Math.random() < f.slowRate) {
+      this.stats.faults.slow++;
+      await new Promise((r) => setTimeout(r, f.slowMs));
+      // By now the client has usually given up; answering anyway keeps the socket tidy.
+      if (res.destroyed) return true;
+    }
+    if (Math.random() < f.malformedRate) {
+      this.stats.faults.malformed++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"code":200,"data":{"id":');
+      return true;
+    }
+    return false;
+  }
+
+  private async submit(req: IncomingMessage, res: ServerResponse, mountUrl: string, webhook: string | null): Promise<void> {
     let body: unknown;
     try {
       body = JSON.parse((await readBody(req, MAX_BODY_BYTES)).toString('utf8'));
@@ -80,9 +177,36 @@ export class SandboxUpstream {
       return reply(res, 400, { code: 400, message: 'image must be a string', data: null });
     }
     this.stats.submissions++;
-    const fate: Fate = Math.random() < this.faults.failureRate ? 'f' : 'c';
+    const draw = Math.random();
+    const fate: Fate = draw < this.faults.failureRate ? 'f' : draw < this.faults.failureRate + this.faults.hangRate ? 'h' : 'c';
     const id = encodeTaskId(this.now(), Math.round(this.options.taskSeconds * 1000), fate);
+    if (webhook) this.scheduleWebhooks(id, webhook, mountUrl);
     return reply(res, 200, { code: 200, message: 'success', data: this.record(id, mountUrl) });
+  }
+
+  /** POSTs the record to `webhook` when the task starts processing and when it ends, as WaveSpeed does. */
+  private scheduleWebhooks(id: string, webhook: string, mountUrl: string): void {
+    const task = decodeTaskId(id)!;
+    const moments = task.fate === 'h' ? [task.durationMs * 0.2] : [task.durationMs * 0.2, task.durationMs];
+    for (const at of moments) {
+      const timer = this.clock.setTimeout(() => {
+        this.timers.delete(timer);
+        const deliver = this.options.fetch ?? fetch;
+        deliver(webhook, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(this.record(id, mountUrl)),
+          signal: AbortSignal.timeout(10_000),
+        }).then(
+          (r) => {
+            if (r.ok) this.stats.webhooksDelivered++;
+            return r.body?.cancel();
+          },
+          () => undefined, // a missed webhook is what the gateway's safety-net polling is for
+        );
+      }, Math.max(0, task.createdAt + at - this.now()) + 1);
+      this.timers.add(timer);
+    }
   }
 
   private result(res: ServerResponse, id: string, mountUrl: string): void {
@@ -97,8 +221,8 @@ export class SandboxUpstream {
   private record(id: string, mountUrl: string) {
     const task = decodeTaskId(id)!;
     const elapsed = this.now() - task.createdAt;
-    const status =
-      elapsed >= task.durationMs ? (task.fate === 'f' ? 'failed' : 'completed') : elapsed >= task.durationMs * 0.2 ? 'processing' : 'created';
+    const finished = elapsed >= task.durationMs && task.fate !== 'h';
+    const status = finished ? (task.fate === 'f' ? 'failed' : 'completed') : elapsed >= task.durationMs * 0.2 ? 'processing' : 'created';
     const completed = status === 'completed';
     return {
       id,
@@ -130,7 +254,7 @@ export function encodeTaskId(createdAt: number, durationMs: number, fate: Fate):
 }
 
 export function decodeTaskId(id: string): { createdAt: number; durationMs: number; fate: Fate } | undefined {
-  const m = /^sbx-([0-9a-z]+)-([0-9a-z]+)-([cf])-[0-9a-f]{12}$/.exec(id);
+  const m = /^sbx-([0-9a-z]+)-([0-9a-z]+)-([cfh])-[0-9a-f]{12}$/.exec(id);
   if (!m) return undefined;
   return { createdAt: parseInt(m[1]!, 36), durationMs: parseInt(m[2]!, 36), fate: m[3] as Fate };
 }
