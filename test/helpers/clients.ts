@@ -17,6 +17,8 @@ export function wsClient(url: string, connectionParams?: Record<string, unknown>
     connectionParams,
     retryAttempts: 0,
     lazy: false,
+    // Connection errors reach each subscription's sink; don't also print them.
+    onNonLazyError: () => {},
   });
   onDispose(() => client.dispose());
   return client;

@@ -1,0 +1,140 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer, type RequestListener } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, expect, test } from 'vitest';
+import { decodeTaskId } from '../src/upstream/sandbox.js';
+import { startApp, waitFor, type TestApp } from './helpers/app.js';
+import { onDispose } from './helpers/dispose.js';
+
+const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
+const GET = `query($id: ID!) { prediction(id: $id) { id status upstreamId outputs keptOutputs error completedAt } }`;
+const sandboxVideo = readFileSync(new URL('../assets/sandbox.mp4', import.meta.url));
+
+async function createBatch(t: TestApp, n: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) ids.push((await t.gql(CREATE, { p: `batch ${i}` })).body.data.createVideo.id);
+  return ids;
+}
+
+async function waitTerminal(t: TestApp, ids: string[], timeoutMs = 45_000) {
+  return waitFor(
+    async () => Promise.all(ids.map(async (id) => (await t.gql(GET, { id })).body.data.prediction)),
+    (ps) => ps.every((p: any) => p.status === 'COMPLETED' || p.status === 'FAILED'),
+    timeoutMs,
+  );
+}
+
+async function listen(handler: RequestListener): Promise<string> {
+  const server = createServer(handler);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  onDispose(() => new Promise((r) => (server.closeAllConnections(), server.close(r))));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe('under heavy upstream faults', () => {
+  test('a batch reaches the right terminal state for every prediction: 30% 5xx, 429 bursts, timeouts, malformed JSON, failed tasks', async () => {
+    const t = await startApp({
+      SANDBOX_TASK_SECONDS: '1',
+      SANDBOX_ERROR_RATE: '0.3',
+      SANDBOX_RATE_LIMIT_RATE: '0.03',
+      SANDBOX_RATE_LIMIT_SECONDS: '1',
+      SANDBOX_SLOW_RATE: '0.1',
+      SANDBOX_SLOW_MS: '400',
+      SANDBOX_MALFORMED_RATE: '0.1',
+      SANDBOX_FAILURE_RATE: '0.25',
+      UPSTREAM_TIMEOUT_MS: '200',
+    });
+    const ids = await createBatch(t, 20);
+    const final = await waitTerminal(t, ids);
+    for (const p of final) {
+      const fate = decodeTaskId(p.upstreamId)!.fate;
+      if (fate === 'f') expect(p).toMatchObject({ status: 'FAILED', error: 'sandbox: injected task failure', outputs: [] });
+      else {
+        expect(p).toMatchObject({ status: 'COMPLETED', error: null });
+        expect(p.outputs).toHaveLength(1);
+        expect(p.keptOutputs).toHaveLength(1);
+      }
+    }
+    const { faults } = t.app.sandbox!.stats;
+    expect(faults.serverError).toBeGreaterThan(0);
+    expect(faults.rateLimited).toBeGreaterThan(0);
+    expect(faults.slow).toBeGreaterThan(0);
+    expect(faults.malformed).toBeGreaterThan(0);
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
+  });
+
+  test('a task that never finishes is FAILED after the maximum age, with a clear error', async () => {
+    const t = await startApp({ SANDBOX_HANG_RATE: '1', SANDBOX_TASK_SECONDS: '0.2', MAX_PREDICTION_AGE_SECONDS: '1' });
+    const [id] = await createBatch(t, 1);
+    const [p] = await waitTerminal(t, [id!]);
+    expect(p).toMatchObject({ status: 'FAILED', error: 'gave up: no final status from upstream within 1 s' });
+    expect(p.upstreamId).toMatch(/^sbx-.*-h-/);
+  });
+
+  test('a permanent 4xx on submission fails the prediction with the upstream message, without retrying', async () => {
+    let requests = 0;
+    const upstream = await listen((_req, res) => {
+      requests++;
+      res.writeHead(400, { 'content-type': 'application/json' }).end('{"code":400,"message":"image aspect ratio not supported","data":null}');
+    });
+    const t = await startApp({ WAVESPEED_BASE_URL: upstream });
+    const [id] = await createBatch(t, 1);
+    const [p] = await waitTerminal(t, [id!]);
+    expect(p).toMatchObject({
+      status: 'FAILED',
+      upstreamId: null,
+      error: 'upstream rejected the submission: upstream answered HTTP 400: image aspect ratio not supported',
+    });
+    expect(requests).toBe(1);
+  });
+
+  test('a 429 with Retry-After holds the whole poller back, not just the request that got it', async () => {
+    const seen: number[] = [];
+    const upstream = await listen((_req, res) => {
+      seen.push(Date.now());
+      res.writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' }).end('{"code":429,"message":"slow down"}');
+    });
+    const t = await startApp({ WAVESPEED_BASE_URL: upstream });
+    await createBatch(t, 3);
+    await waitFor(() => seen.length, (n) => n >= 1);
+    const first = seen[0]!;
+    await new Promise((r) => setTimeout(r, 1500));
+    await t.app.poller!.stop();
+    // At most the requests already under way when the first 429 arrived, then nothing for the Retry-After second.
+    const inPause = seen.filter((at) => at > first + 100 && at < first + 950);
+    expect(inPause).toEqual([]);
+    expect(seen.filter((at) => at >= first + 950).length).toBeGreaterThan(0);
+  });
+});
+
+describe('kept outputs', () => {
+  test('a completed output is copied into DATA_DIR/media and served by the gateway with Range support', async () => {
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3' });
+    const [id] = await createBatch(t, 1);
+    const [p] = await waitTerminal(t, [id!]);
+    expect(p.status).toBe('COMPLETED');
+    const sha = createHash('sha256').update(sandboxVideo).digest('hex');
+    expect(p.keptOutputs).toEqual([`${t.url}/media/${sha}.mp4`]);
+
+    const whole = await fetch(p.keptOutputs[0]);
+    expect(whole.headers.get('content-type')).toBe('video/mp4');
+    expect(Buffer.from(await whole.arrayBuffer()).equals(sandboxVideo)).toBe(true);
+    const part = await fetch(p.keptOutputs[0], { headers: { range: 'bytes=100-199' } });
+    expect(part.status).toBe(206);
+    expect(part.headers.get('content-range')).toBe(`bytes 100-199/${sandboxVideo.length}`);
+    expect(Buffer.from(await part.arrayBuffer()).equals(sandboxVideo.subarray(100, 200))).toBe(true);
+
+    for (const bad of ['/media/../cinegraph.sqlite', `/media/${sha}.sqlite`, '/media/nothing.mp4', `/media/${'0'.repeat(64)}.mp4`]) {
+      expect((await fetch(`${t.url}${bad}`)).status).toBe(404);
+    }
+  });
+
+  test('with KEEP_OUTPUTS=false only upstream URLs are given', async () => {
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3', KEEP_OUTPUTS: 'false' });
+    const [id] = await createBatch(t, 1);
+    const [p] = await waitTerminal(t, [id!]);
+    expect(p).toMatchObject({ status: 'COMPLETED', keptOutputs: [] });
+    expect(p.outputs).toHaveLength(1);
+  });
+});

@@ -1,0 +1,27 @@
+import { expect, test } from 'vitest';
+import { scaledClock } from '../src/clock.js';
+import { startApp, waitFor, type TestApp } from './helpers/app.js';
+
+const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
+const TASK_SECONDS = 180;
+const SPEED = 60; // three sandbox minutes in three seconds; schedule and sandbox share the clock
+
+async function getsPerPrediction(env: Record<string, string>): Promise<number[]> {
+  const t: TestApp = await startApp({ SANDBOX_TASK_SECONDS: String(TASK_SECONDS), ...env }, { clock: scaledClock(SPEED) });
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) ids.push((await t.gql(CREATE, { p: `long ${i}` })).body.data.createVideo.id);
+  const rows = await waitFor(() => ids.map((id) => t.app.store.findById(id)!), (rs) => rs.every((r) => r.status === 'COMPLETED'), 30_000);
+  return rows.map((r) => t.app.sandbox!.stats.resultRequests.get(r.upstreamId!)!);
+}
+
+test('the adaptive schedule spends far fewer upstream GETs on a 3-minute task than a 1-second loop', async () => {
+  const adaptive = await getsPerPrediction({ POLL_INITIAL_MS: '5000', POLL_GROWTH: '0.2', POLL_MAX_MS: '30000' });
+  const fixedLoop = await getsPerPrediction({ POLL_INITIAL_MS: '1000', POLL_GROWTH: '0', POLL_MAX_MS: '1000' });
+  // A 1-second loop makes about one GET per second of the task (a little less here: at 60× speed
+  // each request's few real milliseconds of latency count as a tenth of a second or more).
+  for (const n of fixedLoop) expect(n).toBeGreaterThanOrEqual(TASK_SECONDS * 0.6);
+  for (const n of adaptive) expect(n).toBeLessThanOrEqual(TASK_SECONDS / 6);
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  console.log(`GETs per 3-minute prediction: adaptive ${adaptive.join(', ')}; 1-second loop ${fixedLoop.join(', ')}`);
+  expect(mean(adaptive) / mean(fixedLoop)).toBeLessThan(0.2);
+});
