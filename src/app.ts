@@ -8,7 +8,7 @@ import { PredictionStore } from './db/predictions.js';
 import { createLogger, type Logger } from './log.js';
 import { Poller } from './poller/poller.js';
 import { createRecorder } from './poller/record.js';
-import { createPredictionPubSub } from './pubsub.js';
+import { createPredictionPubSub, type PredictionPubSub } from './pubsub.js';
 import type { Context } from './schema/context.js';
 import { buildSchema } from './schema/index.js';
 import { createHttpServer, SANDBOX_PREFIX } from './server/http.js';
@@ -35,6 +35,7 @@ export interface App {
   readonly db: Db;
   readonly sandbox?: SandboxUpstream;
   readonly media?: MediaStore;
+  readonly pubsub: PredictionPubSub;
   /** Set once started. */
   readonly poller?: Poller;
   /** Listens, then starts the poller; resolves to the base URL (e.g. http://127.0.0.1:4000). */
@@ -75,6 +76,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     db,
     sandbox,
     media,
+    pubsub,
     get poller() {
       return poller;
     },

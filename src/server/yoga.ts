@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { Context } from '../schema/context.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
+import { useSharedSubscriptionExecution } from './shared-execution.js';
 
 export interface ServerContext {
   req: IncomingMessage;
@@ -88,6 +89,7 @@ export function createGraphqlHandler(schema: GraphQLSchema, context: (initial: I
     maxRequestBodySize: MAX_REQUEST_BYTES,
     plugins: [
       useRequestErrorStatus,
+      useSharedSubscriptionExecution(),
       maxDepthPlugin({ n: operationLimits.maxDepth, exposeLimits: true, onReject: tagTooComplex }),
       maxAliasesPlugin({ n: operationLimits.maxAliases, exposeLimits: true, onReject: tagTooComplex }),
       costLimitPlugin({ maxCost: operationLimits.maxCost, exposeLimits: true, onReject: tagTooComplex }),

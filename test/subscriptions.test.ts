@@ -1,0 +1,59 @@
+import { expect, test } from 'vitest';
+import { createPredictionPubSub } from '../src/pubsub.js';
+import { distinct, wsClient, wsSubscribe } from './helpers/clients.js';
+import { startApp, waitFor } from './helpers/app.js';
+
+const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
+
+test('pubsub delivers by topic and id, and unsubscribing removes the listener', () => {
+  const pubsub = createPredictionPubSub();
+  const got: string[] = [];
+  const off = pubsub.subscribe('prediction:updated', 'a', (row) => got.push(`a:${row.status}`));
+  pubsub.subscribe('prediction:updated', 'b', (row) => got.push(`b:${row.status}`));
+  pubsub.publish('prediction:updated', 'a', { status: 'PROCESSING' } as never);
+  pubsub.publish('prediction:updated', 'c', { status: 'FAILED' } as never);
+  expect(pubsub.count()).toBe(2);
+  off();
+  pubsub.publish('prediction:updated', 'a', { status: 'COMPLETED' } as never);
+  expect(got).toEqual(['a:PROCESSING']);
+  expect(pubsub.count()).toBe(1);
+});
+
+test('subscribers with different selections, variables and hosts each get their own correct result from a shared event', async () => {
+  const { url, gql, app } = await startApp({ SANDBOX_TASK_SECONDS: '0.8' });
+  const a = (await gql(CREATE, { p: 'a' })).body.data.createVideo.id;
+  const b = (await gql(CREATE, { p: 'b' })).body.data.createVideo.id;
+  const client = wsClient(url);
+  const viaLocalhost = wsClient(url.replace('127.0.0.1', 'localhost'));
+  const S1 = `subscription($id: ID!) { predictionUpdated(id: $id) { id status } }`;
+  const S2 = `subscription($id: ID!) { predictionUpdated(id: $id) { status keptOutputs input { prompt } } }`;
+  const streams = {
+    a1: wsSubscribe(client, S1, { id: a }),
+    a1again: wsSubscribe(client, S1, { id: a }),
+    a2: wsSubscribe(client, S2, { id: a }),
+    a2local: wsSubscribe(viaLocalhost, S2, { id: a }),
+    b1: wsSubscribe(client, S1, { id: b }),
+  };
+  const done = Object.fromEntries(await Promise.all(Object.entries(streams).map(async ([k, s]) => [k, await s.done] as const)));
+  const last = (k: string) => done[k]!.at(-1).predictionUpdated;
+  expect(last('a1')).toEqual({ id: a, status: 'COMPLETED' });
+  expect(done.a1again).toEqual(done.a1);
+  expect(last('b1')).toEqual({ id: b, status: 'COMPLETED' });
+  expect(last('a2').input).toEqual({ prompt: 'a' });
+  expect(last('a2').keptOutputs[0]).toMatch(new RegExp(`^${url}/media/[0-9a-f]{64}\\.mp4$`));
+  expect(last('a2local').keptOutputs[0]).toMatch(/^http:\/\/localhost:\d+\/media\/[0-9a-f]{64}\.mp4$/);
+  expect(distinct(done.a2!.map((v: any) => v.predictionUpdated.status))).toEqual(['CREATED', 'PROCESSING', 'COMPLETED']);
+  // Completed subscriptions leave no listener behind.
+  expect(app.pubsub.count()).toBe(0);
+});
+
+test('a client that goes away mid-subscription leaves no listener behind', async () => {
+  const { url, gql, app } = await startApp({ SANDBOX_TASK_SECONDS: '600' });
+  const id = (await gql(CREATE, { p: 'long' })).body.data.createVideo.id;
+  const client = wsClient(url);
+  const s = wsSubscribe(client, `subscription($id: ID!) { predictionUpdated(id: $id) { status } }`, { id });
+  await waitFor(() => s.values.length, (n) => n >= 1);
+  expect(app.pubsub.count()).toBe(1);
+  await client.dispose();
+  await waitFor(() => app.pubsub.count(), (n) => n === 0);
+});
