@@ -64,7 +64,10 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   const base = { store, pubsub, now, newId: randomUUID, resolveHost: overrides.resolveHost ?? systemResolver(), wakePoller: () => poller?.nudge() };
   const context = (initial: InitialContext): Context => ({
     ...base,
-    baseUrl: config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`),
+    // Lazy: only kept-output links need it, and parsing the URL on every request showed in profiles.
+    get baseUrl() {
+      return config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`);
+    },
   });
   const yoga = createGraphqlHandler(buildSchema(), context, log);
   const onWebhook = config.publicUrl ? createWebhookHandler(store, (id) => poller?.pollNow(id)) : undefined;

@@ -34,7 +34,7 @@ const envSchema = z.object({
   SANDBOX_SLOW_RATE: rate(),
   SANDBOX_SLOW_MS: int(0, 30_000),
   SANDBOX_MALFORMED_RATE: rate(),
-  POLL_INITIAL_MS: int(10, 2_000),
+  POLL_INITIAL_MS: int(10, 5_000),
   POLL_GROWTH: num(0, 0.2),
   POLL_MAX_MS: int(10, 30_000),
   POLL_WEBHOOK_FALLBACK_MS: int(10, 120_000),

@@ -1,0 +1,103 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+export interface BenchServer {
+  url: string;
+  /** The child's pid, for reading its memory from /proc. */
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+export function tempDir(prefix: string): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+// Children must not outlive a crashed or interrupted benchmark: they would hold ports and CPU.
+const children = new Set<ChildProcess>();
+let hooked = false;
+function killOnExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.on('exit', () => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      for (const c of children) c.kill('SIGKILL');
+      process.exit(130);
+    });
+  }
+}
+
+/** Spawns `node --import tsx <script>` from the repo root and waits for its /healthz. */
+async function spawnNode(script: string, env: Record<string, string | undefined>, prefix: string): Promise<BenchServer> {
+  killOnExit();
+  const port = await freePort();
+  const data = tempDir(prefix);
+  const merged: NodeJS.ProcessEnv = { ...process.env, HOST: '127.0.0.1', PORT: String(port), DATA_DIR: data.dir, LOG_LEVEL: 'silent', ...env };
+  for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    cwd: root,
+    env: merged,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    children.delete(child);
+    data.remove();
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) {
+      await stop();
+      throw new Error(`${script} exited early (code ${child.exitCode}):\n${output}`);
+    }
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) break;
+    } catch {}
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`${script} not healthy within 30 s:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url, pid: child.pid!, stop };
+}
+
+/** The real gateway, against its embedded sandbox (WAVESPEED_API_KEY removed from the env). */
+export function startCinegraph(env: Record<string, string> = {}): Promise<BenchServer> {
+  return spawnNode('src/main.ts', { WAVESPEED_API_KEY: undefined, WAVESPEED_BASE_URL: undefined, ...env }, 'cinegraph-bench-');
+}
+
+/** graphql-yoga answering `{ __typename }` with a one-field SDL schema: the floor for any yoga server. */
+export function startBareYoga(): Promise<BenchServer> {
+  return spawnNode('bench/bare-yoga.ts', {}, 'cinegraph-bench-bare-');
+}
