@@ -138,3 +138,18 @@ describe('kept outputs', () => {
     expect(p.outputs).toHaveLength(1);
   });
 });
+
+describe('shutdown', () => {
+  test('stop() cancels an upstream request in flight instead of waiting for it, and leaves the prediction due for the next start', async () => {
+    const t = await startApp({ SANDBOX_SLOW_RATE: '1', SANDBOX_SLOW_MS: '20000', UPSTREAM_TIMEOUT_MS: '30000' });
+    const [id] = await createBatch(t, 1);
+    await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
+    const started = Date.now();
+    await t.app.poller!.stop();
+    // The sandbox would answer only after 20 s; stopping must not wait for that.
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const row = t.app.store.findById(id!)!;
+    expect(row).toMatchObject({ status: 'CREATED', upstreamId: null, attempts: 0 });
+    expect(row.nextPollAt!.getTime()).toBeLessThanOrEqual(Date.now());
+  });
+});

@@ -53,6 +53,8 @@ export class Poller {
   private loopPromise?: Promise<void>;
   private wakeUp?: () => void;
   private wakePending = false;
+  /** Cancels in-flight upstream requests and downloads on stop, so shutdown waits for writes, not for timeouts. */
+  private readonly shutdown = new AbortController();
 
   constructor(private readonly o: PollerOptions) {
     this.clock = o.clock ?? systemClock;
@@ -64,10 +66,11 @@ export class Poller {
     this.loopPromise = this.loop();
   }
 
-  /** Stops taking new work and waits for in-flight requests to be written. */
+  /** Stops taking new work, cancels in-flight requests and waits until their outcome is written. */
   async stop(): Promise<void> {
     this.running = false;
-    this.nudge();
+    this.shutdown.abort();
+    this.wakeUp?.();
     await this.loopPromise;
     await Promise.allSettled(this.inFlight.values());
   }
@@ -166,7 +169,9 @@ export class Poller {
       await (row.upstreamId ? this.pollOne(row) : this.submitOne(row));
       this.rateLimitStreak = 0;
     } catch (err) {
-      this.onFailure(row, err, row.upstreamId ? 'poll' : 'submission');
+      // Cancelled by stop(): not upstream's fault, so no attempt is spent; due again at once on restart.
+      if (this.shutdown.signal.aborted) this.o.recorder.reschedule(row.id, { nextPollAt: this.clock.now() });
+      else this.onFailure(row, err, row.upstreamId ? 'poll' : 'submission');
     }
   }
 
@@ -180,7 +185,7 @@ export class Poller {
     }
     const up = await client.submit(
       { prompt: row.prompt, image: row.image ?? undefined, enablePromptExpansion: row.enablePromptExpansion },
-      { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined },
+      { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined, signal: this.shutdown.signal },
     );
     // Crash window: a kill between upstream accepting and this write means a second submission
     // after restart. It is one local SQLite write long; upstream offers no idempotency key to close it.
@@ -199,7 +204,7 @@ export class Poller {
   }
 
   private async pollOne(row: PredictionRow): Promise<void> {
-    const up = await this.o.client.getResult(row.upstreamId!);
+    const up = await this.o.client.getResult(row.upstreamId!, { signal: this.shutdown.signal });
     const patch = patchFromUpstream(up);
     if (!patch) this.o.log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');
     if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
@@ -219,10 +224,10 @@ export class Poller {
     if (!this.o.media || !outputs.length) return [];
     try {
       const names = [];
-      for (const url of outputs) names.push(`/media/${await this.o.media.keep(url)}`);
+      for (const url of outputs) names.push(`/media/${await this.o.media.keep(url, this.shutdown.signal)}`);
       return names;
     } catch (err) {
-      if (err instanceof MediaError && err.transient && row.attempts + 1 < KEEP_ATTEMPTS) throw err;
+      if (err instanceof MediaError && (this.shutdown.signal.aborted || (err.transient && row.attempts + 1 < KEEP_ATTEMPTS))) throw err;
       this.o.log.warn({ predictionId: row.id, err: (err as Error).message }, 'could not keep outputs; completing with upstream URLs only');
       return [];
     }

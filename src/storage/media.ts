@@ -4,6 +4,7 @@ import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { withTimeout } from '../upstream/wavespeed.js';
 
 export interface MediaStoreOptions {
   dir: string;
@@ -40,12 +41,12 @@ export class MediaStore {
     mkdirSync(this.dir, { recursive: true });
   }
 
-  /** Downloads `url` and returns the kept file's name. */
-  async keep(url: string): Promise<string> {
+  /** Downloads `url` and returns the kept file's name; `signal` cancels (shutdown). */
+  async keep(url: string, signal?: AbortSignal): Promise<string> {
     const doFetch = this.o.fetch ?? fetch;
     const tmp = join(this.dir, `.partial-${randomBytes(8).toString('hex')}`);
     try {
-      const res = await doFetch(url, { signal: AbortSignal.timeout(this.o.timeoutMs) }).catch((err: Error) => {
+      const res = await doFetch(url, { signal: withTimeout(this.o.timeoutMs, signal) }).catch((err: Error) => {
         throw new MediaError(`downloading ${url}: ${err.message}`, true);
       });
       if (!res.ok || !res.body) {

@@ -81,21 +81,22 @@ export class WaveSpeedClient {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
   }
 
-  submit(input: VideoRequest, opts: { webhook?: string } = {}): Promise<UpstreamPrediction> {
+  submit(input: VideoRequest, opts: { webhook?: string; signal?: AbortSignal } = {}): Promise<UpstreamPrediction> {
     const query = opts.webhook ? `?webhook=${encodeURIComponent(opts.webhook)}` : '';
     const body: Record<string, unknown> = {
       prompt: input.prompt,
       enable_prompt_expansion: input.enablePromptExpansion,
     };
     if (input.image !== undefined) body.image = input.image;
-    return this.request('POST', `/api/v3/${MODEL}${query}`, body);
+    return this.request('POST', `/api/v3/${MODEL}${query}`, body, opts.signal);
   }
 
-  getResult(upstreamId: string): Promise<UpstreamPrediction> {
-    return this.request('GET', `/api/v3/predictions/${encodeURIComponent(upstreamId)}/result`);
+  getResult(upstreamId: string, opts: { signal?: AbortSignal } = {}): Promise<UpstreamPrediction> {
+    return this.request('GET', `/api/v3/predictions/${encodeURIComponent(upstreamId)}/result`, undefined, opts.signal);
   }
 
-  private async request(method: string, path: string, body?: unknown): Promise<UpstreamPrediction> {
+  /** `signal` cancels early (shutdown); the per-request timeout applies either way. */
+  private async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<UpstreamPrediction> {
     const doFetch = this.options.fetch ?? fetch;
     let response: Response;
     let text: string;
@@ -108,11 +109,12 @@ export class WaveSpeedClient {
           ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.options.timeoutMs),
+        signal: withTimeout(this.options.timeoutMs, signal),
       });
       text = await response.text();
     } catch (err) {
       const e = err as Error;
+      if (signal?.aborted) throw new UpstreamError('network', `${method} ${path}: cancelled (shutting down)`);
       if (e.name === 'TimeoutError' || e.name === 'AbortError') {
         throw new UpstreamError('timeout', `${method} ${path}: no answer within ${this.options.timeoutMs} ms`);
       }
@@ -150,6 +152,11 @@ export class WaveSpeedClient {
       inferenceMs: d.timings?.inference ?? undefined,
     };
   }
+}
+
+export function withTimeout(ms: number, signal?: AbortSignal): AbortSignal {
+  const timeout = AbortSignal.timeout(ms);
+  return signal ? AbortSignal.any([timeout, signal]) : timeout;
 }
 
 function safeJson(text: string): unknown {
