@@ -140,16 +140,27 @@ describe('kept outputs', () => {
 });
 
 describe('shutdown', () => {
-  test('stop() cancels an upstream request in flight instead of waiting for it, and leaves the prediction due for the next start', async () => {
-    const t = await startApp({ SANDBOX_SLOW_RATE: '1', SANDBOX_SLOW_MS: '20000', UPSTREAM_TIMEOUT_MS: '30000' });
+  test('stop() cancels a poll in flight instead of waiting for it, and leaves the prediction due for the next start', async () => {
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '600', UPSTREAM_TIMEOUT_MS: '30000' });
     const [id] = await createBatch(t, 1);
+    await waitFor(() => t.app.store.findById(id!)!.upstreamId, (u) => u !== null);
+    t.app.sandbox!.setFaults({ slowRate: 1, slowMs: 20_000 });
     await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
     const started = Date.now();
     await t.app.poller!.stop();
     // The sandbox would answer only after 20 s; stopping must not wait for that.
     expect(Date.now() - started).toBeLessThan(10_000);
     const row = t.app.store.findById(id!)!;
-    expect(row).toMatchObject({ status: 'CREATED', upstreamId: null, attempts: 0 });
+    expect(row).toMatchObject({ attempts: 0, error: null });
     expect(row.nextPollAt!.getTime()).toBeLessThanOrEqual(Date.now());
+  });
+
+  test('stop() lets a submission in flight finish and records it, so a restart cannot submit it twice', async () => {
+    const t = await startApp({ SANDBOX_SLOW_RATE: '1', SANDBOX_SLOW_MS: '1000', UPSTREAM_TIMEOUT_MS: '10000' });
+    const [id] = await createBatch(t, 1);
+    await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
+    await t.app.poller!.stop();
+    expect(t.app.store.findById(id!)!.upstreamId).toMatch(/^sbx-/);
+    expect(t.app.sandbox!.stats.submissions).toBe(1);
   });
 });

@@ -126,7 +126,7 @@ describe('image as a data URI, judged by its real bytes', () => {
     await t.app.poller!.runOnce();
     expect(t.app.sandbox!.stats.submissions).toBe(1);
     // The image is dropped from the database once upstream has it.
-    expect(t.app.store.findById(created.id)!.image).toBeNull();
+    expect(t.app.store.imageOf(created.id)).toBeNull();
   });
 
   test('20 MiB exactly is accepted; one byte more is IMAGE_TOO_LARGE', async () => {

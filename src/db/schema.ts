@@ -44,5 +44,7 @@ export const predictions = sqliteTable(
   (t) => [index('predictions_next_poll_at').on(t.nextPollAt), index('predictions_status_seq').on(t.status, t.seq)],
 );
 
-export type PredictionRow = typeof predictions.$inferSelect;
+export type PredictionRecord = typeof predictions.$inferSelect;
+/** A prediction as read and published: everything but the submitted image, which only the poller needs. */
+export type PredictionRow = Omit<PredictionRecord, 'image'>;
 export type NewPrediction = typeof predictions.$inferInsert;

@@ -89,10 +89,10 @@ export class Poller {
     });
   }
 
-  /** A webhook said this prediction changed: read it from upstream as soon as possible. */
+  /** A webhook said this prediction changed: read it from upstream as soon as possible (unless it is final). */
   pollNow(id: string): void {
     if (this.inFlight.has(id)) this.repoll.add(id);
-    else this.o.recorder.reschedule(id, { nextPollAt: this.clock.now() });
+    else this.o.store.makeDue(id, this.clock.now());
     this.nudge();
   }
 
@@ -117,11 +117,11 @@ export class Poller {
     const idle = this.o.idleMs ?? 5000;
     const now = this.clock.now().getTime();
     if (now < this.pausedUntil) return this.pausedUntil - now;
-    const next = this.o.store.nextDueAt();
+    const next = this.o.store.nextDueAt(this.inFlight);
     if (!next) return idle;
     const delay = next.getTime() - now;
-    // Due but not started means every slot is busy (or it is in flight): a finishing request wakes us.
-    if (delay <= 0) return this.inFlight.size > 0 ? idle : 0;
+    // Due but not started means every slot is busy: a finishing request wakes us.
+    if (delay <= 0) return this.inFlight.size >= this.o.concurrency ? idle : 0;
     return Math.min(delay, idle);
   }
 
@@ -143,26 +143,35 @@ export class Poller {
     const ids = this.o.store.due(now, free + this.inFlight.size).filter((id) => !this.inFlight.has(id));
     for (const id of ids.slice(0, free)) {
       const work = this.step(id)
-        .catch((err) => this.o.log.error({ err, predictionId: id }, 'poller step failed'))
+        .catch((err) => this.onStepCrash(id, err))
         .finally(() => {
           this.inFlight.delete(id);
-          if (this.repoll.delete(id)) this.o.recorder.reschedule(id, { nextPollAt: this.clock.now() });
+          if (this.repoll.delete(id)) this.o.store.makeDue(id, this.clock.now());
           this.nudge();
         });
       this.inFlight.set(id, work);
     }
   }
 
+  /**
+   * Something outside the upstream error handling failed (a database write, say). Push the row
+   * back so it cannot spin the loop; if even that fails, the next pass retries it.
+   */
+  private onStepCrash(id: string, err: unknown): void {
+    this.o.log.error({ err, predictionId: id }, 'poller step failed');
+    try {
+      this.o.recorder.reschedule(id, { nextPollAt: new Date(this.clock.now().getTime() + this.o.schedule.maxMs) });
+    } catch (again) {
+      this.o.log.error({ err: again, predictionId: id }, 'could not reschedule after a failed step');
+    }
+  }
+
   private async step(id: string): Promise<void> {
     const row = this.o.store.findById(id);
-    if (!row || row.nextPollAt === null) return;
-    const age = this.clock.now().getTime() - row.createdAt.getTime();
-    if (age > this.o.maxAgeMs) {
+    if (!row || row.nextPollAt === null || terminalStatuses.has(row.status)) return;
+    if (!row.upstreamId && this.expired(row)) {
       const seconds = Math.round(this.o.maxAgeMs / 1000);
-      const error = row.upstreamId
-        ? `gave up: no final status from upstream within ${seconds} s`
-        : `gave up: could not submit upstream within ${seconds} s${row.error ? ` (last error: ${row.error})` : ''}`;
-      this.finish(row, { status: 'FAILED', error });
+      this.finish(row, { status: 'FAILED', error: `gave up: could not submit upstream within ${seconds} s${row.error ? ` (last error: ${row.error})` : ''}` });
       return;
     }
     try {
@@ -175,29 +184,36 @@ export class Poller {
     }
   }
 
+  private expired(row: PredictionRow): boolean {
+    return this.clock.now().getTime() - row.createdAt.getTime() > this.o.maxAgeMs;
+  }
+
   private async submitOne(row: PredictionRow): Promise<void> {
-    const { client, recorder, log, webhookUrl } = this.o;
+    const { client, recorder, log, webhookUrl, store } = this.o;
     // The token is stored before the URL leaves the process, so a crash cannot orphan a webhook.
     let token = row.webhookToken;
     if (webhookUrl && !token) {
       token = randomBytes(32).toString('base64url');
       recorder.reschedule(row.id, { webhookToken: token });
     }
+    // Not cancelled by stop(): an abandoned submission that upstream accepted would be submitted
+    // again after restart. It is bounded by the request timeout instead.
     const up = await client.submit(
-      { prompt: row.prompt, image: row.image ?? undefined, enablePromptExpansion: row.enablePromptExpansion },
-      { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined, signal: this.shutdown.signal },
+      { prompt: row.prompt, image: store.imageOf(row.id) ?? undefined, enablePromptExpansion: row.enablePromptExpansion },
+      { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined },
     );
     // Crash window: a kill between upstream accepting and this write means a second submission
     // after restart. It is one local SQLite write long; upstream offers no idempotency key to close it.
-    const now = this.clock.now();
     const patch = patchFromUpstream(up) ?? {};
+    if (patch.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
+    const now = this.clock.now();
     recorder.record(row.id, {
       ...patch,
       upstreamId: up.id,
       submittedAt: now,
       image: null,
       attempts: 0,
-      error: null,
+      error: patch.error ?? null,
       ...this.nextStep(patch.status ?? row.status, Boolean(token), now, 0),
     });
     log.info({ predictionId: row.id, upstreamId: up.id, webhook: Boolean(token) }, 'submitted upstream');
@@ -205,9 +221,14 @@ export class Poller {
 
   private async pollOne(row: PredictionRow): Promise<void> {
     const up = await this.o.client.getResult(row.upstreamId!, { signal: this.shutdown.signal });
-    const patch = patchFromUpstream(up);
+    let patch = patchFromUpstream(up);
     if (!patch) this.o.log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');
     if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
+    // The age limit is judged after this last look, so a task that just finished is not failed.
+    if (this.expired(row) && !terminalStatuses.has(patch?.status ?? row.status)) {
+      const seconds = Math.round(this.o.maxAgeMs / 1000);
+      patch = { ...patch, status: 'FAILED', error: `gave up: no final status from upstream within ${seconds} s` };
+    }
     const now = this.clock.now();
     const sinceSubmit = now.getTime() - (row.submittedAt ?? row.createdAt).getTime();
     const bookkeeping = { attempts: 0, pollCount: row.pollCount + 1, ...this.nextStep(patch?.status ?? row.status, Boolean(row.webhookToken), now, sinceSubmit) };
@@ -217,8 +238,9 @@ export class Poller {
 
   /**
    * Copies completed outputs into gateway storage before COMPLETED is published, so a subscriber's
-   * last event already carries them. Transient failures retry the whole poll; after KEEP_ATTEMPTS,
-   * or a permanent failure, the prediction completes with upstream URLs only.
+   * last event already carries them. A transient failure retries the whole poll; once this
+   * prediction has failed KEEP_ATTEMPTS times in a row (upstream or download alike), or on a
+   * permanent failure, it completes with upstream URLs only.
    */
   private async keepOutputs(row: PredictionRow, outputs: string[]): Promise<string[]> {
     if (!this.o.media || !outputs.length) return [];

@@ -17,7 +17,7 @@ export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub,
       return row;
     },
     reschedule(id, patch) {
-      store.update(id, patch, now());
+      store.update(id, patch);
     },
   };
 }
