@@ -1,11 +1,9 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, type RequestListener } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { describe, expect, test } from 'vitest';
 import { decodeTaskId } from '../src/upstream/sandbox.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
-import { onDispose } from './helpers/dispose.js';
+import { listen } from './helpers/listen.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const GET = `query($id: ID!) { prediction(id: $id) { id status upstreamId outputs keptOutputs error completedAt } }`;
@@ -25,12 +23,6 @@ async function waitTerminal(t: TestApp, ids: string[], timeoutMs = 45_000) {
   );
 }
 
-async function listen(handler: RequestListener): Promise<string> {
-  const server = createServer(handler);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  onDispose(() => new Promise((r) => (server.closeAllConnections(), server.close(r))));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
 
 describe('under heavy upstream faults', () => {
   test('a batch reaches the right terminal state for every prediction: 30% 5xx, 429 bursts, timeouts, malformed JSON, failed tasks', async () => {
@@ -162,5 +154,49 @@ describe('shutdown', () => {
     await t.app.poller!.stop();
     expect(t.app.store.findById(id!)!.upstreamId).toMatch(/^sbx-/);
     expect(t.app.sandbox!.stats.submissions).toBe(1);
+  });
+});
+
+describe('scheduling', () => {
+  test('a request stuck upstream does not hold back other predictions', async () => {
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3', UPSTREAM_TIMEOUT_MS: '20000' });
+    t.app.sandbox!.setFaults({ slowRate: 1, slowMs: 6000 });
+    const [stuck] = await createBatch(t, 1);
+    await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
+    t.app.sandbox!.setFaults({ slowRate: 0 });
+    const [quick] = await createBatch(t, 1);
+    await waitFor(() => t.app.store.findById(quick!)!.status, (s) => s === 'COMPLETED', 5000);
+    // The stuck submission is still waiting for its answer.
+    expect(t.app.store.findById(stuck!)!.upstreamId).toBeNull();
+  });
+
+  test('polls that change nothing leave version and updatedAt alone', async () => {
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '600' });
+    const [id] = await createBatch(t, 1);
+    const processing = await waitFor(() => t.app.store.findById(id!)!, (r) => r.upstreamId !== null);
+    await waitFor(() => t.app.store.findById(id!)!.pollCount, (n) => n >= processing.pollCount + 3);
+    const later = t.app.store.findById(id!)!;
+    expect(later.version).toBe(processing.version);
+    expect(later.updatedAt).toEqual(processing.updatedAt);
+  });
+
+  test('a failure reported in the submission answer is kept with its reason', async () => {
+    const upstream = await listen((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({ code: 200, message: 'success', data: { id: 'up-1', status: 'failed', error: 'prompt flagged by moderation', outputs: [] } }),
+      );
+    });
+    const t = await startApp({ WAVESPEED_BASE_URL: upstream });
+    const [id] = await createBatch(t, 1);
+    const [p] = await waitTerminal(t, [id!]);
+    expect(p).toMatchObject({ status: 'FAILED', upstreamId: 'up-1', error: 'prompt flagged by moderation' });
+  });
+
+  test('the age limit takes a last look upstream: a task that finished in time is COMPLETED, not failed', async () => {
+    // Polls are 10 s apart, so the prediction's age passes the limit before the poller looks again.
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '1', MAX_PREDICTION_AGE_SECONDS: '2', POLL_INITIAL_MS: '3000', POLL_GROWTH: '0', POLL_MAX_MS: '3000' });
+    const [id] = await createBatch(t, 1);
+    const [p] = await waitTerminal(t, [id!]);
+    expect(p.status).toBe('COMPLETED');
   });
 });

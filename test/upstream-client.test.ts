@@ -1,17 +1,9 @@
-import { createServer, type RequestListener } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { describe, expect, test } from 'vitest';
 import { UpstreamError, WaveSpeedClient, parseRetryAfter } from '../src/upstream/wavespeed.js';
 import { startApp } from './helpers/app.js';
-import { onDispose } from './helpers/dispose.js';
+import { listen } from './helpers/listen.js';
 import { freePort } from './helpers/process.js';
 
-async function listen(handler: RequestListener): Promise<string> {
-  const server = createServer(handler);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  onDispose(() => new Promise((r) => (server.closeAllConnections(), server.close(r))));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
 
 const client = (baseUrl: string, apiKey = 'k', timeoutMs = 2000) => new WaveSpeedClient({ baseUrl, apiKey, timeoutMs });
 

@@ -67,3 +67,17 @@ describe('webhooks', () => {
     expect(t.app.store.findById(id)!.outputs).toEqual([]);
   });
 });
+
+test('a genuine webhook replayed after the prediction finished changes nothing and asks upstream nothing', async () => {
+  const t = await webhookApp({ SANDBOX_TASK_SECONDS: '0.5' });
+  const { id } = (await t.gql(CREATE, { p: 'replayed' })).body.data.createVideo;
+  const done = await waitFor(() => t.app.store.findById(id)!, (r) => r.status === 'COMPLETED', 10_000);
+  const gets = t.app.sandbox!.stats.resultRequests.get(done.upstreamId!);
+  for (let i = 0; i < 3; i++) {
+    const res = await fetch(`${t.url}/webhooks/wavespeed/${id}?token=${done.webhookToken}`, { method: 'POST', body: '{}' });
+    expect(res.status).toBe(202);
+  }
+  await t.app.poller!.runOnce();
+  expect(t.app.store.findById(id)).toEqual(done);
+  expect(t.app.sandbox!.stats.resultRequests.get(done.upstreamId!)).toBe(gets);
+});
