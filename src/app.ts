@@ -62,13 +62,16 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
 
   let poller: Poller | undefined;
   const base = { store, pubsub, now, newId: randomUUID, resolveHost: overrides.resolveHost ?? systemResolver(), wakePoller: () => poller?.nudge() };
-  const context = (initial: InitialContext): Context => ({
-    ...base,
-    // Lazy: only kept-output links need it, and parsing the URL on every request showed in profiles.
-    get baseUrl() {
-      return config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`);
-    },
-  });
+  const context = (initial: InitialContext): Context => {
+    let origin: string | undefined;
+    return {
+      ...base,
+      // A function, not a getter (envelop copies the context, which would call a getter): only
+      // kept-output links need it, and parsing the URL on every request shows in profiles.
+      baseUrl: () =>
+        (origin ??= config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`)),
+    };
+  };
   const yoga = createGraphqlHandler(buildSchema(), context, log);
   const onWebhook = config.publicUrl ? createWebhookHandler(store, (id) => poller?.pollNow(id)) : undefined;
   const server = createHttpServer({ yoga, log, sandbox, media, onWebhook });

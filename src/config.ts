@@ -42,7 +42,7 @@ const envSchema = z.object({
   MAX_PREDICTION_AGE_SECONDS: int(1, 3600),
   KEEP_OUTPUTS: bool(true),
   MEDIA_MAX_BYTES: int(1, 512 * 1024 * 1024),
-});
+}).refine((e) => e.POLL_INITIAL_MS <= e.POLL_MAX_MS, { message: 'must not exceed POLL_MAX_MS', path: ['POLL_INITIAL_MS'] });
 
 export type Env = z.infer<typeof envSchema>;
 

@@ -29,7 +29,8 @@ export class PubSub<Topics extends Record<string, [id: string, payload: unknown]
     set.add(listener as Listener<never>);
     return () => {
       set.delete(listener as Listener<never>);
-      if (!set.size) this.listeners.delete(key);
+      // Only our own Set: after it emptied once, a newer subscriber may own a fresh one.
+      if (!set.size && this.listeners.get(key) === set) this.listeners.delete(key);
     };
   }
 

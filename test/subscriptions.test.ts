@@ -57,3 +57,18 @@ test('a client that goes away mid-subscription leaves no listener behind', async
   await client.dispose();
   await waitFor(() => app.pubsub.count(), (n) => n === 0);
 });
+
+test('a malformed operation on a shared socket fails alone; the other subscriptions on it go on', async () => {
+  const { url, gql } = await startApp({ SANDBOX_TASK_SECONDS: '0.5' });
+  const id = (await gql(CREATE, { p: 'survivor' })).body.data.createVideo.id;
+  const client = wsClient(url);
+  const good = wsSubscribe(client, `subscription($id: ID!) { predictionUpdated(id: $id) { status } }`, { id });
+  await waitFor(() => good.values.length, (n) => n >= 1);
+  const broken = wsSubscribe(client, `subscription { predictionUpdated(id: "x") { status }`);
+  const tooLong = wsSubscribe(client, `subscription { ${'__typename '.repeat(2100)} }`);
+  // graphql-ws reports an operation refused before it ran as an `error` message for that id alone.
+  await expect(broken.done).rejects.toEqual([expect.objectContaining({ message: expect.stringContaining('Syntax Error') })]);
+  await expect(tooLong.done).rejects.toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: 'QUERY_TOO_COMPLEX' }) })]);
+  const values = await good.done;
+  expect(values.at(-1).predictionUpdated.status).toBe('COMPLETED');
+});

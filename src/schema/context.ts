@@ -11,7 +11,7 @@ export interface Context {
   now: () => Date;
   newId: () => string;
   /** Origin that clients reach this gateway at (PUBLIC_URL, or the request's Host), for absolute links. */
-  baseUrl: string;
+  baseUrl: () => string;
   /** DNS for the image-URL guard. */
   resolveHost: ResolveHost;
 }

@@ -40,7 +40,7 @@ export const Prediction = builder.objectRef<PredictionRow>('Prediction').impleme
     outputs: t.exposeStringList('outputs', { description: 'URLs of the generated videos; empty until COMPLETED. Upstream deletes them after 7 days.' }),
     keptOutputs: t.stringList({
       description: "The gateway's own copies of the outputs, served with Range support and kept after upstream deletes its files (7 days). Empty until COMPLETED, or if copying failed.",
-      resolve: (p, _args, ctx) => p.keptOutputs.map((path) => `${ctx.baseUrl}${path}`),
+      resolve: (p, _args, ctx) => p.keptOutputs.map((path) => `${ctx.baseUrl()}${path}`),
     }),
     urls: t.field({ type: PredictionUrls, resolve: (p) => p }),
     hasNsfwContents: t.exposeBooleanList('hasNsfwContents', { description: 'NSFW flag per output.' }),

@@ -21,6 +21,7 @@ export function watchPrediction(ctx: Context, id: string): AsyncIterableIterator
     return { value: row, done: false };
   }
   function finish(): void {
+    if (done) return;
     done = true;
     unsubscribe();
   }
@@ -52,6 +53,7 @@ export function watchPrediction(ctx: Context, id: string): AsyncIterableIterator
     },
     return() {
       finish();
+      queue.length = 0;
       waiting?.({ value: undefined, done: true });
       waiting = undefined;
       return Promise.resolve({ value: undefined, done: true });

@@ -42,13 +42,14 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook }: HttpD
       return sandbox.handle(req, res, path.slice(SANDBOX_PREFIX.length) || '/', mountUrl);
     }
     if (media && pathname.startsWith(MEDIA_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
-      const file = media.pathOf(pathname.slice(MEDIA_PREFIX.length));
-      if (!file) {
+      const name = pathname.slice(MEDIA_PREFIX.length);
+      if (!media.pathOf(name)) {
         res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
         return;
       }
+      // Relative to `root`: send's dotfile rule then judges only the name, not a DATA_DIR like ~/.cinegraph.
       // Names are content hashes, so a file never changes: cache it for good.
-      send(req, file, { acceptRanges: true, immutable: true, maxAge: '365d' }).pipe(res);
+      send(req, name, { root: media.dir, acceptRanges: true, immutable: true, maxAge: '365d' }).pipe(res);
       return;
     }
     if (onWebhook && pathname.startsWith(WEBHOOK_PREFIX)) return onWebhook(req, res, new URL(path, 'http://gateway'));

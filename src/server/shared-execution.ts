@@ -27,7 +27,7 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
     let docId = documentIds.get(args.document);
     if (docId === undefined) documentIds.set(args.document, (docId = nextDocumentId++));
     const ctx = args.contextValue as Context;
-    return `${docId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}|${ctx.baseUrl}`;
+    return `${docId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}|${ctx.baseUrl()}`;
   };
 
   const executeShared = (args: ExecutionArgs, key: string, event: unknown) => {

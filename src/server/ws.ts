@@ -1,7 +1,8 @@
 import type { Server } from 'node:http';
-import type { ExecutionArgs } from 'graphql';
+import { GraphQLError, type DocumentNode, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
+import { MAX_REQUEST_BYTES } from '../validation/limits.js';
 import type { Yoga } from './yoga.js';
 
 type EnvelopedRoot = { execute: (a: ExecutionArgs) => unknown; subscribe: (a: ExecutionArgs) => unknown };
@@ -12,7 +13,8 @@ type EnvelopedRoot = { execute: (a: ExecutionArgs) => unknown; subscribe: (a: Ex
  * @returns a disposer that closes every socket and the WebSocket server.
  */
 export function attachGraphqlWs(server: Server, yoga: Yoga): () => Promise<void> {
-  const wss = new WebSocketServer({ server, path: yoga.graphqlEndpoint });
+  // The same body limit as HTTP: a createVideo over the socket carries the same image.
+  const wss = new WebSocketServer({ server, path: yoga.graphqlEndpoint, maxPayload: MAX_REQUEST_BYTES });
   const disposable = useServer(
     {
       execute: (args) => (args.rootValue as EnvelopedRoot).execute(args) as never,
@@ -24,16 +26,25 @@ export function attachGraphqlWs(server: Server, yoga: Yoga): () => Promise<void>
           socket: ctx.extra.socket,
           params: payload,
         });
-        const args: ExecutionArgs = {
+        // A syntax error (or a token-limit refusal) is this operation's error; thrown, graphql-ws
+        // would close the whole socket and every other subscription on it.
+        let document: DocumentNode;
+        try {
+          document = parse(payload.query);
+        } catch (err) {
+          if (err instanceof GraphQLError) return [err];
+          throw err;
+        }
+        const errors = validate(schema, document);
+        if (errors.length) return errors;
+        return {
           schema,
           operationName: payload.operationName,
-          document: parse(payload.query),
+          document,
           variableValues: payload.variables,
           contextValue: await contextFactory(),
           rootValue: { execute, subscribe } satisfies EnvelopedRoot,
         };
-        const errors = validate(args.schema, args.document);
-        return errors.length ? errors : args;
       },
     },
     wss,

@@ -4,7 +4,7 @@ import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { withTimeout } from '../upstream/wavespeed.js';
+import { isRetryableStatus, withTimeout } from '../upstream/wavespeed.js';
 
 export interface MediaStoreOptions {
   dir: string;
@@ -50,10 +50,14 @@ export class MediaStore {
         throw new MediaError(`downloading ${url}: ${err.message}`, true);
       });
       if (!res.ok || !res.body) {
-        throw new MediaError(`downloading ${url}: HTTP ${res.status}`, res.status >= 500 || res.status === 429 || res.status === 408);
+        await res.body?.cancel(); // release the connection now, not at garbage collection
+        throw new MediaError(`downloading ${url}: HTTP ${res.status}`, isRetryableStatus(res.status));
       }
       const declared = Number(res.headers.get('content-length') ?? 0);
-      if (declared > this.o.maxBytes) throw new MediaError(`output is ${declared} bytes; the limit is ${this.o.maxBytes}`, false);
+      if (declared > this.o.maxBytes) {
+        await res.body.cancel();
+        throw new MediaError(`output is ${declared} bytes; the limit is ${this.o.maxBytes}`, false);
+      }
       const hash = createHash('sha256');
       let size = 0;
       const maxBytes = this.o.maxBytes;

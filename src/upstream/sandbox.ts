@@ -58,7 +58,7 @@ export interface SandboxStats {
 /** c: completes, f: fails, h: hangs forever. */
 type Fate = 'c' | 'f' | 'h';
 
-const VIDEO_FILE = join(dirname(fileURLToPath(import.meta.url)), '../../assets/sandbox.mp4');
+const ASSETS_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../assets');
 const RETENTION_MS = 7 * 24 * 3600 * 1000;
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
@@ -114,8 +114,15 @@ export class SandboxUpstream {
     return reply(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
   }
 
-  /** GET shows the faults in force; POST merges a JSON object of new values into them. */
+  /**
+   * GET shows the faults in force; POST merges a JSON object of new values into them. Only from
+   * this machine: the gateway may listen on a public address while still running the sandbox.
+   */
   private async control(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const from = req.socket.remoteAddress ?? '';
+    if (!['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(from)) {
+      return reply(res, 403, { code: 403, message: 'the fault controls answer only on loopback', data: null });
+    }
     if (req.method === 'GET') return reply(res, 200, this.faults);
     if (req.method !== 'POST') return reply(res, 405, { code: 405, message: 'use GET or POST', data: null });
     let patch: Record<string, unknown>;
@@ -124,7 +131,9 @@ export class SandboxUpstream {
     } catch {
       return reply(res, 400, { code: 400, message: 'body must be a JSON object of fault settings', data: null });
     }
-    const bad = Object.entries(patch ?? {}).find(([k, v]) => !(k in noFaults) || typeof v !== 'number' || v < 0);
+    const bad = Object.entries(patch ?? {}).find(
+      ([k, v]) => !Object.hasOwn(noFaults, k) || typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (k.endsWith('Rate') && v > 1),
+    );
     if (!patch || typeof patch !== 'object' || bad) {
       return reply(res, 400, { code: 400, message: `unknown or invalid fault setting ${bad?.[0] ?? ''}`.trim(), data: null });
     }
@@ -245,7 +254,8 @@ export class SandboxUpstream {
       return reply(res, 404, { code: 404, message: 'media not found', data: null });
     }
     // `send` brings Range, conditional GETs and the video/mp4 type that a <video> element needs.
-    send(req, VIDEO_FILE, { acceptRanges: true, cacheControl: true, maxAge: '7d' }).pipe(res);
+    // Relative to `root`, so a checkout under a dot directory (~/.local/...) still serves it.
+    send(req, 'sandbox.mp4', { root: ASSETS_DIR, acceptRanges: true, cacheControl: true, maxAge: '7d' }).pipe(res);
   }
 }
 

@@ -40,6 +40,9 @@ export interface VideoRequest {
   enablePromptExpansion: boolean;
 }
 
+/** HTTP statuses after which the same request may well succeed later. */
+export const isRetryableStatus = (status: number) => status >= 500 || status === 429 || status === 408;
+
 export type UpstreamErrorKind = 'network' | 'timeout' | 'http' | 'protocol';
 
 export class UpstreamError extends Error {
@@ -57,9 +60,7 @@ export class UpstreamError extends Error {
 
   /** Worth retrying: the same request may well succeed later. A 4xx other than 408/429 will not. */
   get transient(): boolean {
-    if (this.kind !== 'http') return true;
-    const s = this.status ?? 0;
-    return s >= 500 || s === 429 || s === 408;
+    return this.kind !== 'http' || isRetryableStatus(this.status ?? 0);
   }
 }
 
@@ -110,6 +111,8 @@ export class WaveSpeedClient {
         },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: withTimeout(this.options.timeoutMs, signal),
+        // The v3 API does not redirect; following one would turn a POST into a GET elsewhere.
+        redirect: 'manual',
       });
       text = await response.text();
     } catch (err) {
