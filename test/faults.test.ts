@@ -255,3 +255,22 @@ describe('sandbox fault controls', () => {
     expect(t.app.sandbox!.setFaults({})).toMatchObject({ serverErrorRate: 0.5, slowMs: 100, failureRate: 0 });
   });
 });
+
+test('a submission answered with a completed result is recorded once and its outputs kept by the poll that follows', async () => {
+  let submissions = 0;
+  const video = sandboxVideo;
+  const upstream = await listen((req, res) => {
+    if (req.url === '/out.mp4') return void res.writeHead(200, { 'content-type': 'video/mp4' }).end(video);
+    if (req.method === 'POST') submissions++;
+    const base = `http://${req.headers.host}`;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(
+      JSON.stringify({ code: 200, message: 'success', data: { id: 'cached-1', status: 'completed', outputs: [`${base}/out.mp4`] } }),
+    );
+  });
+  const t = await startApp({ WAVESPEED_BASE_URL: upstream });
+  const [id] = await createBatch(t, 1);
+  const [p] = await waitTerminal(t, [id!]);
+  expect(p).toMatchObject({ status: 'COMPLETED', upstreamId: 'cached-1' });
+  expect(p.keptOutputs).toHaveLength(1);
+  expect(submissions).toBe(1);
+});

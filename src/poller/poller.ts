@@ -204,17 +204,19 @@ export class Poller {
     );
     // Crash window: a kill between upstream accepting and this write means a second submission
     // after restart. It is one local SQLite write long; upstream offers no idempotency key to close it.
-    const patch = patchFromUpstream(up) ?? {};
-    if (patch.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
     const now = this.clock.now();
+    const patch = patchFromUpstream(up) ?? {};
+    // Already completed (a cached result, say): record the upstream id now and let the poll that
+    // follows at once keep the outputs, so a failed download can never lead to a resubmission.
+    const finishedAlready = patch.status === 'COMPLETED';
     recorder.record(row.id, {
-      ...patch,
+      ...(finishedAlready ? {} : patch),
       upstreamId: up.id,
       submittedAt: now,
       image: null,
       attempts: 0,
       error: patch.error ?? null,
-      ...this.nextStep(patch.status ?? row.status, Boolean(token), now, 0),
+      ...(finishedAlready ? { nextPollAt: now } : this.nextStep(patch.status ?? row.status, Boolean(token), now, 0)),
     });
     log.info({ predictionId: row.id, upstreamId: up.id, webhook: Boolean(token) }, 'submitted upstream');
   }
@@ -268,32 +270,29 @@ export class Poller {
   private onFailure(row: PredictionRow, err: unknown, during: 'submission' | 'poll'): void {
     const { log, recorder, schedule } = this.o;
     const now = this.clock.now().getTime();
-    if (err instanceof MediaError) {
-      const delay = backoffDelay(row.attempts, RETRY_BASE_MS, schedule.maxMs);
-      recorder.reschedule(row.id, { attempts: row.attempts + 1, nextPollAt: new Date(now + delay) });
-      log.warn({ predictionId: row.id, err: err.message, retryInMs: delay }, 'keeping outputs failed; will retry');
-      return;
+    // A failed download of outputs is retried like a failed poll; anything unexpected counts as transient.
+    const e = err instanceof UpstreamError || err instanceof MediaError ? err : new UpstreamError('protocol', String(err));
+    if (e instanceof UpstreamError) {
+      const lost = during === 'poll' && e.kind === 'http' && e.status === 404;
+      if ((during === 'submission' && !e.transient) || lost) {
+        const error = lost ? `upstream no longer has this prediction: ${e.message}` : `upstream rejected the submission: ${e.message}`;
+        this.finish(row, { status: 'FAILED', error });
+        log.warn({ predictionId: row.id, err: e.message }, `${during} failed permanently`);
+        return;
+      }
+      if (e.status === 429) {
+        const pause = e.retryAfterMs ?? backoffDelay(this.rateLimitStreak, RETRY_BASE_MS, schedule.maxMs);
+        this.rateLimitStreak++;
+        this.pausedUntil = Math.max(this.pausedUntil, now + pause);
+        log.warn({ pauseMs: pause }, 'upstream rate limit: pausing all upstream requests');
+      }
     }
-    const e = err instanceof UpstreamError ? err : new UpstreamError('protocol', String(err));
-    const lost = during === 'poll' && e.kind === 'http' && e.status === 404;
-    if ((during === 'submission' && !e.transient) || lost) {
-      const error = lost ? `upstream no longer has this prediction: ${e.message}` : `upstream rejected the submission: ${e.message}`;
-      this.finish(row, { status: 'FAILED', error });
-      log.warn({ predictionId: row.id, err: e.message }, `${during} failed permanently`);
-      return;
-    }
-    if (e.status === 429) {
-      const pause = e.retryAfterMs ?? backoffDelay(this.rateLimitStreak, RETRY_BASE_MS, schedule.maxMs);
-      this.rateLimitStreak++;
-      this.pausedUntil = Math.max(this.pausedUntil, now + pause);
-      log.warn({ pauseMs: pause }, 'upstream rate limit: pausing all upstream requests');
-    }
-    const attempts = row.attempts + 1;
-    const delay = Math.max(e.retryAfterMs ?? 0, backoffDelay(attempts - 1, RETRY_BASE_MS, schedule.maxMs));
-    const retry = { attempts, nextPollAt: new Date(now + delay) };
+    const retryAfterMs = e instanceof UpstreamError ? (e.retryAfterMs ?? 0) : 0;
+    const delay = Math.max(retryAfterMs, backoffDelay(row.attempts, RETRY_BASE_MS, schedule.maxMs));
+    const retry = { attempts: row.attempts + 1, nextPollAt: new Date(now + delay) };
     // A waiting submission shows its last complaint in `error` (status stays CREATED).
     if (during === 'submission' && row.error !== e.message) recorder.record(row.id, { ...retry, error: e.message });
     else recorder.reschedule(row.id, retry);
-    log.warn({ predictionId: row.id, err: e.message, attempts, retryInMs: delay }, `${during} failed; will retry`);
+    log.warn({ predictionId: row.id, err: e.message, attempts: retry.attempts, retryInMs: delay }, `${during} failed; will retry`);
   }
 }
