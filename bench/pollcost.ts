@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { buildApp } from '../src/app.js';
 import { scaledClock } from '../src/clock.js';
 import { loadConfig } from '../src/config.js';
-import { decodeTaskId } from '../src/upstream/sandbox.js';
+import { decodeTaskId } from '../src/upstream/sandbox-tasks.js';
 import type { BenchRow } from './report.js';
 import { freePort, tempDir } from './servers.js';
 

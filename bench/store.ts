@@ -4,7 +4,7 @@ import { openDatabase } from '../src/db/client.js';
 import { PredictionStore, type PredictionPatch } from '../src/db/predictions.js';
 import { createRecorder } from '../src/poller/record.js';
 import { createPredictionPubSub } from '../src/pubsub.js';
-import { encodeTaskId } from '../src/upstream/sandbox.js';
+import { encodeTaskId } from '../src/upstream/sandbox-tasks.js';
 import { MODEL } from '../src/upstream/wavespeed.js';
 import type { BenchRow } from './report.js';
 import { tempDir } from './servers.js';

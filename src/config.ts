@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import type { SandboxFaults } from './upstream/sandbox.js';
+import type { SandboxFaults } from './upstream/sandbox-faults.js';
 
 const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 const num = (min: number, fallback: number) => z.coerce.number().min(min).default(fallback);

@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import { decodeTaskId } from '../src/upstream/sandbox.js';
+import { decodeTaskId } from '../src/upstream/sandbox-tasks.js';
 import { startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { listen } from './helpers/listen.js';
 

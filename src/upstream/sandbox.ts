@@ -1,40 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import send from 'send';
 import { systemClock, type Clock } from '../clock.js';
+import { invalidFaultSetting, noFaults, type SandboxFaults } from './sandbox-faults.js';
+import { RETENTION_MS, decodeTaskId, encodeTaskId, taskRecord, type Fate } from './sandbox-tasks.js';
 import { MODEL } from './wavespeed.js';
-
-/** Switchable fault injection. Rates are fractions in [0, 1], drawn per task or per request. */
-export interface SandboxFaults {
-  /** Share of new tasks that end `failed`. */
-  failureRate: number;
-  /** Share of new tasks that never finish (stay `processing`). */
-  hangRate: number;
-  /** Share of API requests answered 500. */
-  serverErrorRate: number;
-  /** Share of API requests that start a burst of 429s lasting `rateLimitSeconds`. */
-  rateLimitRate: number;
-  /** Length of a 429 burst, also sent as Retry-After. */
-  rateLimitSeconds: number;
-  /** Share of API requests answered only after `slowMs` (beyond the client's timeout, typically). */
-  slowRate: number;
-  slowMs: number;
-  /** Share of API requests answered 200 with a body that is not JSON. */
-  malformedRate: number;
-}
-
-export const noFaults: SandboxFaults = {
-  failureRate: 0,
-  hangRate: 0,
-  serverErrorRate: 0,
-  rateLimitRate: 0,
-  rateLimitSeconds: 1,
-  slowRate: 0,
-  slowMs: 30_000,
-  malformedRate: 0,
-};
 
 export interface SandboxOptions {
   /** How long a task runs, created → processing → completed. */
@@ -55,11 +26,8 @@ export interface SandboxStats {
   webhooksDelivered: number;
 }
 
-/** c: completes, f: fails, h: hangs forever. */
-type Fate = 'c' | 'f' | 'h';
 
 const ASSETS_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../assets');
-const RETENTION_MS = 7 * 24 * 3600 * 1000;
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /**
@@ -131,11 +99,9 @@ export class SandboxUpstream {
     } catch {
       return reply(res, 400, { code: 400, message: 'body must be a JSON object of fault settings', data: null });
     }
-    const bad = Object.entries(patch ?? {}).find(
-      ([k, v]) => !Object.hasOwn(noFaults, k) || typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (k.endsWith('Rate') && v > 1),
-    );
-    if (!patch || typeof patch !== 'object' || bad) {
-      return reply(res, 400, { code: 400, message: `unknown or invalid fault setting ${bad?.[0] ?? ''}`.trim(), data: null });
+    const bad = patch && typeof patch === 'object' ? invalidFaultSetting(patch) : '';
+    if (bad !== undefined) {
+      return reply(res, 400, { code: 400, message: `unknown or invalid fault setting ${bad}`.trim(), data: null });
     }
     return reply(res, 200, this.setFaults(patch as Partial<SandboxFaults>));
   }
@@ -190,7 +156,7 @@ export class SandboxUpstream {
     const fate: Fate = draw < this.faults.failureRate ? 'f' : draw < this.faults.failureRate + this.faults.hangRate ? 'h' : 'c';
     const id = encodeTaskId(this.now(), Math.round(this.options.taskSeconds * 1000), fate);
     if (webhook) this.scheduleWebhooks(id, webhook, mountUrl);
-    return reply(res, 200, { code: 200, message: 'success', data: this.record(id, mountUrl) });
+    return reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
   }
 
   /** POSTs the record to `webhook` when the task starts processing and when it ends, as WaveSpeed does. */
@@ -204,7 +170,7 @@ export class SandboxUpstream {
         deliver(webhook, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(this.record(id, mountUrl)),
+          body: JSON.stringify(taskRecord(id, this.now(), mountUrl)),
           signal: AbortSignal.timeout(10_000),
         }).then(
           (r) => {
@@ -224,26 +190,7 @@ export class SandboxUpstream {
       return reply(res, 404, { code: 404, message: 'prediction not found', data: null });
     }
     this.stats.resultRequests.set(id, (this.stats.resultRequests.get(id) ?? 0) + 1);
-    return reply(res, 200, { code: 200, message: 'success', data: this.record(id, mountUrl) });
-  }
-
-  private record(id: string, mountUrl: string) {
-    const task = decodeTaskId(id)!;
-    const elapsed = this.now() - task.createdAt;
-    const finished = elapsed >= task.durationMs && task.fate !== 'h';
-    const status = finished ? (task.fate === 'f' ? 'failed' : 'completed') : elapsed >= task.durationMs * 0.2 ? 'processing' : 'created';
-    const completed = status === 'completed';
-    return {
-      id,
-      model: MODEL,
-      outputs: completed ? [`${mountUrl}/media/${id}.mp4`] : [],
-      urls: { get: `${mountUrl}/api/v3/predictions/${id}/result` },
-      has_nsfw_contents: completed ? [false] : [],
-      status,
-      created_at: new Date(task.createdAt).toISOString(),
-      error: status === 'failed' ? 'sandbox: injected task failure' : '',
-      timings: { inference: completed ? Math.round(task.durationMs * 0.8) : 0 },
-    };
+    return reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
   }
 
   private serveMedia(req: IncomingMessage, res: ServerResponse, pathname: string): void {
@@ -257,16 +204,6 @@ export class SandboxUpstream {
     // Relative to `root`, so a checkout under a dot directory (~/.local/...) still serves it.
     send(req, 'sandbox.mp4', { root: ASSETS_DIR, acceptRanges: true, cacheControl: true, maxAge: '7d' }).pipe(res);
   }
-}
-
-export function encodeTaskId(createdAt: number, durationMs: number, fate: Fate): string {
-  return `sbx-${createdAt.toString(36)}-${durationMs.toString(36)}-${fate}-${randomBytes(6).toString('hex')}`;
-}
-
-export function decodeTaskId(id: string): { createdAt: number; durationMs: number; fate: Fate } | undefined {
-  const m = /^sbx-([0-9a-z]+)-([0-9a-z]+)-([cfh])-[0-9a-f]{12}$/.exec(id);
-  if (!m) return undefined;
-  return { createdAt: parseInt(m[1]!, 36), durationMs: parseInt(m[2]!, 36), fate: m[3] as Fate };
 }
 
 function reply(res: ServerResponse, status: number, body: unknown): void {
