@@ -53,7 +53,7 @@ export class Poller {
   private loopPromise?: Promise<void>;
   private wakeUp?: () => void;
   private wakePending = false;
-  /** Cancels in-flight upstream requests and downloads on stop, so shutdown waits for writes, not for timeouts. */
+  /** Cancels in-flight polls and downloads on stop, so shutdown waits for writes, not for timeouts (submissions are let finish). */
   private readonly shutdown = new AbortController();
 
   constructor(private readonly o: PollerOptions) {
@@ -66,7 +66,7 @@ export class Poller {
     this.loopPromise = this.loop();
   }
 
-  /** Stops taking new work, cancels in-flight requests and waits until their outcome is written. */
+  /** Stops taking new work, cancels in-flight polls and downloads, and waits until every outcome is written. */
   async stop(): Promise<void> {
     this.running = false;
     this.shutdown.abort();
@@ -170,22 +170,26 @@ export class Poller {
     const row = this.o.store.findById(id);
     if (!row || row.nextPollAt === null || terminalStatuses.has(row.status)) return;
     if (!row.upstreamId && this.expired(row)) {
-      const seconds = Math.round(this.o.maxAgeMs / 1000);
-      this.finish(row, { status: 'FAILED', error: `gave up: could not submit upstream within ${seconds} s${row.error ? ` (last error: ${row.error})` : ''}` });
+      this.finish(row, { status: 'FAILED', error: `${this.giveUp('could not submit upstream')}${row.error ? ` (last error: ${row.error})` : ''}` });
       return;
     }
     try {
       await (row.upstreamId ? this.pollOne(row) : this.submitOne(row));
       this.rateLimitStreak = 0;
     } catch (err) {
-      // Cancelled by stop(): not upstream's fault, so no attempt is spent; due again at once on restart.
-      if (this.shutdown.signal.aborted) this.o.recorder.reschedule(row.id, { nextPollAt: this.clock.now() });
+      // A poll or download cancelled by stop(): not upstream's fault, so no attempt is spent; due
+      // again at once on restart. (Submissions are never cancelled, so their errors count as usual.)
+      if (this.shutdown.signal.aborted && row.upstreamId) this.o.recorder.reschedule(row.id, { nextPollAt: this.clock.now() });
       else this.onFailure(row, err, row.upstreamId ? 'poll' : 'submission');
     }
   }
 
   private expired(row: PredictionRow): boolean {
     return this.clock.now().getTime() - row.createdAt.getTime() > this.o.maxAgeMs;
+  }
+
+  private giveUp(what: string): string {
+    return `gave up: ${what} within ${Math.round(this.o.maxAgeMs / 1000)} s`;
   }
 
   private async submitOne(row: PredictionRow): Promise<void> {
@@ -228,8 +232,7 @@ export class Poller {
     if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
     // The age limit is judged after this last look, so a task that just finished is not failed.
     if (this.expired(row) && !terminalStatuses.has(patch?.status ?? row.status)) {
-      const seconds = Math.round(this.o.maxAgeMs / 1000);
-      patch = { ...patch, status: 'FAILED', error: `gave up: no final status from upstream within ${seconds} s` };
+      patch = { ...patch, status: 'FAILED', error: this.giveUp('no final status from upstream') };
     }
     const now = this.clock.now();
     const sinceSubmit = now.getTime() - (row.submittedAt ?? row.createdAt).getTime();

@@ -43,10 +43,7 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook }: HttpD
     }
     if (media && pathname.startsWith(MEDIA_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
       const name = pathname.slice(MEDIA_PREFIX.length);
-      if (!media.pathOf(name)) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
-        return;
-      }
+      if (!media.has(name)) return notFound(res);
       // Relative to `root`: send's dotfile rule then judges only the name, not a DATA_DIR like ~/.cinegraph.
       // Names are content hashes, so a file never changes: cache it for good.
       send(req, name, { root: media.dir, acceptRanges: true, immutable: true, maxAge: '365d' }).pipe(res);
@@ -58,6 +55,10 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook }: HttpD
       return;
     }
     if (pathname === yoga.graphqlEndpoint) return yoga(req, res);
-    res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
+    notFound(res);
   }
+}
+
+function notFound(res: ServerResponse): void {
+  res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
 }

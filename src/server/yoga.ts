@@ -50,7 +50,8 @@ const tagTooComplex = [
 
 /**
  * Limits on what one operation may ask for. Our deepest honest query (a connection's node input)
- * is 5 levels; introspection is exempt so GraphiQL and codegen keep working.
+ * is 5 levels. The depth and cost limits skip `__schema` introspection, so GraphiQL and codegen
+ * keep working; aliases and tokens are limited for every operation.
  */
 export const operationLimits = { maxDepth: 10, maxAliases: 20, maxCost: 5000, maxTokens: 2000 };
 

@@ -81,10 +81,8 @@ export class MediaStore {
     }
   }
 
-  /** Absolute path of a kept file, or undefined for a name this store would never have made. */
-  pathOf(name: string): string | undefined {
-    if (!NAME.test(name)) return undefined;
-    const path = join(this.dir, name);
-    return existsSync(path) ? path : undefined;
+  /** Whether `name` is a kept file; false for any name this store would never have made. */
+  has(name: string): boolean {
+    return NAME.test(name) && existsSync(join(this.dir, name));
   }
 }

@@ -82,14 +82,14 @@ export class WaveSpeedClient {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
   }
 
-  submit(input: VideoRequest, opts: { webhook?: string; signal?: AbortSignal } = {}): Promise<UpstreamPrediction> {
+  submit(input: VideoRequest, opts: { webhook?: string } = {}): Promise<UpstreamPrediction> {
     const query = opts.webhook ? `?webhook=${encodeURIComponent(opts.webhook)}` : '';
     const body: Record<string, unknown> = {
       prompt: input.prompt,
       enable_prompt_expansion: input.enablePromptExpansion,
     };
     if (input.image !== undefined) body.image = input.image;
-    return this.request('POST', `/api/v3/${MODEL}${query}`, body, opts.signal);
+    return this.request('POST', `/api/v3/${MODEL}${query}`, body);
   }
 
   getResult(upstreamId: string, opts: { signal?: AbortSignal } = {}): Promise<UpstreamPrediction> {
