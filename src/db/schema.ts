@@ -1,4 +1,4 @@
-import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 export const predictionStatuses = ['CREATED', 'PROCESSING', 'COMPLETED', 'FAILED'] as const;
 export type PredictionStatus = (typeof predictionStatuses)[number];
@@ -40,8 +40,23 @@ export const predictions = sqliteTable(
     pollCount: integer('poll_count').notNull().default(0),
     /** Consecutive failed upstream attempts, for backoff; reset by any success. */
     attempts: integer('attempts').notNull().default(0),
+    /**
+     * Submissions that may have reached upstream (each one may be billed). Written, with
+     * `submitStartedAt`, before the request leaves: nothing is sent unless that write committed.
+     */
+    submitAttempts: integer('submit_attempts').notNull().default(0),
+    /**
+     * When the latest submission whose outcome is unknown was started; null when there is none.
+     * A row with this set and no `upstreamId` is reconciled against upstream's task list, never resent blindly.
+     */
+    submitStartedAt: timestamp('submit_started_at'),
   },
-  (t) => [index('predictions_next_poll_at').on(t.nextPollAt), index('predictions_status_seq').on(t.status, t.seq)],
+  (t) => [
+    index('predictions_next_poll_at').on(t.nextPollAt),
+    index('predictions_status_seq').on(t.status, t.seq),
+    // One upstream task belongs to at most one prediction: reconciliation can never adopt a task twice.
+    uniqueIndex('predictions_upstream_id').on(t.upstreamId),
+  ],
 );
 
 export type PredictionRecord = typeof predictions.$inferSelect;
