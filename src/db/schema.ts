@@ -1,4 +1,5 @@
-import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { sql } from 'drizzle-orm';
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 export const predictionStatuses = ['CREATED', 'PROCESSING', 'COMPLETED', 'FAILED'] as const;
 export type PredictionStatus = (typeof predictionStatuses)[number];
@@ -50,12 +51,17 @@ export const predictions = sqliteTable(
      * A row with this set and no `upstreamId` is reconciled against upstream's task list, never resent blindly.
      */
     submitStartedAt: timestamp('submit_started_at'),
+    /** The API key (`api_keys.id`) that created it; null for one created in open mode (no keys). */
+    owner: text('owner'),
   },
   (t) => [
     index('predictions_next_poll_at').on(t.nextPollAt),
     index('predictions_status_seq').on(t.status, t.seq),
     // One upstream task belongs to at most one prediction: reconciliation can never adopt a task twice.
     uniqueIndex('predictions_upstream_id').on(t.upstreamId),
+    // A caller's own list, newest first, with or without a status; also its count of unfinished ones.
+    index('predictions_owner_seq').on(t.owner, t.seq),
+    index('predictions_owner_status_seq').on(t.owner, t.status, t.seq),
   ],
 );
 
@@ -63,3 +69,42 @@ export type PredictionRecord = typeof predictions.$inferSelect;
 /** A prediction as read and published: everything but the submitted image, which only the poller needs. */
 export type PredictionRow = Omit<PredictionRecord, 'image'>;
 export type NewPrediction = typeof predictions.$inferInsert;
+
+/** API keys; only a hash of each is stored, the key itself is shown once by `cinegraph keys create`. */
+export const apiKeys = sqliteTable(
+  'api_keys',
+  {
+    /** Random and stable: what predictions record as their owner. */
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    /** The key's first characters, so `keys list` can show which key is which without the secret. */
+    prefix: text('prefix').notNull(),
+    /** SHA-256 of the key, hex. Keys are 256 random bits, so a fast hash is not guessable. */
+    keyHash: text('key_hash').notNull().unique(),
+    /** createVideo calls per minute; null means KEY_CREATES_PER_MINUTE. */
+    perMinute: integer('per_minute'),
+    /** Predictions not yet final at once; null means KEY_MAX_IN_FLIGHT. */
+    maxInFlight: integer('max_in_flight'),
+    createdAt: timestamp('created_at').notNull(),
+    revokedAt: timestamp('revoked_at'),
+  },
+  // A name names one live key; a revoked key keeps its row (and its predictions their owner).
+  (t) => [uniqueIndex('api_keys_live_name').on(t.name).where(sql`${t.revokedAt} is null`)],
+);
+
+export type ApiKeyRow = typeof apiKeys.$inferSelect;
+
+/** createVideo idempotency keys, per owner, kept 24 h. */
+export const idempotencyKeys = sqliteTable(
+  'idempotency_keys',
+  {
+    /** The owning API key's id, or '' in open mode (a primary key column cannot hold null). */
+    owner: text('owner').notNull(),
+    key: text('key').notNull(),
+    /** SHA-256 of the request's input, to tell a retry from a different request under the same key. */
+    inputHash: text('input_hash').notNull(),
+    predictionId: text('prediction_id').notNull(),
+    createdAt: timestamp('created_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.owner, t.key] }), index('idempotency_keys_created_at').on(t.createdAt)],
+);
