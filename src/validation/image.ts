@@ -2,7 +2,8 @@ import { imageSize } from 'image-size';
 import type { ResolveHost } from './address.js';
 import { isPublicAddress } from './address.js';
 import { InputError } from './errors.js';
-import { MAX_IMAGE_BYTES, MAX_IMAGE_URL_CHARS, MIN_IMAGE_SHORT_SIDE } from './limits.js';
+import { imageRuleViolation } from './image-rules.js';
+import { MAX_IMAGE_BYTES, MAX_IMAGE_URL_CHARS } from './limits.js';
 
 const FIELD = 'input.image';
 const DATA_URI = /^data:image\/(jpeg|jpg|png);base64,/i;
@@ -49,17 +50,8 @@ function checkImageBytes(buffer: Buffer): void {
   } catch {
     throw new InputError('IMAGE_FORMAT', 'image is not a readable JPEG or PNG', FIELD);
   }
-  if (size.type !== 'jpg' && size.type !== 'png') {
-    throw new InputError('IMAGE_FORMAT', `image is ${size.type ?? 'of an unknown format'}; only JPEG and PNG are accepted`, FIELD);
-  }
-  const { width = 0, height = 0 } = size;
-  if (Math.min(width, height) < MIN_IMAGE_SHORT_SIDE) {
-    throw new InputError('IMAGE_TOO_SMALL', `image is ${width}×${height}; its short side must be over 300 px`, FIELD);
-  }
-  // Strictly between 2:5 and 5:2, in integers: 2/5 < w/h < 5/2.
-  if (!(5 * width > 2 * height && 2 * width < 5 * height)) {
-    throw new InputError('IMAGE_ASPECT_RATIO', `image is ${width}×${height}; its aspect ratio must be between 2:5 and 5:2`, FIELD);
-  }
+  const violation = imageRuleViolation({ type: size.type, width: size.width ?? 0, height: size.height ?? 0, bytes: buffer.length });
+  if (violation) throw new InputError(violation.code, violation.message, FIELD);
 }
 
 async function checkImageUrl(raw: string, resolveHost: ResolveHost): Promise<void> {
