@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { Context } from '../schema/context.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
+import { graphiqlOptions, renderLocalGraphiQL, type GraphiqlSettings } from './graphiql.js';
 import { useSharedSubscriptionExecution } from './shared-execution.js';
 
 export interface ServerContext {
@@ -16,32 +17,6 @@ export interface ServerContext {
 }
 
 export type Yoga = YogaServerInstance<ServerContext, Context>;
-
-const exampleOperations = /* GraphQL */ `# Ask for a video; it comes back at once with status CREATED.
-mutation Create {
-  createVideo(input: { prompt: "A paper boat drifting down a rainy street, cinematic" }) {
-    id
-    status
-  }
-}
-
-# Paste the id and run this to follow it live (WebSocket or SSE).
-subscription Follow($id: ID! = "paste-an-id") {
-  predictionUpdated(id: $id) {
-    status
-    outputs
-    error
-    updatedAt
-  }
-}
-
-query Recent {
-  predictions(first: 10) {
-    nodes { id status input { prompt } outputs createdAt }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-`;
 
 /** Tags the armor plugins' rejections so clients can tell "too complex" from other validation errors. */
 const tagTooComplex = [
@@ -80,7 +55,12 @@ const useRequestErrorStatus: Plugin = {
 /** What yoga hands the context factory: a Fetch Request over HTTP, the upgrade request over graphql-ws. */
 export type InitialContext = { request?: Request; req?: IncomingMessage };
 
-export function createGraphqlHandler(schema: GraphQLSchema, context: (initial: InitialContext) => Context, log: Logger): Yoga {
+export function createGraphqlHandler(
+  schema: GraphQLSchema,
+  context: (initial: InitialContext) => Context,
+  log: Logger,
+  graphiql: GraphiqlSettings = { apiKeys: false },
+): Yoga {
   return createYoga<ServerContext, Context>({
     schema,
     context,
@@ -96,7 +76,9 @@ export function createGraphqlHandler(schema: GraphQLSchema, context: (initial: I
       costLimitPlugin({ maxCost: operationLimits.maxCost, exposeLimits: true, onReject: tagTooComplex }),
       maxTokensPlugin({ n: operationLimits.maxTokens, exposeLimits: true, onReject: tagTooComplex }),
     ],
-    graphiql: { title: 'cinegraph', defaultQuery: exampleOperations, subscriptionsProtocol: 'WS' },
+    // Rendered from the installed package (src/server/graphiql.ts), so it works offline.
+    graphiql: () => graphiqlOptions(graphiql),
+    renderGraphiQL: renderLocalGraphiQL,
     logging: {
       debug: (...args) => log.debug({ args }, 'yoga'),
       info: (...args) => log.info({ args }, 'yoga'),
