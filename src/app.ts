@@ -12,6 +12,7 @@ import { createPredictionPubSub, type PredictionPubSub } from './pubsub.js';
 import type { Context } from './schema/context.js';
 import { buildSchema } from './schema/index.js';
 import { createHttpServer, SANDBOX_PREFIX } from './server/http.js';
+import { createWebPage } from './server/page.js';
 import { createWebhookHandler, webhookUrl } from './server/webhooks.js';
 import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
@@ -72,9 +73,10 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
         (origin ??= config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`)),
     };
   };
-  const yoga = createGraphqlHandler(buildSchema(), context, log);
+  // apiKeys: GraphiQL's header prefill; to follow the key mode once the auth work exposes one in config.
+  const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: false });
   const onWebhook = config.publicUrl ? createWebhookHandler(store, (id) => poller?.pollNow(id)) : undefined;
-  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook });
+  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage({ log }) });
   const closeWs = attachGraphqlWs(server, yoga);
 
   return {

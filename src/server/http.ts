@@ -3,6 +3,7 @@ import send from 'send';
 import type { Logger } from '../log.js';
 import type { MediaStore } from '../storage/media.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
+import type { WebPage } from './page.js';
 import { WEBHOOK_PREFIX } from './webhooks.js';
 import type { Yoga } from './yoga.js';
 
@@ -14,6 +15,8 @@ export interface HttpDeps {
   /** Kept outputs, served under /media with Range support. */
   media?: MediaStore;
   onWebhook?: (req: IncomingMessage, res: ServerResponse, url: URL) => void;
+  /** The live web page at `/` and its assets. */
+  page?: WebPage;
 }
 
 const MEDIA_PREFIX = '/media/';
@@ -21,7 +24,7 @@ const MEDIA_PREFIX = '/media/';
 export const SANDBOX_PREFIX = '/sandbox';
 
 /** The one HTTP server: /graphql (yoga), /healthz, and /sandbox when mounted. */
-export function createHttpServer({ yoga, log, sandbox, media, onWebhook }: HttpDeps): Server {
+export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page }: HttpDeps): Server {
   return createServer((req, res) => {
     route(req, res).catch((err) => {
       log.error({ err, url: req.url }, 'request failed');
@@ -50,10 +53,7 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook }: HttpD
       return;
     }
     if (onWebhook && pathname.startsWith(WEBHOOK_PREFIX)) return onWebhook(req, res, new URL(path, 'http://gateway'));
-    if (pathname === '/') {
-      res.writeHead(302, { location: yoga.graphqlEndpoint }).end();
-      return;
-    }
+    if (page?.handles(pathname)) return page.serve(req, res, pathname);
     if (pathname === yoga.graphqlEndpoint) return yoga(req, res);
     notFound(res);
   }
