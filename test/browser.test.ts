@@ -1,0 +1,203 @@
+import type { Locator, Page } from 'playwright-core';
+import { describe, expect, test } from 'vitest';
+import { startApp } from './helpers/app.js';
+import { fenceToOrigin, launchChromium, screenshot } from './helpers/browser.js';
+import { gif1x1, png } from './helpers/images.js';
+
+/** How long a page may take to show what a test waits for; expect.poll's default (1 s) is too short on a busy machine. */
+const eventually = { timeout: 15_000 };
+
+/** Monaco renders spaces as no-break spaces and lines as separate nodes: compare on collapsed text. */
+async function text(locator: Locator): Promise<string> {
+  return (await locator.innerText()).replace(/\s+/g, ' ');
+}
+
+/** Replaces an editor's whole text, then drops what Monaco's auto-closing added after the cursor. */
+async function replaceEditorText(page: Page, editor: Locator, value: string): Promise<void> {
+  await editor.click();
+  await page.keyboard.press('ControlOrMeta+A');
+  await page.keyboard.insertText(value);
+  await page.keyboard.press('Shift+ControlOrMeta+End');
+  await page.keyboard.press('Delete');
+}
+
+describe('GraphiQL at /graphql, from installed assets only', () => {
+  test('renders the editor with every off-origin request blocked, creates a prediction and follows it to COMPLETED over graphql-ws', async () => {
+    const { url } = await startApp();
+    const { context, page } = await launchChromium();
+    const { outside, sockets } = await fenceToOrigin(context, url);
+
+    await page.goto(`${url}/graphql`);
+    const queryEditor = page.locator('.graphiql-query-editor .monaco-editor');
+    await expect.poll(() => text(queryEditor), eventually).toContain('mutation Create($input: CreateVideoInput!)');
+    await expect(page.title()).resolves.toBe('cinegraph');
+    const tabs = page.locator('.graphiql-tab-button');
+    await expect.poll(() => tabs.allInnerTexts(), eventually).toEqual(['Create', 'Follow', 'Recent']);
+
+    // The Create tab runs as it stands: its variables are prefilled.
+    const variables = page.locator('.monaco-editor[data-uri$="-variables.json"]');
+    await expect.poll(() => text(variables), eventually).toContain('"prompt": "A paper boat');
+    const execute = page.getByRole('button', { name: /^Execute query/ });
+    const [created] = await Promise.all([
+      page.waitForResponse((r) => r.url() === `${url}/graphql` && (r.request().postData() ?? '').includes('createVideo')),
+      execute.click(),
+    ]);
+    const { id, status } = (await created.json()).data.createVideo;
+    expect(status).toBe('CREATED');
+
+    // Follow it: the subscription's events arrive over the page's WebSocket to /graphql.
+    // A DOM click: the tab bar is a drag-to-reorder list, and a synthetic mouse gesture can start a drag.
+    await tabs.filter({ hasText: 'Follow' }).dispatchEvent('click');
+    await expect.poll(() => text(queryEditor), eventually).toContain('subscription Follow($id: ID!)');
+    await expect.poll(() => text(variables), eventually).toContain('"id": "paste-an-id"');
+    await replaceEditorText(page, variables, JSON.stringify({ id }));
+    await expect.poll(() => text(variables), eventually).toBe(`1 ${JSON.stringify({ id })}`);
+    await execute.click();
+    const result = page.locator('.graphiql-response');
+    await expect.poll(() => text(result), eventually).toContain('"status": "COMPLETED"');
+    expect(await text(result)).toContain(`"id": "${id}"`);
+    expect(await text(result)).toContain(`${url}/media/`);
+    expect(sockets).toEqual([`${url.replace(/^http/, 'ws')}/graphql`]);
+
+    await screenshot(page, 'graphiql', false);
+    expect(outside).toEqual([]);
+  });
+});
+
+describe('the live page at /', () => {
+  test('a prompt submitted from the page shows CREATED → PROCESSING → COMPLETED live and plays the kept MP4', async () => {
+    const { url, gql } = await startApp();
+    const { context, page } = await launchChromium();
+    const { outside, sockets } = await fenceToOrigin(context, url);
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+
+    await page.goto(`${url}/`);
+    await expect(page.title()).resolves.toBe('cinegraph');
+    await expect.poll(() => page.locator('#recent').innerText(), eventually).toBe('None yet.');
+
+    // Keyboard: from the prompt, Tab reaches the file picker, the checkbox, then the submit button, which shows its focus.
+    await page.getByLabel('Prompt', { exact: true }).fill('a lighthouse in a storm, seen from the sea');
+    const focusOrder: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      await page.keyboard.press('Tab');
+      focusOrder.push(await page.evaluate(() => document.activeElement?.id ?? ''));
+    }
+    expect(focusOrder).toEqual(['image', 'expand', 'submit']);
+    expect(await page.evaluate(() => getComputedStyle(document.activeElement!).outlineStyle)).not.toBe('none');
+    await page.keyboard.press('Enter');
+
+    const timeline = page.locator('#timeline li');
+    await expect.poll(() => timeline.evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.status)), eventually).toEqual([
+      'CREATED',
+      'PROCESSING',
+      'COMPLETED',
+    ]);
+    const id = await page.locator('#current-id').innerText();
+    const stored = await gql(`query($id: ID!) { prediction(id: $id) { status input { prompt } keptOutputs createdAt completedAt } }`, { id });
+    expect(stored.body.data.prediction).toMatchObject({ status: 'COMPLETED', input: { prompt: 'a lighthouse in a storm, seen from the sea' } });
+
+    // The <video> plays the gateway's kept copy (/media/…), decoded far enough to show a frame.
+    const video = page.locator('#video');
+    await expect(video.getAttribute('src')).resolves.toBe(stored.body.data.prediction.keptOutputs[0]);
+    expect(stored.body.data.prediction.keptOutputs[0]).toMatch(new RegExp(`^${url}/media/`));
+    await page.waitForFunction(() => (document.getElementById('video') as HTMLVideoElement).readyState >= 2, undefined, eventually);
+    expect(await video.evaluate((v: HTMLVideoElement) => [v.videoWidth > 0, v.duration > 0, v.error])).toEqual([true, true, null]);
+
+    // The recent list picked it up and followed it to the end.
+    await expect.poll(() => page.locator(`#recent li[data-id="${id}"] .badge`).innerText(), eventually).toBe('COMPLETED');
+    // Elapsed time stops at completion: the stored run time, in seconds.
+    const { createdAt, completedAt } = stored.body.data.prediction;
+    const runSeconds = Math.round((Date.parse(completedAt) - Date.parse(createdAt)) / 1000);
+    await expect.poll(() => page.locator('#elapsed').innerText(), eventually).toBe(`${runSeconds} s`);
+    expect(sockets.every((s) => s === `${url.replace(/^http/, 'ws')}/graphql`)).toBe(true);
+    expect(sockets.length).toBeGreaterThan(0);
+
+    await screenshot(page, 'page');
+    expect(errors).toEqual([]);
+    expect(outside).toEqual([]);
+  });
+
+  test('a picked image is judged in the browser by the server’s rules; the server’s own refusal is shown too', async () => {
+    const { url, gql } = await startApp();
+    const { context, page } = await launchChromium();
+    const { outside } = await fenceToOrigin(context, url);
+    const creates: string[] = [];
+    page.on('request', (r) => (r.postData() ?? '').includes('createVideo') && creates.push(r.url()));
+    await page.goto(`${url}/`);
+    await page.getByLabel('Prompt', { exact: true }).fill('a red kite over a hill');
+
+    const imageError = page.locator('#image-error');
+    const cases = [
+      { name: 'small.png', mimeType: 'image/png', buffer: png(300, 300), message: 'IMAGE_TOO_SMALL: image is 300×300; its short side must be over 300 px' },
+      { name: 'tall.png', mimeType: 'image/png', buffer: png(400, 1000), message: 'IMAGE_ASPECT_RATIO: image is 400×1000; its aspect ratio must be between 2:5 and 5:2' },
+      { name: 'named.png', mimeType: 'image/png', buffer: gif1x1, message: 'IMAGE_FORMAT: image is gif; only JPEG and PNG are accepted' },
+    ];
+    for (const c of cases) {
+      await page.getByLabel('First frame').setInputFiles({ name: c.name, mimeType: c.mimeType, buffer: c.buffer });
+      await expect.poll(() => imageError.innerText(), eventually).toBe(c.message);
+      await page.getByRole('button', { name: 'Create video' }).click();
+      await expect.poll(() => page.evaluate(() => document.activeElement?.id), eventually).toBe('image');
+    }
+    expect(creates).toEqual([]);
+    expect((await gql('{ predictions(first: 5) { nodes { id } } }')).body.data.predictions.nodes).toEqual([]);
+
+    // A good image goes up with the prompt.
+    await page.getByLabel('First frame').setInputFiles({ name: 'ok.png', mimeType: 'image/png', buffer: png(640, 360) });
+    await expect.poll(() => imageError.innerText(), eventually).toBe('');
+    await page.getByRole('button', { name: 'Create video' }).click();
+    await expect.poll(() => page.locator('#current-status').innerText(), eventually).toMatch(/CREATED|PROCESSING|COMPLETED/);
+    const id = await page.locator('#current-id').innerText();
+    expect((await gql(`query($id: ID!) { prediction(id: $id) { input { hasImage } } }`, { id })).body.data.prediction.input.hasImage).toBe(true);
+
+    // What only the server judges (the prompt's length in characters) comes back with its code.
+    await page.getByLabel('First frame').setInputFiles([]);
+    await page.getByLabel('Prompt', { exact: true }).fill('x'.repeat(2001));
+    await page.getByRole('button', { name: 'Create video' }).click();
+    await expect.poll(() => page.locator('#form-error').innerText(), eventually).toBe('BAD_USER_INPUT: prompt is 2001 characters long; the limit is 2000');
+    expect(creates).toHaveLength(2);
+    expect(outside).toEqual([]);
+  });
+
+  test('an API key entered once is kept in the browser and sent as Bearer on HTTP and in graphql-ws connectionParams', async () => {
+    const { url } = await startApp();
+    const { context, page } = await launchChromium();
+    const { outside, socketMessages } = await fenceToOrigin(context, url);
+    const authorizations: Array<string | undefined> = [];
+    page.on('request', (r) => r.url() === `${url}/graphql` && authorizations.push(r.headers().authorization));
+
+    await page.goto(`${url}/`);
+    await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('No key saved.');
+    await page.getByLabel(/^Key, kept in this browser/).fill('cg_test_key');
+    await page.getByLabel(/^Key, kept in this browser/).press('Enter');
+    await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('A key is saved in this browser.');
+    expect(await page.getByLabel(/^Key, kept in this browser/).inputValue()).toBe('');
+
+    // Kept across a reload: entered once.
+    await page.reload();
+    await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('A key is saved in this browser.');
+    authorizations.length = 0;
+    await page.getByLabel('Prompt', { exact: true }).fill('a key-carrying request');
+    await page.getByRole('button', { name: 'Create video' }).click();
+    await expect.poll(() => page.locator('#current-status').innerText(), eventually).toMatch(/CREATED|PROCESSING|COMPLETED/);
+    expect(authorizations.length).toBeGreaterThan(0);
+    expect(new Set(authorizations)).toEqual(new Set(['Bearer cg_test_key']));
+    const init = () => socketMessages.map((m) => JSON.parse(m)).find((m) => m.type === 'connection_init');
+    await expect.poll(init, eventually).toEqual({ type: 'connection_init', payload: { authorization: 'Bearer cg_test_key' } });
+
+    // Forgotten: requests go out without it.
+    await page.getByRole('button', { name: 'Forget' }).click();
+    await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('No key saved.');
+    expect(await page.evaluate(() => localStorage.getItem('cinegraph.apiKey'))).toBeNull();
+    expect(outside).toEqual([]);
+  });
+
+  test('readable on a phone: nothing wider than the screen', async () => {
+    const { url } = await startApp();
+    const { page } = await launchChromium({ width: 390, height: 844 });
+    await page.goto(`${url}/`);
+    await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('No key saved.');
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    await screenshot(page, 'page-phone');
+  });
+});
