@@ -113,6 +113,14 @@ describe('the live page at /', () => {
     expect(sockets.every((s) => s === `${url.replace(/^http/, 'ws')}/graphql`)).toBe(true);
     expect(sockets.length).toBeGreaterThan(0);
 
+    // Seekable (the kept copy is served with Range): a seek lands and shows its frame.
+    const seekedTo = await video.evaluate(
+      (v: HTMLVideoElement) => new Promise<number>((resolve) => {
+        v.addEventListener('seeked', () => resolve(v.currentTime), { once: true });
+        v.currentTime = 1.5;
+      }),
+    );
+    expect(seekedTo).toBeCloseTo(1.5, 1);
     await screenshot(page, 'page');
     expect(errors).toEqual([]);
     expect(outside).toEqual([]);
