@@ -1,5 +1,6 @@
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
+import { InstanceLockError } from './lock.js';
 
 let config;
 try {
@@ -11,7 +12,16 @@ try {
 }
 
 const app = buildApp(config);
-await app.start();
+try {
+  await app.start();
+} catch (err) {
+  // A refusal to start (a public HOST with no API keys, a DATA_DIR another server uses) is said
+  // plainly, without a stack; each has its own exit code.
+  if (!(err instanceof ConfigError) && !(err instanceof InstanceLockError)) throw err;
+  console.error(err.message);
+  await app.stop();
+  process.exit(err instanceof InstanceLockError ? 3 : 2);
+}
 
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -39,6 +39,10 @@ describe('under heavy upstream faults', () => {
       SANDBOX_MALFORMED_RATE: '0.1',
       SANDBOX_FAILURE_RATE: '0.25',
       UPSTREAM_TIMEOUT_MS: '200',
+      // These faults strike before the sandbox creates a task, yet a 5xx, a timeout or malformed JSON
+      // cannot be told apart from one that strikes after: each is reconciled, then resent, and with
+      // 45% of requests faulted the default cap of 3 uncertain submissions would end some FAILED.
+      MAX_SUBMISSIONS_PER_PREDICTION: '12',
     });
     const ids = await createBatch(t, 20);
     const final = await waitTerminal(t, ids);

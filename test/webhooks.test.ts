@@ -12,15 +12,34 @@ async function webhookApp(env: Record<string, string> = {}) {
 }
 
 describe('webhooks', () => {
-  test('a webhook delivery updates the prediction at once, with no polling in between', async () => {
+  test('a webhook delivery makes the prediction be read upstream, with no schedule-driven polling', async () => {
     const t = await webhookApp({ SANDBOX_TASK_SECONDS: '1' });
     const { id } = (await t.gql(CREATE, { p: 'by webhook' })).body.data.createVideo;
-    const row = await waitFor(() => t.app.store.findById(id)!, (r) => r.status === 'COMPLETED', 10_000);
+    const row = await waitFor(() => t.app.store.findById(id)!, (r) => r.status === 'COMPLETED', 15_000);
     expect(row.webhookToken).toMatch(/^[\w-]{43}$/);
-    // Two deliveries (processing, completed), each re-read upstream once; no schedule-driven GETs.
+    // Two deliveries (processing at 0.2 s, completed at 1 s), each re-read upstream once; the
+    // second read waits for the end of the 5 s gap between forced reads of one prediction.
     expect(t.app.sandbox!.stats.webhooksDelivered).toBe(2);
     expect(t.app.sandbox!.stats.resultRequests.get(row.upstreamId!)).toBe(2);
-    expect(row.completedAt!.getTime() - row.createdAt.getTime()).toBeLessThan(5000);
+    expect(row.completedAt!.getTime() - row.createdAt.getTime()).toBeGreaterThanOrEqual(5000);
+    expect(row.completedAt!.getTime() - row.createdAt.getTime()).toBeLessThan(10_000);
+  });
+
+  test('a flood of genuine deliveries forces at most one upstream read per prediction per 5 s', async () => {
+    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
+    const { id } = (await t.gql(CREATE, { p: 'flooded' })).body.data.createVideo;
+    const row = await waitFor(() => t.app.store.findById(id)!, (r) => r.upstreamId !== null);
+    const reads = () => t.app.sandbox!.stats.resultRequests.get(row.upstreamId!) ?? 0;
+    const polled = new Promise((resolve) => t.app.poller!.once('polled', resolve));
+    for (let i = 0; i < 20; i++) {
+      const res = await fetch(`${t.url}/webhooks/wavespeed/${id}?token=${row.webhookToken}`, { method: 'POST', body: '{}' });
+      expect(res.status).toBe(202);
+    }
+    await polled;
+    await t.app.poller!.runOnce();
+    expect(reads()).toBe(1);
+    // The rest of the flood is one read at the end of the gap, not 19.
+    expect(t.app.store.findById(id)!.nextPollAt!.getTime()).toBeGreaterThan(Date.now() + 3000);
   });
 
   test('when deliveries are lost, the safety-net poll still completes the prediction', async () => {

@@ -1,12 +1,17 @@
 import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { systemClock, type Clock } from '../clock.js';
+import { isStorageError } from '../db/errors.js';
 import type { PredictionPatch, PredictionStore } from '../db/predictions.js';
 import { terminalStatuses, type PredictionRow, type PredictionStatus } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import { MediaError, type MediaStore } from '../storage/media.js';
-import { UpstreamError, type WaveSpeedClient } from '../upstream/wavespeed.js';
+import type { UpstreamPrediction, WaveSpeedClient } from '../upstream/wavespeed.js';
+import { classify, decideFailure, type Step } from './decide.js';
 import { changesVisibleState, patchFromUpstream } from './mapping.js';
+import { Pauses, type Pause, type PauseKind } from './pauses.js';
 import type { Recorder } from './record.js';
+import { findSubmittedTask } from './reconcile.js';
 import { backoffDelay, nextPollDelay, type PollSchedule } from './schedule.js';
 
 export interface PollerOptions {
@@ -21,6 +26,12 @@ export interface PollerOptions {
   maxAgeMs: number;
   /** Poll interval for predictions whose updates come by webhook: a slow safety net. */
   webhookFallbackMs: number;
+  /** Longest wait a Retry-After may impose; a larger one is cut to this. */
+  retryAfterMaxMs: number;
+  /** Submissions per prediction that may have reached upstream; past it, FAILED with SUBMISSION_UNCERTAIN. */
+  maxSubmissions: number;
+  /** How long a submission with no certain answer is looked for upstream before it may be sent again. */
+  reconcileGraceMs: number;
   /** Builds the webhook URL handed to upstream; webhooks are off without it. */
   webhookUrl?: (predictionId: string, token: string) => string;
   /** Where completed outputs are copied; outputs are not kept without it. */
@@ -31,24 +42,58 @@ export interface PollerOptions {
   idleMs?: number;
 }
 
+/** What the poller does, as typed events: tests await them instead of sleeping, and logs or metrics can follow. */
+export interface PollerEvents {
+  /** Upstream accepted (or reconciliation found) the task of this prediction. */
+  submitted: [{ id: string; upstreamId: string; adopted: boolean }];
+  /** A submission had no certain answer; the prediction now waits for reconciliation. */
+  uncertain: [{ id: string; error: string }];
+  /** One result read: the status as upstream reported it. */
+  polled: [{ id: string; status: string }];
+  /** A visible change was written and published. */
+  recorded: [{ id: string; status: PredictionStatus }];
+  /** The prediction ended FAILED. */
+  failed: [{ id: string; error: string }];
+  /** All upstream work is held off. */
+  paused: [Pause];
+  /** A pause ended by a success. */
+  resumed: [{ kind: PauseKind }];
+}
+
+export interface PollerHealth {
+  running: boolean;
+  pauses: Pause[];
+}
+
 /** First retry delay after a transient failure; doubles per attempt up to the schedule's max. */
 const RETRY_BASE_MS = 500;
 /** Download attempts for a completed prediction's outputs before it completes without a kept copy. */
 const KEEP_ATTEMPTS = 5;
+/** Webhook deliveries force at most one re-poll of a prediction per this long. */
+const FORCED_POLL_GAP_MS = 5000;
+/** Longest backoff of a poller-wide pause (account probe, storage retry, crashed pass). */
+const PAUSE_CAP_MS = 60_000;
 
 /**
- * The one background scheduler: submits predictions that have no upstream id yet, then polls
- * in-flight ones when their `nextPollAt` comes. All state lives in SQLite, so a new process picks
- * up exactly where a dead one stopped.
+ * The one background scheduler: submits predictions that have no upstream id yet, reconciles
+ * submissions whose outcome is unknown, then polls in-flight ones when their `nextPollAt` comes.
+ * All state lives in SQLite, so a new process picks up exactly where a dead one stopped.
+ *
+ * The money rule: a submission is sent only after its intent (`submitAttempts`, `submitStartedAt`)
+ * has committed, and a submission that may have reached upstream is never sent again until
+ * upstream's task list has been searched for it for `reconcileGraceMs`.
  */
-export class Poller {
+export class Poller extends EventEmitter<PollerEvents> {
   private readonly clock: Clock;
   private readonly inFlight = new Map<string, Promise<void>>();
-  /** Webhook deliveries that arrived while their prediction was being polled: poll once more. */
-  private readonly repoll = new Set<string>();
-  /** After a 429 the whole poller holds off, not just the request that got it. */
-  private pausedUntil = 0;
-  private rateLimitStreak = 0;
+  /** Webhook deliveries that arrived while their prediction was being polled: poll once more, at this time. */
+  private readonly repoll = new Map<string, number>();
+  /** When each prediction was last forced due by a webhook (a future time: a forced poll is already scheduled). */
+  private readonly forcedAt = new Map<string, number>();
+  /** Predictions whose step crashed and whose reschedule may not have committed: not before this. */
+  private readonly cooldown = new Map<string, number>();
+  private readonly pauses = new Pauses(1000, PAUSE_CAP_MS);
+  private probing = false;
   private running = false;
   private loopPromise?: Promise<void>;
   private wakeUp?: () => void;
@@ -57,6 +102,7 @@ export class Poller {
   private readonly shutdown = new AbortController();
 
   constructor(private readonly o: PollerOptions) {
+    super();
     this.clock = o.clock ?? systemClock;
   }
 
@@ -75,6 +121,11 @@ export class Poller {
     await Promise.allSettled(this.inFlight.values());
   }
 
+  /** For /readyz: whether the loop runs and what holds it off. */
+  health(): PollerHealth {
+    return { running: this.running, pauses: this.pauses.list() };
+  }
+
   /**
    * Something became due (a new prediction); look soon instead of at the next timer. Nudges in
    * one turn of the event loop share one pass: under a burst of createVideo calls, a pass (and its
@@ -89,10 +140,20 @@ export class Poller {
     });
   }
 
-  /** A webhook said this prediction changed: read it from upstream as soon as possible (unless it is final). */
+  /**
+   * A webhook said this prediction changed: read it from upstream soon (unless it is final). At
+   * most one forced read per prediction per 5 s, so a flood of deliveries cannot become a flood of
+   * GETs; a delivery inside that gap is not dropped but moves the read to the gap's end.
+   */
   pollNow(id: string): void {
-    if (this.inFlight.has(id)) this.repoll.add(id);
-    else this.o.store.makeDue(id, this.clock.now());
+    const now = this.clock.now().getTime();
+    const last = this.forcedAt.get(id) ?? -Infinity;
+    if (last > now) return; // a forced read is already scheduled
+    const at = Math.max(now, last + FORCED_POLL_GAP_MS);
+    if (this.forcedAt.size > 10_000) for (const [k, t] of this.forcedAt) if (now - t >= FORCED_POLL_GAP_MS) this.forcedAt.delete(k);
+    this.forcedAt.set(id, at);
+    if (this.inFlight.has(id)) this.repoll.set(id, at);
+    else this.o.store.makeDue(id, new Date(at));
     this.nudge();
   }
 
@@ -105,23 +166,61 @@ export class Poller {
   private async loop(): Promise<void> {
     while (this.running) {
       try {
+        await this.probeAccountIfDue();
         this.startDue();
+        if (this.pauses.clear('crash')) this.emit('resumed', { kind: 'crash' });
       } catch (err) {
-        this.o.log.error({ err }, 'poller pass failed');
+        // Whatever broke (a corrupted index page under the due-query, say) is logged once and
+        // retried with backoff; the loop itself never dies of it.
+        this.hold(isStorageError(err) ? 'storage' : 'crash', `poller pass failed: ${(err as Error).message}`, err);
       }
       await this.sleep(this.delayUntilNextDue());
+    }
+  }
+
+  private hold(kind: PauseKind, reason: string, err?: unknown, waitMs?: number): void {
+    const { pause, isNew } = this.pauses.hold(kind, reason, this.clock.now().getTime(), waitMs);
+    if (isNew) {
+      this.o.log.warn({ err, pause: { kind, until: new Date(pause.until).toISOString() } }, reason);
+      this.emit('paused', pause);
+    }
+  }
+
+  private resume(kind: PauseKind): void {
+    if (!this.pauses.clear(kind)) return;
+    this.o.log.info({ kind }, 'pause over: upstream work resumes');
+    this.emit('resumed', { kind });
+    this.nudge();
+  }
+
+  /**
+   * While the account is unusable nothing is sent; once its backoff has run out, one free request
+   * (the first page of the task list) tells whether the key works again.
+   */
+  private async probeAccountIfDue(): Promise<void> {
+    const pause = this.pauses.get('account');
+    if (!pause || this.probing || this.clock.now().getTime() < pause.until) return;
+    this.probing = true;
+    try {
+      await this.o.client.listPredictions(1, 1, { signal: this.shutdown.signal });
+      this.resume('account');
+    } catch (err) {
+      if (!this.shutdown.signal.aborted) this.hold('account', pause.reason, undefined);
+    } finally {
+      this.probing = false;
     }
   }
 
   private delayUntilNextDue(): number {
     const idle = this.o.idleMs ?? 5000;
     const now = this.clock.now().getTime();
-    if (now < this.pausedUntil) return this.pausedUntil - now;
+    const pausedUntil = this.pauses.until();
+    if (now < pausedUntil) return pausedUntil - now;
     const next = this.o.store.nextDueAt(this.inFlight);
     if (!next) return idle;
     const delay = next.getTime() - now;
-    // Due but not started means every slot is busy: a finishing request wakes us.
-    if (delay <= 0) return this.inFlight.size >= this.o.concurrency ? idle : 0;
+    // Due but not started means every slot is busy (a finishing request wakes us) or the row cools down.
+    if (delay <= 0) return this.inFlight.size >= this.o.concurrency || this.cooldown.size ? Math.min(idle, 1000) : 0;
     return Math.min(delay, idle);
   }
 
@@ -137,16 +236,27 @@ export class Poller {
   }
 
   private startDue(): void {
-    const now = this.clock.now();
+    const now = this.clock.now().getTime();
     const free = this.o.concurrency - this.inFlight.size;
-    if (free <= 0 || now.getTime() < this.pausedUntil) return;
-    const ids = this.o.store.due(now, free + this.inFlight.size).filter((id) => !this.inFlight.has(id));
+    if (free <= 0 || now < this.pauses.until()) return;
+    for (const [id, until] of this.cooldown) if (until <= now) this.cooldown.delete(id);
+    const ids = this.o.store
+      .due(new Date(now), free + this.inFlight.size + this.cooldown.size)
+      .filter((id) => !this.inFlight.has(id) && !this.cooldown.has(id));
     for (const id of ids.slice(0, free)) {
       const work = this.step(id)
+        // The step's writes committed (a storage error would have thrown): storage works again.
+        .then(() => this.resume('storage'))
         .catch((err) => this.onStepCrash(id, err))
         .finally(() => {
           this.inFlight.delete(id);
-          if (this.repoll.delete(id)) this.o.store.makeDue(id, this.clock.now());
+          const repollAt = this.repoll.get(id);
+          if (repollAt !== undefined) {
+            this.repoll.delete(id);
+            try {
+              this.o.store.makeDue(id, new Date(repollAt));
+            } catch {} // the safety-net poll still comes
+          }
           this.nudge();
         });
       this.inFlight.set(id, work);
@@ -154,33 +264,41 @@ export class Poller {
   }
 
   /**
-   * Something outside the upstream error handling failed (a database write, say). Push the row
-   * back so it cannot spin the loop; if even that fails, the next pass retries it.
+   * Something outside the upstream error handling failed (a database write, say). The row is held
+   * back in memory, whether or not the write pushing it back commits, so it cannot spin the loop;
+   * a storage failure pauses all work until writes succeed again.
    */
   private onStepCrash(id: string, err: unknown): void {
+    const now = this.clock.now().getTime();
+    this.cooldown.set(id, now + this.o.schedule.maxMs);
+    if (isStorageError(err)) return this.hold('storage', `storage unavailable: ${err.code}: ${err.message}`, err);
     this.o.log.error({ err, predictionId: id }, 'poller step failed');
     try {
-      this.o.recorder.reschedule(id, { nextPollAt: new Date(this.clock.now().getTime() + this.o.schedule.maxMs) });
+      this.o.recorder.reschedule(id, { nextPollAt: new Date(now + this.o.schedule.maxMs) });
     } catch (again) {
-      this.o.log.error({ err: again, predictionId: id }, 'could not reschedule after a failed step');
+      if (isStorageError(again)) this.hold('storage', `storage unavailable: ${again.code}: ${again.message}`, again);
     }
   }
 
   private async step(id: string): Promise<void> {
     const row = this.o.store.findById(id);
     if (!row || row.nextPollAt === null || terminalStatuses.has(row.status)) return;
-    if (!row.upstreamId && this.expired(row)) {
+    const step: Step = row.upstreamId ? 'poll' : row.submitStartedAt ? 'reconcile' : 'submission';
+    if (step === 'submission' && this.expired(row)) {
       this.finish(row, { status: 'FAILED', error: `${this.giveUp('could not submit upstream')}${row.error ? ` (last error: ${row.error})` : ''}` });
       return;
     }
     try {
-      await (row.upstreamId ? this.pollOne(row) : this.submitOne(row));
-      this.rateLimitStreak = 0;
+      if (step === 'poll') await this.pollOne(row);
+      else if (step === 'reconcile') await this.reconcileOne(row);
+      else await this.submitOne(row);
+      this.resume('rate'); // upstream answered normally: a rate-limit pause is over
     } catch (err) {
+      if (isStorageError(err)) throw err;
       // A poll or download cancelled by stop(): not upstream's fault, so no attempt is spent; due
       // again at once on restart. (Submissions are never cancelled, so their errors count as usual.)
-      if (this.shutdown.signal.aborted && row.upstreamId) this.o.recorder.reschedule(row.id, { nextPollAt: this.clock.now() });
-      else this.onFailure(row, err, row.upstreamId ? 'poll' : 'submission');
+      if (this.shutdown.signal.aborted && step !== 'submission') this.o.recorder.reschedule(row.id, { nextPollAt: this.clock.now() });
+      else this.onFailure(row, err, step);
     }
   }
 
@@ -200,33 +318,90 @@ export class Poller {
       token = randomBytes(32).toString('base64url');
       recorder.reschedule(row.id, { webhookToken: token });
     }
-    // Not cancelled by stop(): an abandoned submission that upstream accepted would be submitted
-    // again after restart. It is bounded by the request timeout instead.
-    const up = await client.submit(
-      { prompt: row.prompt, image: store.imageOf(row.id) ?? undefined, enablePromptExpansion: row.enablePromptExpansion },
-      { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined },
-    );
-    // Crash window: a kill between upstream accepting and this write means a second submission
-    // after restart. It is one local SQLite write long; upstream offers no idempotency key to close it.
+    const image = store.imageOf(row.id) ?? undefined;
+    // The intent, durably, before a byte leaves: if this write fails, nothing is sent; if the
+    // process dies after it, the next one reconciles instead of sending again.
+    const startedAt = this.clock.now();
+    if (!recorder.reschedule(row.id, { submitAttempts: row.submitAttempts + 1, submitStartedAt: startedAt })) return;
+    let up: UpstreamPrediction;
+    try {
+      // Not cancelled by stop(): an abandoned submission that upstream accepted would have to be
+      // reconciled after restart. It is bounded by the request timeout instead.
+      up = await client.submit(
+        { prompt: row.prompt, image, enablePromptExpansion: row.enablePromptExpansion },
+        { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined },
+      );
+    } catch (err) {
+      // Certainly not received: the intent is withdrawn, so this attempt costs nothing against the cap.
+      const cls = classify(err);
+      if (cls !== 'uncertain') recorder.reschedule(row.id, { submitAttempts: row.submitAttempts, submitStartedAt: null });
+      throw err;
+    }
+    this.accept(row, up, false, token);
+  }
+
+  /** Records the upstream task of a prediction: from a submission's answer, or found by reconciliation. */
+  private accept(row: PredictionRow, up: UpstreamPrediction, adopted: boolean, token: string | null): void {
     const now = this.clock.now();
     const patch = patchFromUpstream(up) ?? {};
     // Already completed (a cached result, say): record the upstream id now and let the poll that
     // follows at once keep the outputs, so a failed download can never lead to a resubmission.
     const finishedAlready = patch.status === 'COMPLETED';
-    recorder.record(row.id, {
+    const stored = this.o.recorder.record(row.id, {
       ...(finishedAlready ? {} : patch),
       upstreamId: up.id,
-      submittedAt: now,
+      submittedAt: row.submitStartedAt ?? now,
+      submitStartedAt: null,
       image: null,
       attempts: 0,
       error: patch.error ?? null,
       ...(finishedAlready ? { nextPollAt: now } : this.nextStep(patch.status ?? row.status, Boolean(token), now, 0)),
     });
-    log.info({ predictionId: row.id, upstreamId: up.id, webhook: Boolean(token) }, 'submitted upstream');
+    this.o.log.info({ predictionId: row.id, upstreamId: up.id, webhook: Boolean(token), adopted }, adopted ? 'found the submitted task upstream' : 'submitted upstream');
+    this.emit('submitted', { id: row.id, upstreamId: up.id, adopted });
+    if (stored) this.emitRecorded(stored);
+  }
+
+  /**
+   * A submission of this prediction may have reached upstream. Look for its task in upstream's
+   * list; adopt it when found. Only when none has appeared after the grace period is it sent again,
+   * and never more than `maxSubmissions` times in all.
+   */
+  private async reconcileOne(row: PredictionRow): Promise<void> {
+    const { client, store, recorder } = this.o;
+    const startedAt = row.submitStartedAt!;
+    const found = await findSubmittedTask(client, {
+      prompt: row.prompt,
+      image: row.hasImage ? store.imageOf(row.id) : null,
+      since: startedAt,
+      isTaken: (upstreamId) => store.findByUpstreamId(upstreamId) !== undefined,
+    });
+    if (found) return this.accept(row, found, true, row.webhookToken);
+    const now = this.clock.now();
+    const waited = now.getTime() - startedAt.getTime();
+    if (waited < this.o.reconcileGraceMs && !this.expired(row)) {
+      recorder.reschedule(row.id, { attempts: 0, nextPollAt: new Date(now.getTime() + this.reconcileGapMs()) });
+      return;
+    }
+    if (row.submitAttempts >= this.o.maxSubmissions || this.expired(row)) {
+      const why = row.submitAttempts >= this.o.maxSubmissions ? `${row.submitAttempts} submissions` : 'the age limit';
+      this.finish(row, {
+        status: 'FAILED',
+        error: `SUBMISSION_UNCERTAIN: upstream never confirmed a task for this prediction after ${why}; it may still run and be billed upstream${row.error ? ` (last error: ${row.error})` : ''}`,
+      });
+      return;
+    }
+    // No task appeared in the grace period: the submission did not take. Sending again is now safe.
+    recorder.reschedule(row.id, { submitStartedAt: null, attempts: 0, nextPollAt: now });
+  }
+
+  private reconcileGapMs(): number {
+    return Math.max(100, Math.min(5000, Math.round(this.o.reconcileGraceMs / 4)));
   }
 
   private async pollOne(row: PredictionRow): Promise<void> {
     const up = await this.o.client.getResult(row.upstreamId!, { signal: this.shutdown.signal });
+    this.emit('polled', { id: row.id, status: up.status });
     let patch = patchFromUpstream(up);
     if (!patch) this.o.log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');
     if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
@@ -237,7 +412,7 @@ export class Poller {
     const now = this.clock.now();
     const sinceSubmit = now.getTime() - (row.submittedAt ?? row.createdAt).getTime();
     const bookkeeping = { attempts: 0, pollCount: row.pollCount + 1, ...this.nextStep(patch?.status ?? row.status, Boolean(row.webhookToken), now, sinceSubmit) };
-    if (patch && changesVisibleState(row, patch)) this.o.recorder.record(row.id, { ...patch, ...bookkeeping });
+    if (patch && changesVisibleState(row, patch)) this.record(row.id, { ...patch, ...bookkeeping });
     else this.o.recorder.reschedule(row.id, bookkeeping);
   }
 
@@ -266,36 +441,51 @@ export class Poller {
     return { nextPollAt: new Date(now.getTime() + delay) };
   }
 
-  private finish(row: PredictionRow, patch: PredictionPatch): void {
-    this.o.recorder.record(row.id, { ...patch, nextPollAt: null, completedAt: this.clock.now(), image: null });
+  private record(id: string, patch: PredictionPatch): void {
+    const row = this.o.recorder.record(id, patch);
+    if (row) this.emitRecorded(row);
   }
 
-  private onFailure(row: PredictionRow, err: unknown, during: 'submission' | 'poll'): void {
+  private emitRecorded(row: PredictionRow): void {
+    this.emit('recorded', { id: row.id, status: row.status });
+    if (row.status === 'FAILED') this.emit('failed', { id: row.id, error: row.error ?? '' });
+  }
+
+  private finish(row: PredictionRow, patch: PredictionPatch): void {
+    this.record(row.id, { ...patch, nextPollAt: null, completedAt: this.clock.now(), image: null, submitStartedAt: null });
+  }
+
+  private onFailure(row: PredictionRow, err: unknown, step: Step): void {
     const { log, recorder, schedule } = this.o;
     const now = this.clock.now().getTime();
-    // A failed download of outputs is retried like a failed poll; anything unexpected counts as transient.
-    const e = err instanceof UpstreamError || err instanceof MediaError ? err : new UpstreamError('protocol', String(err));
-    if (e instanceof UpstreamError) {
-      const lost = during === 'poll' && e.kind === 'http' && e.status === 404;
-      if ((during === 'submission' && !e.transient) || lost) {
-        const error = lost ? `upstream no longer has this prediction: ${e.message}` : `upstream rejected the submission: ${e.message}`;
-        this.finish(row, { status: 'FAILED', error });
-        log.warn({ predictionId: row.id, err: e.message }, `${during} failed permanently`);
+    const message = err instanceof Error ? err.message : String(err);
+    const cls = classify(err);
+    const decision = decideFailure(step, cls, message, this.expired(row), (what) => this.giveUp(what));
+    const retryAfterMs = Math.min((err as { retryAfterMs?: number }).retryAfterMs ?? 0, this.o.retryAfterMaxMs);
+    switch (decision.action) {
+      case 'fail':
+        this.finish(row, { status: 'FAILED', error: decision.error });
+        log.warn({ predictionId: row.id, err: message }, `${step} failed permanently`);
         return;
-      }
-      if (e.status === 429) {
-        const pause = e.retryAfterMs ?? backoffDelay(this.rateLimitStreak, RETRY_BASE_MS, schedule.maxMs);
-        this.rateLimitStreak++;
-        this.pausedUntil = Math.max(this.pausedUntil, now + pause);
-        log.warn({ pauseMs: pause }, 'upstream rate limit: pausing all upstream requests');
+      case 'pauseAccount':
+        this.hold('account', `upstream refused the account: ${message}`, undefined);
+        // The prediction stays as it is, due again once the account works; `error` says why it waits.
+        if (row.error !== message) recorder.record(row.id, { error: message });
+        return;
+      case 'reconcile':
+        recorder.record(row.id, { error: `submission outcome unknown, looking for it upstream: ${message}`, attempts: 0, nextPollAt: new Date(now + this.reconcileGapMs()) });
+        log.warn({ predictionId: row.id, err: message }, 'submission may have reached upstream; reconciling instead of resending');
+        this.emit('uncertain', { id: row.id, error: message });
+        return;
+      case 'retry': {
+        if (decision.rateLimit) this.hold('rate', `upstream rate limit: pausing all upstream requests`, undefined, retryAfterMs);
+        const delay = Math.max(retryAfterMs, backoffDelay(row.attempts, RETRY_BASE_MS, schedule.maxMs));
+        const retry = { attempts: row.attempts + 1, nextPollAt: new Date(now + delay) };
+        // A waiting submission shows its last complaint in `error` (status stays CREATED).
+        if (step !== 'poll' && row.error !== message) recorder.record(row.id, { ...retry, error: message });
+        else recorder.reschedule(row.id, retry);
+        log.warn({ predictionId: row.id, err: message, attempts: retry.attempts, retryInMs: delay }, `${step} failed; will retry`);
       }
     }
-    const retryAfterMs = e instanceof UpstreamError ? (e.retryAfterMs ?? 0) : 0;
-    const delay = Math.max(retryAfterMs, backoffDelay(row.attempts, RETRY_BASE_MS, schedule.maxMs));
-    const retry = { attempts: row.attempts + 1, nextPollAt: new Date(now + delay) };
-    // A waiting submission shows its last complaint in `error` (status stays CREATED).
-    if (during === 'submission' && row.error !== e.message) recorder.record(row.id, { ...retry, error: e.message });
-    else recorder.reschedule(row.id, retry);
-    log.warn({ predictionId: row.id, err: e.message, attempts: retry.attempts, retryInMs: delay }, `${during} failed; will retry`);
   }
 }

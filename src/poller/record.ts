@@ -5,8 +5,14 @@ import type { PredictionPubSub } from '../pubsub.js';
 export interface Recorder {
   /** Writes a visible change, then publishes the row as stored; subscribers never see unsaved state. */
   record(id: string, patch: PredictionPatch): PredictionRow | undefined;
-  /** Writes bookkeeping that no client can see (next poll time, attempts, webhook token), so nothing is published. */
-  reschedule(id: string, patch: Pick<PredictionPatch, 'nextPollAt' | 'attempts' | 'pollCount' | 'webhookToken'>): void;
+  /**
+   * Writes bookkeeping that no client can see (next poll time, attempts, webhook token, submission
+   * intent), so nothing is published. Throws when the write fails; false when the row is gone.
+   */
+  reschedule(
+    id: string,
+    patch: Pick<PredictionPatch, 'nextPollAt' | 'attempts' | 'pollCount' | 'webhookToken' | 'submitAttempts' | 'submitStartedAt'>,
+  ): boolean;
 }
 
 export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date): Recorder {
@@ -17,7 +23,7 @@ export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub,
       return row;
     },
     reschedule(id, patch) {
-      store.update(id, patch);
+      return store.update(id, patch) !== undefined;
     },
   };
 }

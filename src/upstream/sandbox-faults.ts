@@ -15,6 +15,12 @@ export interface SandboxFaults {
   slowMs: number;
   /** Share of API requests answered 200 with a body that is not JSON. */
   malformedRate: number;
+  /** Share of submissions that create the task and then answer only after `slowMs` (past the client's timeout). */
+  acceptThenStallRate: number;
+  /** Share of submissions that create the task and then answer 502, as a failing proxy in front of upstream would. */
+  acceptThenErrorRate: number;
+  /** Set to N: every API request answers 401 for the next N seconds, as a revoked or unfunded key would. */
+  unauthorizedSeconds: number;
 }
 
 export const noFaults: SandboxFaults = {
@@ -26,6 +32,9 @@ export const noFaults: SandboxFaults = {
   slowRate: 0,
   slowMs: 30_000,
   malformedRate: 0,
+  acceptThenStallRate: 0,
+  acceptThenErrorRate: 0,
+  unauthorizedSeconds: 0,
 };
 
 /**

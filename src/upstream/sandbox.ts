@@ -5,6 +5,7 @@ import send from 'send';
 import { systemClock, type Clock } from '../clock.js';
 import { invalidFaultSetting, noFaults, type SandboxFaults } from './sandbox-faults.js';
 import { RETENTION_MS, decodeTaskId, encodeTaskId, taskRecord, type Fate } from './sandbox-tasks.js';
+import { SandboxTaskStore } from './sandbox-store.js';
 import { MODEL } from './wavespeed.js';
 
 export interface SandboxOptions {
@@ -15,14 +16,24 @@ export interface SandboxOptions {
   clock?: Clock;
   /** Delivers webhooks; injected by tests. @default fetch */
   fetch?: typeof fetch;
+  /** Where task inputs are kept for the list endpoint, so they survive a restart. @default in memory */
+  tasksFile?: string;
+  /**
+   * The only webhook target accepted: this gateway's own webhook route (PUBLIC_URL + /webhooks/wavespeed/).
+   * Any other `?webhook=` is refused with 400, so the sandbox cannot be made to POST elsewhere.
+   * @default undefined (no webhooks accepted)
+   */
+  webhookPrefix?: string;
 }
 
 export interface SandboxStats {
   submissions: number;
+  /** List requests (`POST /api/v3/predictions`). */
+  listRequests: number;
   /** Result GETs per task id. */
   resultRequests: Map<string, number>;
   /** Requests answered with an injected fault, by kind. */
-  faults: { serverError: number; rateLimited: number; slow: number; malformed: number };
+  faults: { serverError: number; rateLimited: number; slow: number; malformed: number; unauthorized: number; acceptedThenStalled: number; acceptedThenFailed: number };
   webhooksDelivered: number;
 }
 
@@ -38,18 +49,22 @@ const MAX_BODY_BYTES = 32 * 1024 * 1024;
 export class SandboxUpstream {
   readonly stats: SandboxStats = {
     submissions: 0,
+    listRequests: 0,
     resultRequests: new Map(),
-    faults: { serverError: 0, rateLimited: 0, slow: 0, malformed: 0 },
+    faults: { serverError: 0, rateLimited: 0, slow: 0, malformed: 0, unauthorized: 0, acceptedThenStalled: 0, acceptedThenFailed: 0 },
     webhooksDelivered: 0,
   };
   private faults: SandboxFaults;
   private readonly clock: Clock;
   private rateLimitedUntil = 0;
+  private unauthorizedUntil = 0;
+  private readonly tasks: SandboxTaskStore;
   private readonly timers = new Set<{ clear(): void }>();
 
   constructor(private readonly options: SandboxOptions) {
-    this.faults = { ...noFaults, ...options.faults };
     this.clock = options.clock ?? systemClock;
+    this.faults = this.setFaults({ ...noFaults, ...options.faults });
+    this.tasks = new SandboxTaskStore(options.tasksFile);
   }
 
   private now(): number {
@@ -58,6 +73,8 @@ export class SandboxUpstream {
 
   setFaults(faults: Partial<SandboxFaults>): SandboxFaults {
     this.faults = { ...this.faults, ...faults };
+    // A switch, not a rate: setting it starts a period of 401s from now.
+    if (faults.unauthorizedSeconds !== undefined) this.unauthorizedUntil = this.now() + faults.unauthorizedSeconds * 1000;
     return this.faults;
   }
 
@@ -65,6 +82,7 @@ export class SandboxUpstream {
   close(): void {
     for (const t of this.timers) t.clear();
     this.timers.clear();
+    this.tasks.close();
   }
 
   /** Handles one request; `path` is relative to the mount point (`/api/v3/...`). */
@@ -75,8 +93,13 @@ export class SandboxUpstream {
     if (!/^Bearer\s+\S+/i.test(req.headers.authorization ?? '')) {
       return reply(res, 401, { code: 401, message: 'Unauthorized: missing or empty Bearer API key', data: null });
     }
+    if (this.now() < this.unauthorizedUntil) {
+      this.stats.faults.unauthorized++;
+      return reply(res, 401, { code: 401, message: 'Unauthorized: invalid or inactive API key (sandbox: injected)', data: null });
+    }
     if (await this.injectFault(res)) return;
     if (req.method === 'POST' && url.pathname === `/api/v3/${MODEL}`) return this.submit(req, res, mountUrl, url.searchParams.get('webhook'));
+    if (req.method === 'POST' && url.pathname === '/api/v3/predictions') return this.list(req, res, mountUrl);
     const result = /^\/api\/v3\/predictions\/([^/]+)\/result$/.exec(url.pathname);
     if (req.method === 'GET' && result) return this.result(res, decodeURIComponent(result[1]!), mountUrl);
     return reply(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
@@ -88,8 +111,10 @@ export class SandboxUpstream {
    */
   private async control(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const from = req.socket.remoteAddress ?? '';
-    if (!['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(from)) {
-      return reply(res, 403, { code: 403, message: 'the fault controls answer only on loopback', data: null });
+    // A reverse proxy on this machine connects from loopback too; what it forwards carries its marks.
+    const forwarded = FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined);
+    if (!['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(from) || forwarded) {
+      return reply(res, 403, { code: 403, message: 'the fault controls answer only direct requests from loopback', data: null });
     }
     if (req.method === 'GET') return reply(res, 200, this.faults);
     if (req.method !== 'POST') return reply(res, 405, { code: 405, message: 'use GET or POST', data: null });
@@ -144,19 +169,71 @@ export class SandboxUpstream {
       const tooLarge = (err as Error).message === 'too large';
       return reply(res, tooLarge ? 413 : 400, { code: tooLarge ? 413 : 400, message: tooLarge ? 'request body too large' : 'body is not JSON', data: null });
     }
-    const input = body as { prompt?: unknown; image?: unknown };
+    const input = body as { prompt?: unknown; image?: unknown; enable_prompt_expansion?: unknown };
     if (typeof input?.prompt !== 'string' || input.prompt.trim() === '') {
       return reply(res, 400, { code: 400, message: 'prompt is required', data: null });
     }
     if (input.image !== undefined && typeof input.image !== 'string') {
       return reply(res, 400, { code: 400, message: 'image must be a string', data: null });
     }
+    if (webhook !== null && !this.webhookAllowed(webhook)) {
+      return reply(res, 400, { code: 400, message: "webhook must be this gateway's own webhook route", data: null });
+    }
     this.stats.submissions++;
     const draw = Math.random();
     const fate: Fate = draw < this.faults.failureRate ? 'f' : draw < this.faults.failureRate + this.faults.hangRate ? 'h' : 'c';
     const id = encodeTaskId(this.now(), Math.round(this.options.taskSeconds * 1000), fate);
+    this.tasks.add(id, decodeTaskId(id)!.createdAt, {
+      prompt: input.prompt,
+      ...(typeof input.image === 'string' ? { image: input.image } : {}),
+      ...(typeof input.enable_prompt_expansion === 'boolean' ? { enable_prompt_expansion: input.enable_prompt_expansion } : {}),
+    });
     if (webhook) this.scheduleWebhooks(id, webhook, mountUrl);
+    // The task exists (and would be billed) whatever the client hears next: the ambiguous outcomes.
+    if (Math.random() < this.faults.acceptThenErrorRate) {
+      this.stats.faults.acceptedThenFailed++;
+      return reply(res, 502, { code: 502, message: 'sandbox: injected bad gateway after the task was created', data: null });
+    }
+    if (Math.random() < this.faults.acceptThenStallRate) {
+      this.stats.faults.acceptedThenStalled++;
+      await new Promise((r) => setTimeout(r, this.faults.slowMs));
+      if (res.destroyed) return;
+    }
     return reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
+  }
+
+  /** `POST /api/v3/predictions` with `{page, page_size}`: the account's tasks, newest first, with their input. */
+  private async list(req: IncomingMessage, res: ServerResponse, mountUrl: string): Promise<void> {
+    let body: { page?: unknown; page_size?: unknown };
+    try {
+      body = JSON.parse((await readBody(req, 64 * 1024)).toString('utf8') || '{}');
+    } catch {
+      return reply(res, 400, { code: 400, message: 'body is not JSON', data: null });
+    }
+    const page = body?.page ?? 1;
+    const pageSize = body?.page_size ?? 20;
+    if (!Number.isInteger(page) || (page as number) < 1 || !Number.isInteger(pageSize) || (pageSize as number) < 1 || (pageSize as number) > 100) {
+      return reply(res, 400, { code: 400, message: 'page must be an integer >= 1 and page_size an integer from 1 to 100', data: null });
+    }
+    this.stats.listRequests++;
+    const now = this.now();
+    const items = this.tasks
+      .page(page as number, pageSize as number, now - RETENTION_MS)
+      .map((t) => ({ ...taskRecord(t.id, now, mountUrl), input: t.input }));
+    return reply(res, 200, { code: 200, message: 'success', data: { page, items } });
+  }
+
+  /** Only a URL under this gateway's own webhook route, compared as parsed URLs (no tricks with `@` or `..`). */
+  private webhookAllowed(webhook: string): boolean {
+    const prefix = this.options.webhookPrefix;
+    if (!prefix) return false;
+    try {
+      const url = new URL(webhook);
+      const allowed = new URL(prefix);
+      return url.origin === allowed.origin && url.pathname.startsWith(allowed.pathname) && !url.username && !url.password;
+    } catch {
+      return false;
+    }
   }
 
   /** POSTs the record to `webhook` when the task starts processing and when it ends, as WaveSpeed does. */
@@ -205,6 +282,9 @@ export class SandboxUpstream {
     send(req, 'sandbox.mp4', { root: ASSETS_DIR, acceptRanges: true, cacheControl: true, maxAge: '7d' }).pipe(res);
   }
 }
+
+/** Headers a reverse proxy adds; a request carrying any of them came from elsewhere. */
+const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip', 'via', 'x-client-ip', 'true-client-ip', 'cf-connecting-ip'];
 
 function reply(res: ServerResponse, status: number, body: unknown): void {
   const payload = JSON.stringify(body);

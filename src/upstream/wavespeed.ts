@@ -12,6 +12,13 @@ const dataSchema = z.object({
   created_at: z.string().nullish(),
   error: z.string().nullish(),
   timings: z.object({ inference: z.number().nullish() }).partial().nullish(),
+  /** What the task was created with; list records carry it, and reconciliation matches on it. */
+  input: z.object({ prompt: z.unknown(), image: z.unknown() }).partial().passthrough().nullish(),
+});
+
+const listSchema = z.object({
+  page: z.number().nullish(),
+  items: z.array(z.unknown()).nullish().transform((v) => v ?? []),
 });
 
 const envelopeSchema = z.object({
@@ -32,6 +39,8 @@ export interface UpstreamPrediction {
   createdAt?: string;
   error?: string;
   inferenceMs?: number;
+  /** The task's input, when upstream reports it (list records do). */
+  input?: { prompt?: unknown; image?: unknown };
 }
 
 export interface VideoRequest {
@@ -45,14 +54,22 @@ export const isRetryableStatus = (status: number) => status >= 500 || status ===
 
 export type UpstreamErrorKind = 'network' | 'timeout' | 'http' | 'protocol';
 
+/**
+ * Network failures that happen before a request can have left this machine: whatever was being
+ * sent cannot have reached upstream, so sending it again cannot create a second task.
+ */
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
+
 export class UpstreamError extends Error {
   constructor(
     readonly kind: UpstreamErrorKind,
     message: string,
     /** HTTP status, or the envelope's `code` when upstream answered 200 with an error code. */
     readonly status?: number,
-    /** From a Retry-After header, when upstream sent one. */
+    /** From a Retry-After header, when upstream sent one (unbounded: callers cap it). */
     readonly retryAfterMs?: number,
+    /** The system error code of a network failure (ECONNREFUSED, ECONNRESET, ...). */
+    readonly networkCode?: string,
   ) {
     super(message);
     this.name = 'UpstreamError';
@@ -62,7 +79,15 @@ export class UpstreamError extends Error {
   get transient(): boolean {
     return this.kind !== 'http' || isRetryableStatus(this.status ?? 0);
   }
+
+  /** The request certainly never reached upstream (or was refused before any work): resending it is safe. */
+  get notSent(): boolean {
+    return this.kind === 'network' && NOT_SENT_CODES.has(this.networkCode ?? '');
+  }
 }
+
+/** Largest upstream JSON body read: records are a few KB; a huge body is refused, never buffered. */
+export const MAX_UPSTREAM_BODY_BYTES = 1024 * 1024;
 
 export interface WaveSpeedClientOptions {
   /** e.g. `https://api.wavespeed.ai` or `http://127.0.0.1:4000/sandbox`. */
@@ -89,16 +114,33 @@ export class WaveSpeedClient {
       enable_prompt_expansion: input.enablePromptExpansion,
     };
     if (input.image !== undefined) body.image = input.image;
-    return this.request('POST', `/api/v3/${MODEL}${query}`, body);
+    return this.request('POST', `/api/v3/${MODEL}${query}`, body).then((d) => toRecord(d, 'POST', `/api/v3/${MODEL}`));
   }
 
   getResult(upstreamId: string, opts: { signal?: AbortSignal } = {}): Promise<UpstreamPrediction> {
-    return this.request('GET', `/api/v3/predictions/${encodeURIComponent(upstreamId)}/result`, undefined, opts.signal);
+    const path = `/api/v3/predictions/${encodeURIComponent(upstreamId)}/result`;
+    return this.request('GET', path, undefined, opts.signal).then((d) => toRecord(d, 'GET', path));
   }
 
-  /** `signal` cancels early (shutdown); the per-request timeout applies either way. */
-  private async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<UpstreamPrediction> {
+  /**
+   * One page of the account's recent predictions, newest first (`POST /api/v3/predictions`).
+   * Used to find a task whose submission had no certain answer, and as a free probe of the key.
+   */
+  async listPredictions(page: number, pageSize: number, opts: { signal?: AbortSignal } = {}): Promise<UpstreamPrediction[]> {
+    const path = '/api/v3/predictions';
+    const data = listSchema.safeParse(await this.request('POST', path, { page, page_size: pageSize }, opts.signal));
+    if (!data.success) throw new UpstreamError('protocol', `upstream answered POST ${path} without a list of predictions`);
+    return data.data.items.map((item) => toRecord(item, 'POST', path));
+  }
+
+  /**
+   * Sends one request and returns the envelope's `data`. `signal` cancels early (shutdown); the
+   * per-request timeout applies either way. Messages name the route without its query string,
+   * which may carry a webhook token.
+   */
+  private async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
     const doFetch = this.options.fetch ?? fetch;
+    const route = `${method} ${path.split('?', 1)[0]}`;
     let response: Response;
     let text: string;
     try {
@@ -114,14 +156,18 @@ export class WaveSpeedClient {
         // The v3 API does not redirect; following one would turn a POST into a GET elsewhere.
         redirect: 'manual',
       });
-      text = await response.text();
+      text = await readCapped(response, MAX_UPSTREAM_BODY_BYTES);
+      // An upstream that echoes the key (in an error message, say) must not hand it to our clients.
+      if (this.options.apiKey.length >= 8) text = text.replaceAll(this.options.apiKey, '[redacted]');
     } catch (err) {
-      const e = err as Error;
-      if (signal?.aborted) throw new UpstreamError('network', `${method} ${path}: cancelled (shutting down)`);
+      if (err instanceof UpstreamError) throw err;
+      const e = err as Error & { cause?: { code?: string } };
+      if (signal?.aborted) throw new UpstreamError('network', `${route}: cancelled (shutting down)`);
       if (e.name === 'TimeoutError' || e.name === 'AbortError') {
-        throw new UpstreamError('timeout', `${method} ${path}: no answer within ${this.options.timeoutMs} ms`);
+        throw new UpstreamError('timeout', `${route}: no answer within ${this.options.timeoutMs} ms`);
       }
-      throw new UpstreamError('network', `${method} ${path}: ${e.message}`);
+      const code = e.cause?.code ?? (e as { code?: string }).code;
+      throw new UpstreamError('network', `${route}: ${e.message}${code ? ` (${code})` : ''}`, undefined, undefined, code);
     }
     const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
     const json = safeJson(text);
@@ -132,29 +178,61 @@ export class WaveSpeedClient {
       throw new UpstreamError('http', `upstream answered HTTP ${response.status}: ${detail}`, response.status, retryAfterMs);
     }
     if (!envelope.success) {
-      throw new UpstreamError('protocol', `upstream answered ${method} ${path} with a body that is not a v3 envelope`);
+      throw new UpstreamError('protocol', `upstream answered ${route} with a body that is not a v3 envelope`);
     }
     if (envelope.data.code !== 200) {
       const code = envelope.data.code;
       throw new UpstreamError('http', `upstream answered code ${code}: ${upstreamMessage ?? 'no message'}`, code, retryAfterMs);
     }
-    const data = dataSchema.safeParse(envelope.data.data);
-    if (!data.success) {
-      throw new UpstreamError('protocol', `upstream answered ${method} ${path} without a valid prediction record`);
-    }
-    const d = data.data;
-    return {
-      id: d.id,
-      model: d.model,
-      status: d.status,
-      outputs: d.outputs,
-      hasNsfwContents: d.has_nsfw_contents,
-      urlsGet: d.urls?.get ?? undefined,
-      createdAt: d.created_at ?? undefined,
-      error: d.error || undefined,
-      inferenceMs: d.timings?.inference ?? undefined,
-    };
+    return envelope.data.data;
   }
+}
+
+function toRecord(data: unknown, method: string, path: string): UpstreamPrediction {
+  const parsed = dataSchema.safeParse(data);
+  if (!parsed.success) {
+    throw new UpstreamError('protocol', `upstream answered ${method} ${path} without a valid prediction record`);
+  }
+  const d = parsed.data;
+  return {
+    id: d.id,
+    model: d.model,
+    status: d.status,
+    outputs: d.outputs,
+    hasNsfwContents: d.has_nsfw_contents,
+    urlsGet: d.urls?.get ?? undefined,
+    createdAt: d.created_at ?? undefined,
+    error: d.error || undefined,
+    inferenceMs: d.timings?.inference ?? undefined,
+    input: d.input ?? undefined,
+  };
+}
+
+/**
+ * Reads a response body of at most `maxBytes`: a declared length over it is refused before a byte
+ * is read, and an undeclared one is cut off as soon as it passes it, so a hostile or broken
+ * upstream cannot make the process buffer hundreds of megabytes.
+ */
+async function readCapped(response: Response, maxBytes: number): Promise<string> {
+  const tooLarge = (size: string) =>
+    new UpstreamError('protocol', `upstream sent a body of ${size} bytes; at most ${maxBytes} are read`, response.status);
+  const declared = Number(response.headers.get('content-length') ?? 0);
+  if (declared > maxBytes) {
+    await response.body?.cancel();
+    throw tooLarge(String(declared));
+  }
+  if (!response.body) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength;
+    if (size > maxBytes) {
+      await response.body.cancel().catch(() => undefined);
+      throw tooLarge(`over ${maxBytes}`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 export function withTimeout(ms: number, signal?: AbortSignal): AbortSignal {

@@ -34,3 +34,13 @@ export function isPublicAddress(address: string): boolean {
   const first = v6.parts[0]!;
   return v6.range() === 'unicast' && first >= 0x2000 && first <= 0x3fff;
 }
+
+/**
+ * The addresses a URL's host stands for: an IP literal itself, or every address DNS gives for a
+ * name. WHATWG URL has already normalised odd IPv4 spellings (0x7f.1, 2130706433) to dotted quads.
+ */
+export async function addressesOf(url: URL, resolveHost: ResolveHost): Promise<string[]> {
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (/^[\d.]+$/.test(host) || host.includes(':')) return [host];
+  return resolveHost(host);
+}

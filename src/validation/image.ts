@@ -1,6 +1,6 @@
 import { imageSize } from 'image-size';
 import type { ResolveHost } from './address.js';
-import { isPublicAddress } from './address.js';
+import { addressesOf, isPublicAddress } from './address.js';
 import { InputError } from './errors.js';
 import { imageRuleViolation } from './image-rules.js';
 import { MAX_IMAGE_BYTES, MAX_IMAGE_URL_CHARS } from './limits.js';
@@ -68,18 +68,14 @@ async function checkImageUrl(raw: string, resolveHost: ResolveHost): Promise<voi
     throw new InputError('IMAGE_URL_INVALID', `image URL scheme ${url.protocol} is not allowed; use http or https`, FIELD);
   }
   if (url.username || url.password) throw new InputError('IMAGE_URL_INVALID', 'image URL must not contain credentials', FIELD);
-  // WHATWG URL has already normalised odd IPv4 spellings (0x7f.1, 2130706433) to dotted quads.
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const host = url.hostname;
   let addresses: string[];
-  if (/^[\d.]+$/.test(host) || host.includes(':')) addresses = [host];
-  else {
-    try {
-      addresses = await resolveHost(host);
-    } catch (err) {
-      throw new InputError('IMAGE_URL_UNRESOLVABLE', `image URL host ${host} could not be resolved: ${(err as Error).message}`, FIELD);
-    }
-    if (!addresses.length) throw new InputError('IMAGE_URL_UNRESOLVABLE', `image URL host ${host} has no address`, FIELD);
+  try {
+    addresses = await addressesOf(url, resolveHost);
+  } catch (err) {
+    throw new InputError('IMAGE_URL_UNRESOLVABLE', `image URL host ${host} could not be resolved: ${(err as Error).message}`, FIELD);
   }
+  if (!addresses.length) throw new InputError('IMAGE_URL_UNRESOLVABLE', `image URL host ${host} has no address`, FIELD);
   const blocked = addresses.find((a) => !isPublicAddress(a));
   if (blocked !== undefined) {
     throw new InputError('IMAGE_URL_FORBIDDEN', `image URL points at a non-public address (${blocked}); only public hosts are allowed`, FIELD);

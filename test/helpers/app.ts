@@ -14,6 +14,8 @@ export const fastEnv = {
   POLL_INITIAL_MS: '50',
   POLL_GROWTH: '0.1',
   POLL_MAX_MS: '250',
+  // A submission without a certain answer is looked for upstream this long before it is resent.
+  SUBMIT_RECONCILE_GRACE_MS: '500',
 };
 
 export function tempDir(prefix = 'cinegraph-test-'): string {

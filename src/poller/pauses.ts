@@ -1,0 +1,63 @@
+import { backoffDelay } from './schedule.js';
+
+/**
+ * Why the poller as a whole holds off: `rate`, upstream asked it to (429); `account`, the upstream
+ * key cannot be used (probed until it can); `storage`, the database refused a write (retried until
+ * one commits); `crash`, a pass of the loop threw.
+ */
+export type PauseKind = 'rate' | 'account' | 'storage' | 'crash';
+
+export interface Pause {
+  kind: PauseKind;
+  /** What happened, for logs and /readyz; never carries a URL's query string. */
+  reason: string;
+  /** Epoch ms; no upstream request or step starts before it. */
+  until: number;
+  /** Consecutive holds of this kind, for the backoff. */
+  streak: number;
+  since: number;
+}
+
+/** Poller-wide pauses, each with its own exponential backoff, cleared by the first success after it. */
+export class Pauses {
+  private readonly active = new Map<PauseKind, Pause>();
+
+  constructor(
+    private readonly baseMs: number,
+    private readonly capMs: number,
+  ) {}
+
+  /**
+   * Holds off for `waitMs` when given (upstream's own Retry-After, already capped), else for the
+   * kind's next backoff step.
+   * @returns the pause, and whether it is new (a new pause is worth a log line; a repeat is not).
+   */
+  hold(kind: PauseKind, reason: string, now: number, waitMs?: number): { pause: Pause; isNew: boolean } {
+    const previous = this.active.get(kind);
+    const streak = (previous?.streak ?? 0) + 1;
+    const wait = waitMs || backoffDelay(streak - 1, this.baseMs, this.capMs);
+    const pause = { kind, reason, streak, since: previous?.since ?? now, until: Math.max(previous?.until ?? 0, now + wait) };
+    this.active.set(kind, pause);
+    return { pause, isNew: !previous || previous.reason !== reason };
+  }
+
+  /** @returns whether there was such a pause. */
+  clear(kind: PauseKind): boolean {
+    return this.active.delete(kind);
+  }
+
+  get(kind: PauseKind): Pause | undefined {
+    return this.active.get(kind);
+  }
+
+  /** The moment every pause has run out (0 when none is held). */
+  until(): number {
+    let until = 0;
+    for (const p of this.active.values()) until = Math.max(until, p.until);
+    return until;
+  }
+
+  list(): Pause[] {
+    return [...this.active.values()];
+  }
+}
