@@ -1,19 +1,28 @@
 import { randomUUID } from 'node:crypto';
+import { GraphQLError } from 'graphql';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { systemClock, type Clock } from './clock.js';
-import type { Config } from './config.js';
+import { Connections, watchRevocations } from './auth/connections.js';
+import { KeyStore } from './auth/keys.js';
+import { UNAUTHENTICATED_MESSAGE } from './auth/principal.js';
+import { Quotas } from './auth/quotas.js';
+import { ConfigError, type Config } from './config.js';
+import { IdempotencyStore } from './db/idempotency.js';
 import { openDatabase, type Db } from './db/client.js';
 import { PredictionStore } from './db/predictions.js';
+import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { createLogger, type Logger } from './log.js';
 import { Poller } from './poller/poller.js';
 import { createRecorder } from './poller/record.js';
 import { createPredictionPubSub, type PredictionPubSub } from './pubsub.js';
 import type { Context } from './schema/context.js';
 import { buildSchema } from './schema/index.js';
+import { createAccessGate } from './server/access.js';
 import { createHttpServer, SANDBOX_PREFIX } from './server/http.js';
+import { createOriginPolicy, isLoopbackHost } from './server/origin.js';
 import { createWebPage } from './server/page.js';
-import { createWebhookHandler, webhookUrl } from './server/webhooks.js';
+import { createWebhookHandler, WEBHOOK_PREFIX, webhookUrl } from './server/webhooks.js';
 import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
 import { MediaStore } from './storage/media.js';
@@ -37,6 +46,7 @@ export interface App {
   readonly sandbox?: SandboxUpstream;
   readonly media?: MediaStore;
   readonly pubsub: PredictionPubSub;
+  readonly keys: KeyStore;
   /** Set once started. */
   readonly poller?: Poller;
   /** Listens, then starts the poller; resolves to the base URL (e.g. http://127.0.0.1:4000). */
@@ -54,41 +64,90 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   const store = new PredictionStore(db);
   const pubsub = createPredictionPubSub();
   const recorder = createRecorder(store, pubsub, now);
+  const keys = new KeyStore(db);
+  const quotas = new Quotas(config.access.quotas);
+  const connections = new Connections();
+  const origins = createOriginPolicy({ corsOrigins: config.access.corsOrigins, publicUrl: config.publicUrl });
+  const idempotency = new IdempotencyStore(db);
   const sandbox = config.sandbox
-    ? new SandboxUpstream({ taskSeconds: config.sandbox.taskSeconds, faults: config.sandbox.faults, clock })
+    ? new SandboxUpstream({ taskSeconds: config.sandbox.taskSeconds, faults: config.sandbox.faults, clock, tasksFile: join(config.dataDir, 'sandbox.sqlite'), webhookPrefix: config.publicUrl && `${config.publicUrl}${WEBHOOK_PREFIX}` })
     : undefined;
+  const resolveHost = overrides.resolveHost ?? systemResolver();
+  /** The upstream's base URL; the sandbox's is known only once the server listens. */
+  let upstreamBaseUrl = config.upstream.baseUrl;
   const media = config.media.keep
-    ? new MediaStore({ dir: join(config.dataDir, 'media'), maxBytes: config.media.maxBytes, timeoutMs: 120_000, fetch: overrides.fetch })
+    ? new MediaStore({
+        dir: join(config.dataDir, 'media'),
+        maxBytes: config.media.maxBytes,
+        timeoutMs: 120_000,
+        fetch: overrides.fetch,
+        resolveHost,
+        // Outputs on the configured upstream's own host are trusted whatever its address (the sandbox is on loopback).
+        trustedHosts: () => (upstreamBaseUrl ? [new URL(upstreamBaseUrl).host] : []),
+      })
     : undefined;
 
   let poller: Poller | undefined;
-  const base = { store, pubsub, now, newId: randomUUID, resolveHost: overrides.resolveHost ?? systemResolver(), wakePoller: () => poller?.nudge() };
+  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller?.nudge(), quotas, idempotency };
   const context = (initial: InitialContext): Context => {
+    // Set by the HTTP gate or by the socket's connection_init; nothing runs without it.
+    const principal = initial.principal;
+    if (!principal) throw new GraphQLError(UNAUTHENTICATED_MESSAGE, { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
     let origin: string | undefined;
     return {
       ...base,
+      principal,
       // A function, not a getter (envelop copies the context, which would call a getter): only
       // kept-output links need it, and parsing the URL on every request shows in profiles.
       baseUrl: () =>
         (origin ??= config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`)),
     };
   };
-  // apiKeys: GraphiQL's header prefill; to follow the key mode once the auth work exposes one in config.
-  const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: false });
+  // GraphiQL prefills an Authorization header in its tabs once keys exist.
+  const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() });
   const onWebhook = config.publicUrl ? createWebhookHandler(store, (id) => poller?.pollNow(id)) : undefined;
-  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage({ log }) });
-  const closeWs = attachGraphqlWs(server, yoga);
+  const access = { keys, origins, connections, quotas };
+  const ping = db.$client.prepare('SELECT 1');
+  /** Why the gateway cannot do its work right now (for /readyz); a rate-limit pause is normal operation. */
+  const notReady = (): string[] => {
+    const health = poller?.health();
+    if (!health?.running) return ['poller: not running'];
+    const reasons = health.pauses.filter((p) => p.kind !== 'rate').map((p) => `${p.kind}: ${p.reason}`);
+    try {
+      ping.get();
+    } catch (err) {
+      reasons.push(`storage: ${(err as Error).message}`);
+    }
+    return reasons;
+  };
+  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage({ log }), access: createAccessGate(access), notReady });
+  const closeWs = attachGraphqlWs(server, yoga, access);
+  let stopWatching: (() => void) | undefined;
 
+  let instanceLock: InstanceLock | undefined;
   return {
     store,
     db,
     sandbox,
     media,
     pubsub,
+    keys,
     get poller() {
       return poller;
     },
     async start() {
+      if (keys.isEmpty()) {
+        // No key means no protection: only this machine may reach an open gateway.
+        if (!isLoopbackHost(config.host)) {
+          throw new ConfigError(
+            `refusing to listen on ${config.host} with no API keys: anyone who can reach it could spend the upstream credit and read every prompt.\n` +
+              `Create a key first (cinegraph keys create --name NAME, with the same DATA_DIR) or listen on a loopback address (HOST=127.0.0.1).`,
+          );
+        }
+        log.warn({ host: config.host }, 'no API keys: open mode, every request from this machine is accepted (create one with `cinegraph keys create --name NAME`)');
+      }
+      // Before listening or polling: a second server on this DATA_DIR must not submit anything.
+      instanceLock = await acquireInstanceLock(config.dataDir);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => resolve());
@@ -98,7 +157,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       const host = loopbackHost.includes(':') ? `[${loopbackHost}]` : loopbackHost;
       const url = `http://${host}:${port}`;
       const client = new WaveSpeedClient({
-        baseUrl: config.upstream.baseUrl ?? `${url}${SANDBOX_PREFIX}`,
+        baseUrl: (upstreamBaseUrl = config.upstream.baseUrl ?? `${url}${SANDBOX_PREFIX}`),
         apiKey: config.upstream.apiKey,
         timeoutMs: config.upstream.timeoutMs,
         fetch: overrides.fetch,
@@ -114,20 +173,31 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
         schedule: config.poll,
         concurrency: config.poll.concurrency,
         maxAgeMs: config.poll.maxAgeMs,
+        retryAfterMaxMs: config.poll.retryAfterMaxMs,
+        maxSubmissions: config.poll.maxSubmissions,
+        reconcileGraceMs: config.poll.reconcileGraceMs,
         webhookFallbackMs: config.poll.webhookFallbackMs,
         webhookUrl: publicUrl ? (id, token) => webhookUrl(publicUrl, id, token) : undefined,
       });
       poller.start();
+      // Revoked keys (by the CLI, in its own process) lose their sockets and SSE streams within 200 ms.
+      stopWatching = watchRevocations({
+        keys,
+        connections,
+        onClosed: (owners, count) => log.info({ keys: owners, connections: count }, 'closed the connections of revoked keys'),
+      });
       log.info({ url, upstream: sandbox ? 'sandbox' : config.upstream.baseUrl, dataDir: config.dataDir, webhooks: Boolean(publicUrl) }, 'cinegraph listening');
       return url;
     },
     async stop() {
+      stopWatching?.();
       await poller?.stop();
       sandbox?.close();
       await closeWs();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       db.$client.close();
+      await instanceLock?.release();
     },
   };
 }

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import type { QuotaSettings } from './auth/quotas.js';
 import type { SandboxFaults } from './upstream/sandbox-faults.js';
 
 const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
@@ -34,14 +35,25 @@ const envSchema = z.object({
   SANDBOX_SLOW_RATE: rate(),
   SANDBOX_SLOW_MS: int(0, 30_000),
   SANDBOX_MALFORMED_RATE: rate(),
+  SANDBOX_ACCEPT_THEN_STALL_RATE: rate(),
+  SANDBOX_ACCEPT_THEN_ERROR_RATE: rate(),
+  SANDBOX_UNAUTHORIZED_SECONDS: num(0, 0),
   POLL_INITIAL_MS: int(10, 5_000),
   POLL_GROWTH: num(0, 0.2),
   POLL_MAX_MS: int(10, 30_000),
   POLL_WEBHOOK_FALLBACK_MS: int(10, 120_000),
   POLL_CONCURRENCY: int(1, 16),
   MAX_PREDICTION_AGE_SECONDS: int(1, 3600),
+  RETRY_AFTER_MAX_MS: int(0, 60_000),
+  MAX_SUBMISSIONS_PER_PREDICTION: int(1, 3),
+  SUBMIT_RECONCILE_GRACE_MS: int(0, 60_000),
   KEEP_OUTPUTS: bool(true),
   MEDIA_MAX_BYTES: int(1, 512 * 1024 * 1024),
+  CORS_ORIGINS: z.string().optional().transform((v, ctx) => parseOrigins(v ?? '', ctx)),
+  KEY_CREATES_PER_MINUTE: int(1, 30),
+  KEY_MAX_IN_FLIGHT: int(1, 20),
+  MAX_SUBSCRIPTIONS_PER_SOCKET: int(1, 100),
+  MAX_SOCKETS_PER_KEY: int(1, 50),
 }).refine((e) => e.POLL_INITIAL_MS <= e.POLL_MAX_MS, { message: 'must not exceed POLL_MAX_MS', path: ['POLL_INITIAL_MS'] });
 
 export type Env = z.infer<typeof envSchema>;
@@ -70,11 +82,37 @@ export interface Config {
     concurrency: number;
     /** A prediction without a final status this long after creation is failed. */
     maxAgeMs: number;
+    /** Longest pause a Retry-After may impose. */
+    retryAfterMaxMs: number;
+    /** Submissions per prediction that may have reached upstream before it fails SUBMISSION_UNCERTAIN. */
+    maxSubmissions: number;
+    /** How long a submission without a certain answer is looked for upstream before it may be resent. */
+    reconcileGraceMs: number;
   };
   media: { keep: boolean; maxBytes: number };
+  access: {
+    /** Browser origins allowed besides the server's own (and PUBLIC_URL's). */
+    corsOrigins: string[];
+    quotas: QuotaSettings;
+  };
 }
 
 export class ConfigError extends Error {}
+
+/** `https://a.example, http://localhost:5173` → exact origins; anything but a bare origin is an error. */
+function parseOrigins(value: string, ctx: z.RefinementCtx): string[] {
+  const origins: string[] = [];
+  for (const item of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    let origin: string | undefined;
+    try {
+      const url = new URL(item);
+      if ((url.protocol === 'http:' || url.protocol === 'https:') && url.origin === item.replace(/\/$/, '')) origin = url.origin;
+    } catch {}
+    if (origin) origins.push(origin);
+    else ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${item}" is not an origin like https://app.example.com` });
+  }
+  return origins;
+}
 
 /** Parses the environment once at start; a bad value stops the process with every problem listed. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -109,6 +147,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             slowRate: e.SANDBOX_SLOW_RATE,
             slowMs: e.SANDBOX_SLOW_MS,
             malformedRate: e.SANDBOX_MALFORMED_RATE,
+            acceptThenStallRate: e.SANDBOX_ACCEPT_THEN_STALL_RATE,
+            acceptThenErrorRate: e.SANDBOX_ACCEPT_THEN_ERROR_RATE,
+            unauthorizedSeconds: e.SANDBOX_UNAUTHORIZED_SECONDS,
           },
         }
       : undefined,
@@ -119,7 +160,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       webhookFallbackMs: e.POLL_WEBHOOK_FALLBACK_MS,
       concurrency: e.POLL_CONCURRENCY,
       maxAgeMs: e.MAX_PREDICTION_AGE_SECONDS * 1000,
+      retryAfterMaxMs: e.RETRY_AFTER_MAX_MS,
+      maxSubmissions: e.MAX_SUBMISSIONS_PER_PREDICTION,
+      reconcileGraceMs: e.SUBMIT_RECONCILE_GRACE_MS,
     },
     media: { keep: e.KEEP_OUTPUTS, maxBytes: e.MEDIA_MAX_BYTES },
+    access: {
+      corsOrigins: e.CORS_ORIGINS,
+      quotas: {
+        createsPerMinute: e.KEY_CREATES_PER_MINUTE,
+        maxInFlight: e.KEY_MAX_IN_FLIGHT,
+        maxSubscriptionsPerSocket: e.MAX_SUBSCRIPTIONS_PER_SOCKET,
+        maxSocketsPerKey: e.MAX_SOCKETS_PER_KEY,
+      },
+    },
   };
 }

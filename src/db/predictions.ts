@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, getTableColumns, isNotNull, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, lte, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { predictions, type NewPrediction, type PredictionRecord, type PredictionRow, type PredictionStatus } from './schema.js';
 
@@ -8,8 +8,9 @@ export type PredictionPatch = Partial<
 >;
 
 /** What a new prediction is created with; everything else starts at its column default. */
-const insertKeys = ['id', 'model', 'status', 'prompt', 'image', 'hasImage', 'enablePromptExpansion', 'createdAt', 'updatedAt', 'nextPollAt'] as const;
-export type PredictionInsert = Pick<Required<NewPrediction>, (typeof insertKeys)[number]>;
+const insertKeys = ['id', 'model', 'status', 'prompt', 'image', 'hasImage', 'enablePromptExpansion', 'createdAt', 'updatedAt', 'nextPollAt', 'owner'] as const;
+/** `owner` is the creating key's id; absent or null for a prediction created in open mode. */
+export type PredictionInsert = Omit<Pick<Required<NewPrediction>, (typeof insertKeys)[number]>, 'owner'> & { owner?: string | null };
 
 /** Every column but `image`: a waiting image-to-video row holds up to 27 MB of base64 that no reader needs. */
 const { image: imageColumn, ...rowColumns } = getTableColumns(predictions);
@@ -19,12 +20,15 @@ export interface ListOptions {
   /** Only rows inserted before this one (list order is newest first). */
   beforeSeq?: number;
   status?: PredictionStatus;
+  /** Only this owner's rows (null: open mode's); undefined: every owner's (tools and tests only). */
+  owner?: string | null;
 }
 
 /** All SQL that touches predictions. Resolvers and the poller go through this, never through `db`. */
 export class PredictionStore {
   private readonly byId;
   private readonly imageById;
+  private readonly byUpstreamId;
   private readonly insertStmt;
   private readonly dueStmt;
   private readonly nextDueStmt;
@@ -35,6 +39,7 @@ export class PredictionStore {
   constructor(private readonly db: Db) {
     const byIdPlaceholder = eq(predictions.id, sql.placeholder('id'));
     this.byId = db.select(rowColumns).from(predictions).where(byIdPlaceholder).prepare();
+    this.byUpstreamId = db.select(rowColumns).from(predictions).where(eq(predictions.upstreamId, sql.placeholder('upstreamId'))).prepare();
     this.imageById = db.select({ image: imageColumn }).from(predictions).where(byIdPlaceholder).prepare();
     this.insertStmt = db
       .insert(predictions)
@@ -58,12 +63,23 @@ export class PredictionStore {
     this.makeDueStmt = db
       .update(predictions)
       .set({ nextPollAt: sql.placeholder('now') as never })
-      .where(and(byIdPlaceholder, isNotNull(predictions.nextPollAt)))
+      .where(and(byIdPlaceholder, isNotNull(predictions.nextPollAt), gt(predictions.nextPollAt, sql.placeholder('nowMs'))))
       .prepare();
   }
 
+  /**
+   * Inserts and returns the row as stored. `.all()`, never `.get()`: `.get()` steps a RETURNING
+   * statement once and never sees the autocommit that follows, so a commit refused by a full disk
+   * (SQLITE_FULL on the WAL append) went unnoticed and callers got ids of rows that do not exist.
+   * `.all()` steps to SQLITE_DONE, where the commit happens, and throws its error.
+   */
   insert(row: PredictionInsert): PredictionRow {
-    return this.insertStmt.get(row)!;
+    return exactlyOne(this.insertStmt.all({ ...row, owner: row.owner ?? null }), 'insert');
+  }
+
+  /** The prediction that owns this upstream task, if any. */
+  findByUpstreamId(upstreamId: string): PredictionRow | undefined {
+    return this.byUpstreamId.get({ upstreamId });
   }
 
   findById(id: string): PredictionRow | undefined {
@@ -75,7 +91,7 @@ export class PredictionStore {
     return this.imageById.get({ id })?.image ?? null;
   }
 
-  list({ first, beforeSeq, status }: ListOptions): PredictionRow[] {
+  list({ first, beforeSeq, status, owner }: ListOptions): PredictionRow[] {
     return this.db
       .select(rowColumns)
       .from(predictions)
@@ -83,11 +99,23 @@ export class PredictionStore {
         and(
           beforeSeq === undefined ? undefined : lt(predictions.seq, beforeSeq),
           status === undefined ? undefined : eq(predictions.status, status),
+          owner === undefined ? undefined : ownedBy(owner),
         ),
       )
       .orderBy(desc(predictions.seq))
       .limit(first)
       .all();
+  }
+
+  /** How many of this owner's predictions are not yet COMPLETED or FAILED (the in-flight quota). */
+  countUnfinished(owner: string | null): number {
+    return (
+      this.db
+        .select({ n: count() })
+        .from(predictions)
+        .where(and(ownedBy(owner), inArray(predictions.status, ['CREATED', 'PROCESSING'])))
+        .get()?.n ?? 0
+    );
   }
 
   /** Ids of the rows whose next poll time has come, earliest first. */
@@ -103,9 +131,9 @@ export class PredictionStore {
     return this.nextDueStmt.all({ limit: busy.size + 1 }).find((r) => !busy.has(r.id))?.at ?? undefined;
   }
 
-  /** Pulls a non-terminal prediction's next poll to `now`; a terminal one is left alone. */
+  /** Pulls a non-terminal prediction's next poll forward to `now` (never later); a terminal one is left alone. */
   makeDue(id: string, now: Date): void {
-    this.makeDueStmt.run({ id, now });
+    this.makeDueStmt.run({ id, now, nowMs: now.getTime() });
   }
 
   /**
@@ -116,6 +144,7 @@ export class PredictionStore {
    * (written as SQL NULL), since column encoders such as timestamps cannot encode a null.
    */
   update(id: string, patch: PredictionPatch, now?: Date): PredictionRow | undefined {
+    checkDates(patch);
     const keys = (Object.keys(patch) as (keyof PredictionPatch)[]).filter((k) => patch[k] !== undefined).sort();
     const shape = `${now ? 'visible' : 'quiet'}:${keys.map((k) => (patch[k] === null ? `${k}=null` : k)).join(',')}`;
     let statement = this.updates.get(shape);
@@ -123,7 +152,9 @@ export class PredictionStore {
     const values: Record<string, unknown> = { id };
     if (now) values.updatedAt = now;
     for (const k of keys) if (patch[k] !== null) values[k] = patch[k];
-    return statement.get(values);
+    // `.all()` for the same reason as in insert(): the commit's error must reach the caller.
+    const rows = statement.all(values);
+    return rows.length ? exactlyOne(rows, 'update') : undefined;
   }
 
   private prepareUpdate(keys: (keyof PredictionPatch)[], patch: PredictionPatch, visible: boolean) {
@@ -137,7 +168,26 @@ export class PredictionStore {
       .prepare();
   }
 
+  /** Rows that exist, for tests and checks of what was reported done. */
   count(): number {
     return this.db.select({ n: count() }).from(predictions).get()?.n ?? 0;
+  }
+}
+
+const ownedBy = (owner: string | null) => (owner === null ? isNull(predictions.owner) : eq(predictions.owner, owner));
+
+/** A write that did not produce exactly one row is a bug or a broken store, never a success. */
+function exactlyOne<T>(rows: T[], what: string): T {
+  if (rows.length !== 1) throw new Error(`${what} affected ${rows.length} rows, expected 1`);
+  return rows[0]!;
+}
+
+/**
+ * An invalid Date would be stored as NULL, and a NULL `nextPollAt` means "final, never look
+ * again": a computed time is checked before it can silently end a prediction's life.
+ */
+function checkDates(patch: PredictionPatch): void {
+  for (const [k, v] of Object.entries(patch)) {
+    if (v instanceof Date && !Number.isFinite(v.getTime())) throw new RangeError(`refusing to store an invalid date in ${k}`);
   }
 }

@@ -43,7 +43,7 @@ const PredictionConnection = builder.objectRef<Page>('PredictionConnection').imp
 builder.queryField('predictions', (t) =>
   t.field({
     type: PredictionConnection,
-    description: `Predictions, newest first, in pages of at most ${MAX_PAGE}.`,
+    description: `The caller's predictions, newest first, in pages of at most ${MAX_PAGE}.`,
     args: {
       first: t.arg.int({ defaultValue: 20, description: `Page size, 1 to ${MAX_PAGE}.` }),
       after: t.arg.string({ description: 'The endCursor of the previous page.' }),
@@ -53,7 +53,7 @@ builder.queryField('predictions', (t) =>
       const first = args.first ?? 20;
       if (first < 1 || first > MAX_PAGE) throw userError('BAD_USER_INPUT', `first must be between 1 and ${MAX_PAGE}`, 'first');
       const beforeSeq = args.after == null ? undefined : decodeCursor(args.after);
-      const rows = ctx.store.list({ first: first + 1, beforeSeq, status: args.status ?? undefined });
+      const rows = ctx.store.list({ first: first + 1, beforeSeq, status: args.status ?? undefined, owner: ctx.principal.owner });
       return { rows: rows.slice(0, first), hasNextPage: rows.length > first };
     },
   }),

@@ -1,3 +1,6 @@
+import type { Principal } from '../auth/principal.js';
+import type { Quotas } from '../auth/quotas.js';
+import type { IdempotencyStore } from '../db/idempotency.js';
 import type { PredictionStore } from '../db/predictions.js';
 import type { PredictionPubSub } from '../pubsub.js';
 import type { ResolveHost } from '../validation/address.js';
@@ -14,4 +17,8 @@ export interface Context {
   baseUrl: () => string;
   /** DNS for the image-URL guard. */
   resolveHost: ResolveHost;
+  /** The caller: every prediction read or created is the owner's own. */
+  principal: Principal;
+  quotas: Quotas;
+  idempotency: IdempotencyStore;
 }

@@ -3,7 +3,8 @@ import { checkImage } from '../validation/image.js';
 import { MAX_PROMPT_CHARS } from '../validation/limits.js';
 import { checkPrompt } from '../validation/prompt.js';
 import { builder } from './builder.js';
-import { validated } from './errors.js';
+import { checkInFlight, fingerprint, idempotencyKeyOf, MAX_IDEMPOTENCY_KEY_CHARS, replay, takeCreate } from './admission.js';
+import { stored, validated } from './errors.js';
 import { Prediction } from './prediction.js';
 
 const CreateVideoInput = builder.inputType('CreateVideoInput', {
@@ -14,6 +15,9 @@ const CreateVideoInput = builder.inputType('CreateVideoInput', {
         'First frame: a data:image/jpeg|png;base64 URI or a public http(s) URL. JPEG or PNG by its real bytes, aspect ratio strictly between 2:5 and 5:2, short side over 300 px, at most 20 MiB decoded. A URL must resolve to public addresses only; the gateway never fetches it.',
     }),
     enablePromptExpansion: t.boolean({ defaultValue: true, description: 'Let the model rewrite the prompt for quality.' }),
+    idempotencyKey: t.string({
+      description: `Makes retries safe: another call with the same key and the same input within 24 hours returns the same prediction and submits nothing; with a different input it fails with IDEMPOTENCY_CONFLICT. Per API key; 1 to ${MAX_IDEMPOTENCY_KEY_CHARS} characters.`,
+    }),
   }),
 });
 
@@ -24,21 +28,37 @@ builder.mutationField('createVideo', (t) =>
     args: { input: t.arg({ type: CreateVideoInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       // Everything is checked before the insert: a refused request leaves no row and sends nothing.
+      // A retry is answered before any quota is spent: it creates nothing.
+      const idempotencyKey = idempotencyKeyOf(input);
+      const inputHash = idempotencyKey === undefined ? '' : fingerprint(input);
+      const earlier = idempotencyKey === undefined ? undefined : replay(ctx, idempotencyKey, inputHash);
+      if (earlier) return earlier;
+      checkInFlight(ctx);
+      await takeCreate(ctx);
       const prompt = await validated(() => checkPrompt(input.prompt));
       const image = input.image == null ? null : await validated(() => checkImage(input.image!, ctx.resolveHost));
       const now = ctx.now();
-      const row = ctx.store.insert({
-        id: ctx.newId(),
-        model: MODEL,
-        status: 'CREATED',
-        prompt,
-        image,
-        hasImage: image !== null,
-        enablePromptExpansion: input.enablePromptExpansion ?? true,
-        createdAt: now,
-        updatedAt: now,
-        nextPollAt: now,
-      });
+      const row = stored(() => ctx.idempotency.atomically(() => {
+        // Checked again where nothing can interleave: a twin request may have landed during validation.
+        const twin = idempotencyKey === undefined ? undefined : replay(ctx, idempotencyKey, inputHash);
+        if (twin) return twin;
+        checkInFlight(ctx);
+        const created = ctx.store.insert({
+          id: ctx.newId(),
+          model: MODEL,
+          status: 'CREATED',
+          prompt,
+          image,
+          hasImage: image !== null,
+          enablePromptExpansion: input.enablePromptExpansion ?? true,
+          createdAt: now,
+          updatedAt: now,
+          nextPollAt: now,
+          owner: ctx.principal.owner,
+        });
+        if (idempotencyKey !== undefined) ctx.idempotency.remember(ctx.principal.owner, idempotencyKey, { predictionId: created.id, inputHash }, now);
+        return created;
+      }));
       ctx.wakePoller();
       return row;
     },

@@ -1,8 +1,9 @@
 import { GraphQLError } from 'graphql';
+import { isStorageError } from '../db/errors.js';
 import { InputError, type InputErrorCode } from '../validation/errors.js';
 
 /** Stable, machine-readable error codes, carried in `extensions.code`. */
-export type ErrorCode = InputErrorCode | 'NOT_FOUND';
+export type ErrorCode = InputErrorCode | 'NOT_FOUND' | 'STORAGE_UNAVAILABLE' | 'RATE_LIMITED' | 'TOO_MANY_IN_FLIGHT' | 'IDEMPOTENCY_CONFLICT';
 
 /** An error a client caused and can fix: its `code` and offending `field` ride in the extensions. */
 export function userError(code: ErrorCode, message: string, field?: string): GraphQLError {
@@ -20,5 +21,21 @@ export async function validated<T>(check: () => T | Promise<T>): Promise<T> {
   } catch (err) {
     if (err instanceof InputError) throw userError(err.code, err.message, err.field);
     throw err;
+  }
+}
+
+/**
+ * Runs a write for a resolver. A store that cannot write answers STORAGE_UNAVAILABLE (HTTP 503)
+ * and the client gets no id: an id is only ever returned for a row that committed.
+ */
+export function stored<T>(write: () => T): T {
+  try {
+    return write();
+  } catch (err) {
+    if (!isStorageError(err)) throw err;
+    throw new GraphQLError('the gateway cannot store new predictions right now; nothing was created, try again later', {
+      extensions: { code: 'STORAGE_UNAVAILABLE', http: { status: 503 } },
+      originalError: err,
+    });
   }
 }

@@ -1,7 +1,13 @@
 import { predictionStatuses, type PredictionRow } from '../db/schema.js';
 import { builder } from './builder.js';
+import type { Context } from './context.js';
 import { notFound } from './errors.js';
 import { watchPrediction } from './watch.js';
+
+/** The row if the caller owns it: another owner's prediction is, to the caller, one that does not exist. */
+export function ownRow<R extends Pick<PredictionRow, 'owner'>>(ctx: Context, row: R | undefined): R | undefined {
+  return row && row.owner === ctx.principal.owner ? row : undefined;
+}
 
 export const PredictionStatus = builder.enumType('PredictionStatus', {
   description: 'CREATED: accepted, waiting for or just submitted upstream. PROCESSING: generating. COMPLETED and FAILED are final.',
@@ -11,7 +17,8 @@ export const PredictionStatus = builder.enumType('PredictionStatus', {
 const VideoRequest = builder.objectRef<PredictionRow>('VideoRequest').implement({
   description: 'What was asked for. The image itself is not kept once upstream has it.',
   fields: (t) => ({
-    prompt: t.exposeString('prompt'),
+    // Up to 2,000 code points: the heaviest field, weighted so in the result cost (server/result-cost.ts).
+    prompt: t.exposeString('prompt', { extensions: { cost: 10 } }),
     hasImage: t.exposeBoolean('hasImage', { description: 'Whether an image was given as the first frame.' }),
     enablePromptExpansion: t.exposeBoolean('enablePromptExpansion'),
   }),
@@ -44,7 +51,7 @@ export const Prediction = builder.objectRef<PredictionRow>('Prediction').impleme
     }),
     urls: t.field({ type: PredictionUrls, resolve: (p) => p }),
     hasNsfwContents: t.exposeBooleanList('hasNsfwContents', { description: 'NSFW flag per output.' }),
-    error: t.exposeString('error', { nullable: true, description: 'Why the prediction failed (or the last upstream complaint).' }),
+    error: t.exposeString('error', { nullable: true, description: 'Why the prediction failed (or the last upstream complaint).', extensions: { cost: 2 } }),
     timings: t.field({ type: PredictionTimings, resolve: (p) => p }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
@@ -56,9 +63,9 @@ builder.queryField('prediction', (t) =>
   t.field({
     type: Prediction,
     nullable: true,
-    description: 'One prediction by id; null when there is none.',
+    description: "One of the caller's predictions by id; null when there is none (another key's prediction is none).",
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, ctx) => ctx.store.findById(id) ?? null,
+    resolve: (_root, { id }, ctx) => ownRow(ctx, ctx.store.findById(id)) ?? null,
   }),
 );
 
@@ -66,7 +73,7 @@ builder.subscriptionField('predictionUpdated', (t) =>
   t.field({
     type: Prediction,
     description:
-      'The prediction as it is now, then every change, completing after COMPLETED or FAILED. An unknown id ends with a NOT_FOUND error.',
+      "One of the caller's predictions as it is now, then every change, completing after COMPLETED or FAILED. An unknown id (or another key's) ends with a NOT_FOUND error.",
     args: { id: t.arg.id({ required: true }) },
     subscribe: (_root, { id }, ctx) => {
       const stream = watchPrediction(ctx, id);

@@ -4,7 +4,7 @@ import type { Context } from './context.js';
 /**
  * The current row, then each newer version until a terminal status. Listens before reading the
  * row, so a change landing between the two is never lost; versions drop duplicates and stale
- * events. Undefined for an unknown id.
+ * events. Undefined for an unknown id or one the caller does not own.
  *
  * A hand-rolled iterator rather than an async generator over a Repeater: one of these exists per
  * subscriber, and at 10,000 subscribers every microtask and closure per event shows.
@@ -38,8 +38,9 @@ export function watchPrediction(ctx: Context, id: string): AsyncIterableIterator
   }
 
   const unsubscribe = ctx.pubsub.subscribe('prediction:updated', id, deliver);
+  // Another owner's prediction is treated exactly as an unknown id.
   const current = ctx.store.findById(id);
-  if (!current) {
+  if (!current || current.owner !== ctx.principal.owner) {
     unsubscribe();
     return undefined;
   }

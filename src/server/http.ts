@@ -3,6 +3,7 @@ import send from 'send';
 import type { Logger } from '../log.js';
 import type { MediaStore } from '../storage/media.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
+import type { AccessGate } from './access.js';
 import type { WebPage } from './page.js';
 import { WEBHOOK_PREFIX } from './webhooks.js';
 import type { Yoga } from './yoga.js';
@@ -15,8 +16,12 @@ export interface HttpDeps {
   /** Kept outputs, served under /media with Range support. */
   media?: MediaStore;
   onWebhook?: (req: IncomingMessage, res: ServerResponse, url: URL) => void;
+  /** What keeps the gateway from doing its work (storage, upstream account, poller); empty when ready. */
+  notReady: () => string[];
   /** The live web page at `/` and its assets. */
   page?: WebPage;
+  /** Browser-origin screening for every route and API keys for /graphql. */
+  access: AccessGate;
 }
 
 const MEDIA_PREFIX = '/media/';
@@ -24,10 +29,11 @@ const MEDIA_PREFIX = '/media/';
 export const SANDBOX_PREFIX = '/sandbox';
 
 /** The one HTTP server: /graphql (yoga), /healthz, and /sandbox when mounted. */
-export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page }: HttpDeps): Server {
+export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, access, notReady }: HttpDeps): Server {
   return createServer((req, res) => {
     route(req, res).catch((err) => {
-      log.error({ err, url: req.url }, 'request failed');
+      // The path only: a query string may carry a secret (a webhook token, say).
+      log.error({ err, path: (req.url ?? '/').split('?', 1)[0] }, 'request failed');
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
       res.end('internal error');
     });
@@ -40,6 +46,14 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page }:
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
       return;
     }
+    if (pathname === '/readyz') {
+      // Liveness stays /healthz; this says whether work can be done, and if not, why.
+      const reasons = notReady();
+      const body = JSON.stringify(reasons.length ? { status: 'unavailable', reasons } : { status: 'ready' });
+      res.writeHead(reasons.length ? 503 : 200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(body);
+      return;
+    }
+    if (!access.screen(req, res, pathname)) return;
     if (sandbox && (pathname === SANDBOX_PREFIX || pathname.startsWith(`${SANDBOX_PREFIX}/`))) {
       const mountUrl = `http://${req.headers.host ?? 'localhost'}${SANDBOX_PREFIX}`;
       return sandbox.handle(req, res, path.slice(SANDBOX_PREFIX.length) || '/', mountUrl);
@@ -54,7 +68,11 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page }:
     }
     if (onWebhook && pathname.startsWith(WEBHOOK_PREFIX)) return onWebhook(req, res, new URL(path, 'http://gateway'));
     if (page?.handles(pathname)) return page.serve(req, res, pathname);
-    if (pathname === yoga.graphqlEndpoint) return yoga(req, res);
+    if (pathname === yoga.graphqlEndpoint) {
+      const caller = access.graphql(req, res);
+      if (caller) return yoga(req, res, caller);
+      return;
+    }
     notFound(res);
   }
 }

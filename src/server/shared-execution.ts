@@ -15,7 +15,7 @@ import type { Context } from '../schema/context.js';
  * on one prediction that was ~20 µs each, most of a broadcast. Every subscriber receives the same
  * event object from the pubsub, and yoga's parser cache hands identical query texts the same
  * DocumentNode, so a result can be shared by everyone whose (document, operation, variables,
- * baseUrl) match. Nothing else in the context may influence a subscription's result: a new
+ * baseUrl, owner) match. Nothing else in the context may influence a subscription's result: a new
  * context-dependent field must add what it depends on to `operationKey`.
  */
 export function useSharedSubscriptionExecution(): Plugin<Context> {
@@ -27,7 +27,9 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
     let docId = documentIds.get(args.document);
     if (docId === undefined) documentIds.set(args.document, (docId = nextDocumentId++));
     const ctx = args.contextValue as Context;
-    return `${docId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}|${ctx.baseUrl()}`;
+    // The owner: today a subscriber only ever sees its own predictions, so no two owners share an
+    // event, but a result that came to depend on the caller must never be served to another one.
+    return `${docId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}|${ctx.baseUrl()}|${ctx.principal.owner ?? ''}`;
   };
 
   const executeShared = (args: ExecutionArgs, key: string, event: unknown) => {

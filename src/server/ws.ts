@@ -2,28 +2,100 @@ import type { Server } from 'node:http';
 import { GraphQLError, type DocumentNode, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
+import type { Connections } from '../auth/connections.js';
+import type { KeyStore } from '../auth/keys.js';
+import { authenticate, stillValid, UNAUTHENTICATED_MESSAGE, type Principal } from '../auth/principal.js';
+import type { Quotas } from '../auth/quotas.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
+import { tooManySockets } from './access.js';
+import type { OriginPolicy } from './origin.js';
 import type { Yoga } from './yoga.js';
 
 type EnvelopedRoot = { execute: (a: ExecutionArgs) => unknown; subscribe: (a: ExecutionArgs) => unknown };
 
+export interface WsAccess {
+  keys: KeyStore;
+  origins: OriginPolicy;
+  connections: Connections;
+  quotas: Quotas;
+}
+
+/** What each socket carries once its connection_init was accepted. */
+type SocketState = {
+  principal?: Principal;
+  release?: () => void;
+};
+
+/** graphql-ws's own code for "not authenticated"; the reason carries our error code. */
+const UNAUTHORIZED = 4401;
+/** Beyond MAX_SOCKETS_PER_KEY: 4429, as HTTP's 429, in graphql-ws's application range. */
+const TOO_MANY = 4429;
+
 /**
  * graphql-ws on the same port and path as HTTP. Operations go through yoga's envelope so they get
- * the same context, plugins and limits as HTTP requests.
+ * the same context, plugins and limits as HTTP requests. A socket is authenticated once, by its
+ * connection_init; it is closed when its key is revoked (see auth/connections.ts).
  * @returns a disposer that closes every socket and the WebSocket server.
  */
-export function attachGraphqlWs(server: Server, yoga: Yoga): () => Promise<void> {
+export function attachGraphqlWs(server: Server, yoga: Yoga, { keys, origins, connections, quotas }: WsAccess): () => Promise<void> {
   // The same body limit as HTTP: a createVideo over the socket carries the same image.
-  const wss = new WebSocketServer({ server, path: yoga.graphqlEndpoint, maxPayload: MAX_REQUEST_BYTES });
-  const disposable = useServer(
+  const wss = new WebSocketServer({
+    server,
+    path: yoga.graphqlEndpoint,
+    maxPayload: MAX_REQUEST_BYTES,
+    // Browsers let any page open a WebSocket anywhere; only the Origin tells them apart.
+    verifyClient: ({ req }, done) => {
+      const verdict = origins.check(req, keys.isEmpty());
+      if (verdict.ok) done(true);
+      else done(false, 403, verdict.code);
+    },
+  });
+  const disposable = useServer<Record<string, unknown> | undefined, SocketState>(
     {
+      // The key rides in connection_init (browsers cannot set headers on a WebSocket).
+      onConnect: (ctx) => {
+        const socket = ctx.extra.socket;
+        const principal = authenticate(keys, ctx.connectionParams?.authorization);
+        if (!principal) {
+          socket.close(UNAUTHORIZED, 'UNAUTHENTICATED');
+          return false;
+        }
+        const max = quotas.maxSockets(principal);
+        if (max !== undefined && connections.count(principal.owner) >= max) {
+          socket.close(TOO_MANY, 'TOO_MANY_SOCKETS');
+          return false;
+        }
+        ctx.extra.principal = principal;
+        ctx.extra.release = connections.track(principal.owner, () => {
+          socket.close(UNAUTHORIZED, 'UNAUTHENTICATED');
+          // A client that never answers the close frame must not keep its subscriptions alive.
+          setTimeout(() => socket.terminate(), 1000).unref();
+        });
+        return true;
+      },
+      onClose: (ctx) => ctx.extra.release?.(),
       execute: (args) => (args.rootValue as EnvelopedRoot).execute(args) as never,
       subscribe: (args) => (args.rootValue as EnvelopedRoot).subscribe(args) as never,
       onSubscribe: async (ctx, _id, payload) => {
+        // Revocation counts from the next operation, even before the watcher closes the socket.
+        if (!ctx.extra.principal || !stillValid(keys, ctx.extra.principal)) {
+          ctx.extra.socket.close(UNAUTHORIZED, 'UNAUTHENTICATED');
+          return [new GraphQLError(UNAUTHENTICATED_MESSAGE, { extensions: { code: 'UNAUTHENTICATED' } })];
+        }
+        // Counts this operation too (graphql-ws registers it before asking us).
+        const open = Object.keys(ctx.subscriptions).length;
+        if (open > quotas.settings.maxSubscriptionsPerSocket) {
+          return [
+            new GraphQLError(`at most ${quotas.settings.maxSubscriptionsPerSocket} operations at once on one socket (MAX_SUBSCRIPTIONS_PER_SOCKET)`, {
+              extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' },
+            }),
+          ];
+        }
         const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
           ...ctx,
           req: ctx.extra.request,
           socket: ctx.extra.socket,
+          principal: ctx.extra.principal,
           params: payload,
         });
         // A syntax error (or a token-limit refusal) is this operation's error; thrown, graphql-ws

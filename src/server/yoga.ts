@@ -6,14 +6,19 @@ import type { GraphQLError, GraphQLSchema } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
+import type { Principal } from '../auth/principal.js';
 import type { Context } from '../schema/context.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
 import { graphiqlOptions, renderLocalGraphiQL, type GraphiqlSettings } from './graphiql.js';
+import { useBrowserRules } from './browser.js';
+import { useResultCostLimit } from './result-cost.js';
 import { useSharedSubscriptionExecution } from './shared-execution.js';
 
 export interface ServerContext {
   req: IncomingMessage;
   res: ServerResponse;
+  /** Who is calling, established by the HTTP layer before yoga sees the request. */
+  principal?: Principal;
 }
 
 export type Yoga = YogaServerInstance<ServerContext, Context>;
@@ -53,7 +58,7 @@ const useRequestErrorStatus: Plugin = {
 };
 
 /** What yoga hands the context factory: a Fetch Request over HTTP, the upgrade request over graphql-ws. */
-export type InitialContext = { request?: Request; req?: IncomingMessage };
+export type InitialContext = { request?: Request; req?: IncomingMessage; principal?: Principal };
 
 export function createGraphqlHandler(
   schema: GraphQLSchema,
@@ -66,11 +71,19 @@ export function createGraphqlHandler(
     context,
     graphqlEndpoint: '/graphql',
     landingPage: false,
+    // The HTTP layer has already refused foreign origins (403 FORBIDDEN_ORIGIN); what reaches yoga
+    // with an Origin is allowed, and gets CORS headers for it. No cookies: keys travel in headers.
+    cors: (request) => {
+      const origin = request.headers.get('origin');
+      return origin ? { origin: [origin], credentials: false, allowedHeaders: ['authorization', 'content-type', 'accept', 'x-graphql-yoga-csrf'] } : false;
+    },
     // Judged on Content-Length at once, and on the stream for chunked bodies: 413 REQUEST_ENTITY_TOO_LARGE.
     maxRequestBodySize: MAX_REQUEST_BYTES,
     plugins: [
       useRequestErrorStatus,
       useSharedSubscriptionExecution(),
+      ...useBrowserRules(),
+      useResultCostLimit(),
       maxDepthPlugin({ n: operationLimits.maxDepth, exposeLimits: true, onReject: tagTooComplex }),
       maxAliasesPlugin({ n: operationLimits.maxAliases, exposeLimits: true, onReject: tagTooComplex }),
       costLimitPlugin({ maxCost: operationLimits.maxCost, exposeLimits: true, onReject: tagTooComplex }),

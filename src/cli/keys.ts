@@ -1,0 +1,84 @@
+import { join } from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import { KeyStore } from '../auth/keys.js';
+import { loadConfig } from '../config.js';
+import { openDatabase } from '../db/client.js';
+
+/** A positive integer option value, or commander's usage error. */
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number of at least 1');
+  return n;
+}
+
+/**
+ * Runs `use` on the key store of the database in DATA_DIR. SQLite's WAL and busy timeout let this
+ * run beside a live server, which sees the change on its next request.
+ */
+function withKeys<T>(use: (keys: KeyStore, defaults: { perMinute: number; maxInFlight: number }) => T): T {
+  const config = loadConfig();
+  const db = openDatabase(join(config.dataDir, 'cinegraph.sqlite'));
+  try {
+    const q = config.access.quotas;
+    return use(new KeyStore(db), { perMinute: q.createsPerMinute, maxInFlight: q.maxInFlight });
+  } finally {
+    db.$client.close();
+  }
+}
+
+/** `cinegraph keys create|list|revoke`: API keys in the database of DATA_DIR. */
+export function registerKeys(program: Command): void {
+  const keys = program.command('keys').description('manage API keys (in the database in DATA_DIR; works while the server runs)');
+
+  keys
+    .command('create')
+    .description('create a key; it is printed once, alone on the last line, and only its hash is stored')
+    .requiredOption('--name <name>', 'what to call the key (letters, digits, . _ -)')
+    .option('--per-minute <n>', 'createVideo calls per minute (default: KEY_CREATES_PER_MINUTE)', positiveInt)
+    .option('--max-in-flight <n>', 'unfinished predictions at once (default: KEY_MAX_IN_FLIGHT)', positiveInt)
+    .action((opts: { name: string; perMinute?: number; maxInFlight?: number }) =>
+      withKeys((store, defaults) => {
+        const { key, row } = store.create(opts.name, { perMinute: opts.perMinute, maxInFlight: opts.maxInFlight });
+        const perMinute = row.perMinute ?? `${defaults.perMinute} (default)`;
+        const inFlight = row.maxInFlight ?? `${defaults.maxInFlight} (default)`;
+        console.log(`created key "${row.name}": ${perMinute} createVideo per minute, ${inFlight} in flight`);
+        console.log('send it as "Authorization: Bearer <key>"; it is shown only now:');
+        console.log(key);
+      }),
+    );
+
+  keys
+    .command('list')
+    .description('list keys (names and prefixes, never the keys)')
+    .action(() =>
+      withKeys((store, defaults) => {
+        const rows = store.list().map((k) => [
+          k.name,
+          `${k.prefix}…`,
+          k.createdAt.toISOString(),
+          k.revokedAt ? `revoked ${k.revokedAt.toISOString()}` : 'live',
+          String(k.perMinute ?? `${defaults.perMinute}*`),
+          String(k.maxInFlight ?? `${defaults.maxInFlight}*`),
+        ]);
+        if (!rows.length) {
+          console.log('no keys: the server runs in open mode, on loopback only');
+          return;
+        }
+        const table = [['NAME', 'PREFIX', 'CREATED', 'STATE', 'PER-MINUTE', 'IN-FLIGHT'], ...rows];
+        const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+        for (const r of table) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+        console.log('* the server default');
+      }),
+    );
+
+  keys
+    .command('revoke')
+    .description("revoke a key: refused from its next request on; its open sockets and streams close within a second")
+    .argument('<name>', 'the live key of that name')
+    .action((name: string) =>
+      withKeys((store) => {
+        const row = store.revoke(name);
+        console.log(`revoked key "${row.name}" (${row.prefix}…)`);
+      }),
+    );
+}
