@@ -46,8 +46,8 @@ export function wsSubscribe<T = any>(client: Client, query: string, variables?: 
 }
 
 /** Subscribes through the graphql-sse client (yoga's distinct-connections mode). */
-export function sseSubscribe<T = any>(url: string, query: string, variables?: Record<string, unknown>): Collected<T> {
-  const client = createSseClient({ url: `${url}/graphql`, retryAttempts: 0 });
+export function sseSubscribe<T = any>(url: string, query: string, variables?: Record<string, unknown>, headers?: Record<string, string>): Collected<T> {
+  const client = createSseClient({ url: `${url}/graphql`, retryAttempts: 0, headers });
   onDispose(() => client.dispose());
   const values: T[] = [];
   const errors: unknown[] = [];
