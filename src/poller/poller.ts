@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock } from '../clock.js';
-import { isStorageError } from '../db/errors.js';
+import { isStorageError, storageErrorOf } from '../db/errors.js';
 import type { PredictionPatch, PredictionStore } from '../db/predictions.js';
 import { terminalStatuses, type PredictionRow, type PredictionStatus } from '../db/schema.js';
 import type { Logger } from '../log.js';
@@ -271,12 +271,14 @@ export class Poller extends EventEmitter<PollerEvents> {
   private onStepCrash(id: string, err: unknown): void {
     const now = this.clock.now().getTime();
     this.cooldown.set(id, now + this.o.schedule.maxMs);
-    if (isStorageError(err)) return this.hold('storage', `storage unavailable: ${err.code}: ${err.message}`, err);
+    const storage = storageErrorOf(err);
+    if (storage) return this.hold('storage', `storage unavailable: ${storage.code}: ${storage.message}`, storage);
     this.o.log.error({ err, predictionId: id }, 'poller step failed');
     try {
       this.o.recorder.reschedule(id, { nextPollAt: new Date(now + this.o.schedule.maxMs) });
     } catch (again) {
-      if (isStorageError(again)) this.hold('storage', `storage unavailable: ${again.code}: ${again.message}`, again);
+      const storageAgain = storageErrorOf(again);
+      if (storageAgain) this.hold('storage', `storage unavailable: ${storageAgain.code}: ${storageAgain.message}`, storageAgain);
     }
   }
 

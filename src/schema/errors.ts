@@ -34,8 +34,8 @@ export function stored<T>(write: () => T): T {
   } catch (err) {
     if (!isStorageError(err)) throw err;
     throw new GraphQLError('the gateway cannot store new predictions right now; nothing was created, try again later', {
+      // No originalError: yoga masks any error that carries a non-GraphQL one as "Unexpected error".
       extensions: { code: 'STORAGE_UNAVAILABLE', http: { status: 503 } },
-      originalError: err,
     });
   }
 }
