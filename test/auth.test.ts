@@ -83,6 +83,12 @@ describe('API keys', () => {
     expect(await tryEveryTransport(url, `Bearer cg_${'A'.repeat(43)}`)).toEqual(refusedEverywhere);
     expect(await tryEveryTransport(url, `Basic ${Buffer.from('a:b').toString('base64')}`)).toEqual(refusedEverywhere);
     expect(await tryEveryTransport(url, key)).toEqual(refusedEverywhere); // the key without "Bearer"
+    expect(await tryEveryTransport(url, `Bearer ${key}x`)).toEqual(refusedEverywhere);
+    expect(await tryEveryTransport(url, 'Bearer ')).toEqual(refusedEverywhere);
+    expect(await tryEveryTransport(url, `Bearer ${'k'.repeat(8000)}`)).toEqual(refusedEverywhere);
+    // A key of the wrong type in connectionParams closes the socket the same way.
+    const wrongType = wsSubscribe(wsClient(url, { authorization: 42 }), CREATE, { p: 'typed wrong' });
+    await expect(wrongType.done).rejects.toMatchObject({ code: 4401, reason: 'UNAUTHENTICATED' });
     expect(app.store.count()).toBe(0);
 
     const ok = await postGraphql(url, CREATE, { p: 'allowed' }, bearer(key));

@@ -66,3 +66,23 @@ test("predictionUpdated over graphql-ws and SSE follows the caller's own predict
   expect(bobOnA.values).toEqual([]);
   expect(codeAndMessage(bobOnA.errors)).toEqual([['NOT_FOUND', 'no prediction with id "…"']]);
 });
+
+test('kept media stays a capability URL: a <video> loads it without a header, and no route lists media', async () => {
+  const dataDir = tempDir();
+  const key = await createKey(dataDir, 'viewer');
+  const { url } = await startApp({ DATA_DIR: dataDir, SANDBOX_TASK_SECONDS: '0.5' });
+  const id = (await postGraphql(url, CREATE, { p: 'kept' }, bearer(key))).body.data.createVideo.id;
+  const watched = wsSubscribe(wsClient(url, { authorization: `Bearer ${key}` }), `subscription($id: ID!) { predictionUpdated(id: $id) { status keptOutputs } }`, { id });
+  const last = (await watched.done).at(-1).predictionUpdated;
+  expect(last.status).toBe('COMPLETED');
+  const video = await fetch(last.keptOutputs[0], { headers: { range: 'bytes=0-99' } });
+  expect([video.status, video.headers.get('content-type')]).toEqual([206, 'video/mp4']);
+  await video.body?.cancel();
+  for (const path of ['/media/', '/media', '/media/index.html']) {
+    const r = await fetch(`${url}${path}`);
+    expect([path, r.status]).toEqual([path, 404]);
+    await r.body?.cancel();
+  }
+  // The API itself still wants the key.
+  expect((await fetch(`${url}/graphql?query=${encodeURIComponent('{ predictions { nodes { id } } }')}`)).status).toBe(401);
+});
