@@ -1,8 +1,10 @@
 import type { Locator, Page } from 'playwright-core';
 import { describe, expect, test } from 'vitest';
-import { startApp } from './helpers/app.js';
+import { UNAUTHENTICATED_MESSAGE } from '../src/auth/principal.js';
+import { startApp, tempDir } from './helpers/app.js';
 import { fenceToOrigin, launchChromium, screenshot } from './helpers/browser.js';
 import { gif1x1, png } from './helpers/images.js';
+import { createKey } from './helpers/keys.js';
 
 /** How long a page may take to show what a test waits for; expect.poll's default (1 s) is too short on a busy machine. */
 const eventually = { timeout: 15_000 };
@@ -60,6 +62,44 @@ describe('GraphiQL at /graphql, from installed assets only', () => {
     expect(sockets).toEqual([`${url.replace(/^http/, 'ws')}/graphql`]);
 
     await screenshot(page, 'graphiql', false);
+    expect(outside).toEqual([]);
+  });
+
+  test('with API keys on, every tab starts with the Authorization placeholder; with the key filled in, Create runs over HTTP and Follow over graphql-ws', async () => {
+    const dataDir = tempDir();
+    const key = await createKey(dataDir, 'graphiql');
+    const { url } = await startApp({ DATA_DIR: dataDir });
+    const { context, page } = await launchChromium();
+    const { outside, socketMessages } = await fenceToOrigin(context, url);
+
+    await page.goto(`${url}/graphql`);
+    const headersEditor = page.locator('.monaco-editor[data-uri$="-request-headers.json"]');
+    await expect.poll(() => text(headersEditor), eventually).toBe('1 {"authorization":"Bearer <your key>"}');
+    // GraphiQL keeps the header editor's text in localStorage (debounced); run once it has the key, as a person would.
+    const fillKey = async () => {
+      await replaceEditorText(page, headersEditor, JSON.stringify({ authorization: `Bearer ${key}` }));
+      await expect.poll(() => page.evaluate(() => localStorage.getItem('graphiql:headers')), eventually).toContain(key);
+    };
+    await fillKey();
+
+    const execute = page.getByRole('button', { name: /^Execute query/ });
+    const [created] = await Promise.all([
+      page.waitForResponse((r) => r.url() === `${url}/graphql` && (r.request().postData() ?? '').includes('createVideo')),
+      execute.click(),
+    ]);
+    expect(created.request().headers().authorization).toBe(`Bearer ${key}`);
+    const { id } = (await created.json()).data.createVideo;
+
+    // Each tab has its own headers, as in any GraphiQL: the Follow tab starts with the placeholder too.
+    await page.locator('.graphiql-tab-button').filter({ hasText: 'Follow' }).dispatchEvent('click');
+    await expect.poll(() => text(headersEditor), eventually).toBe('1 {"authorization":"Bearer <your key>"}');
+    await fillKey();
+    await page.getByRole('button', { name: 'Variables' }).click();
+    await replaceEditorText(page, page.locator('.monaco-editor[data-uri$="-variables.json"]'), JSON.stringify({ id }));
+    await execute.click();
+    await expect.poll(() => text(page.locator('.graphiql-response')), eventually).toContain('"status": "COMPLETED"');
+    const init = socketMessages.map((m) => JSON.parse(m)).find((m) => m.type === 'connection_init');
+    expect(init).toEqual({ type: 'connection_init', payload: { authorization: `Bearer ${key}` } });
     expect(outside).toEqual([]);
   });
 });
@@ -167,36 +207,51 @@ describe('the live page at /', () => {
     expect(outside).toEqual([]);
   });
 
-  test('an API key entered once is kept in the browser and sent as Bearer on HTTP and in graphql-ws connectionParams', async () => {
-    const { url } = await startApp();
+  test('with API keys on, a key entered once is kept in the browser, sent as Bearer on HTTP and in connectionParams, and the page works end to end', async () => {
+    const dataDir = tempDir();
+    const key = await createKey(dataDir, 'web-page');
+    const { url } = await startApp({ DATA_DIR: dataDir });
     const { context, page } = await launchChromium();
     const { outside, socketMessages } = await fenceToOrigin(context, url);
     const authorizations: Array<string | undefined> = [];
     page.on('request', (r) => r.url() === `${url}/graphql` && authorizations.push(r.headers().authorization));
+    const keyField = page.getByLabel(/^Key, kept in this browser/);
 
+    // Without a key the server refuses, and the page says so with the server's code.
     await page.goto(`${url}/`);
     await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('No key saved.');
-    await page.getByLabel(/^Key, kept in this browser/).fill('cg_test_key');
-    await page.getByLabel(/^Key, kept in this browser/).press('Enter');
-    await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('A key is saved in this browser.');
-    expect(await page.getByLabel(/^Key, kept in this browser/).inputValue()).toBe('');
+    await expect.poll(() => page.locator('#recent-error').innerText(), eventually).toBe(`UNAUTHENTICATED: ${UNAUTHENTICATED_MESSAGE}`);
 
-    // Kept across a reload: entered once.
+    await keyField.fill(key);
+    await keyField.press('Enter');
+    await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('A key is saved in this browser.');
+    expect(await keyField.inputValue()).toBe('');
+    await expect.poll(() => page.locator('#recent').innerText(), eventually).toBe('None yet.');
+    expect(await page.locator('#recent-error').innerText()).toBe('');
+
+    // Kept across a reload: entered once. Create and follow it to the end over the keyed socket.
+    authorizations.length = 0;
     await page.reload();
     await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('A key is saved in this browser.');
-    authorizations.length = 0;
     await page.getByLabel('Prompt', { exact: true }).fill('a key-carrying request');
     await page.getByRole('button', { name: 'Create video' }).click();
-    await expect.poll(() => page.locator('#current-status').innerText(), eventually).toMatch(/CREATED|PROCESSING|COMPLETED/);
+    await expect.poll(() => page.locator('#timeline li').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.status)), eventually).toEqual([
+      'CREATED',
+      'PROCESSING',
+      'COMPLETED',
+    ]);
+    await page.waitForFunction(() => (document.getElementById('video') as HTMLVideoElement).readyState >= 2, undefined, eventually);
     expect(authorizations.length).toBeGreaterThan(0);
-    expect(new Set(authorizations)).toEqual(new Set(['Bearer cg_test_key']));
-    const init = () => socketMessages.map((m) => JSON.parse(m)).find((m) => m.type === 'connection_init');
-    await expect.poll(init, eventually).toEqual({ type: 'connection_init', payload: { authorization: 'Bearer cg_test_key' } });
+    expect(new Set(authorizations)).toEqual(new Set([`Bearer ${key}`]));
+    const inits = socketMessages.map((m) => JSON.parse(m)).filter((m) => m.type === 'connection_init');
+    expect(inits.length).toBeGreaterThan(0);
+    for (const init of inits) expect(init).toEqual({ type: 'connection_init', payload: { authorization: `Bearer ${key}` } });
 
-    // Forgotten: requests go out without it.
+    // Forgotten: gone from storage, and the server refuses the page again.
     await page.getByRole('button', { name: 'Forget' }).click();
     await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('No key saved.');
     expect(await page.evaluate(() => localStorage.getItem('cinegraph.apiKey'))).toBeNull();
+    await expect.poll(() => page.locator('#recent-error').innerText(), eventually).toBe(`UNAUTHENTICATED: ${UNAUTHENTICATED_MESSAGE}`);
     expect(outside).toEqual([]);
   });
 

@@ -32,6 +32,8 @@ describe('GraphiQL options', () => {
       expect(html).not.toMatch(/<link[^>]+href="https?:/);
     }
     expect(on).toContain(JSON.stringify(AUTH_HEADER_PLACEHOLDER));
+    // graphql-ws gets the key from the header editor through a live connectionParams object.
+    for (const html of [on, off]) expect(html).toContain('{ connectionParams: window.__cinegraphConnectionParams })');
     expect(off).not.toContain('Bearer <your key>');
     // Built once per distinct options, not per request.
     expect(renderLocalGraphiQL(graphiqlOptions({ apiKeys: true }))).toBe(on);

@@ -79,6 +79,29 @@ export function graphiqlOptions({ apiKeys }: GraphiqlSettings): CinegraphGraphiQ
   };
 }
 
+/**
+ * yoga's GraphiQL sends the header editor's headers with every HTTP request, but graphql-ws can
+ * carry a key only in connection_init, which GraphiQL builds from the static `connectionParams`
+ * option: with keys on, every subscription would be refused. This object is that option; its
+ * `authorization` is read when a socket connects, from the header editor's text as GraphiQL
+ * persists it (localStorage "graphiql:headers"). The placeholder is not sent. The socket closes
+ * when its last subscription ends, so a key edited later is used by the next subscription.
+ */
+const CONNECTION_PARAMS_SCRIPT = /* JavaScript */ `<script>
+  window.__cinegraphConnectionParams = Object.defineProperty({}, 'authorization', {
+    enumerable: true,
+    get() {
+      try {
+        const headers = JSON.parse(localStorage.getItem('graphiql:headers') || '{}');
+        for (const [name, value] of Object.entries(headers)) {
+          if (name.toLowerCase() === 'authorization' && typeof value === 'string' && !value.includes('<your key>')) return value;
+        }
+      } catch {}
+      return undefined;
+    },
+  });
+</script>`;
+
 const rendered = new Map<string, string>();
 
 /**
@@ -88,6 +111,18 @@ const rendered = new Map<string, string>();
 export function renderLocalGraphiQL(options: GraphiQLOptions): string {
   const key = JSON.stringify(options);
   let html = rendered.get(key);
-  if (html === undefined) rendered.set(key, (html = renderGraphiQL(options)));
+  if (html === undefined) rendered.set(key, (html = withConnectionParams(renderGraphiQL(options), key)));
   return html;
+}
+
+/** Points the options GraphiQL starts with at the live connectionParams object above. */
+function withConnectionParams(html: string, optionsJson: string): string {
+  const at = html.lastIndexOf(optionsJson);
+  const body = html.indexOf('<body');
+  // render-graphiql writes the options as JSON into its start-up call; if that ever changes, fail
+  // loudly (the browser test would also see subscriptions refused) rather than serve a page without keys.
+  if (at < 0 || body < 0) throw new Error('@graphql-yoga/render-graphiql changed its page layout: cannot pass connectionParams');
+  const patched = `${html.slice(0, at)}Object.assign(${optionsJson}, { connectionParams: window.__cinegraphConnectionParams })${html.slice(at + optionsJson.length)}`;
+  const bodyEnd = patched.indexOf('>', body) + 1;
+  return `${patched.slice(0, bodyEnd)}${CONNECTION_PARAMS_SCRIPT}${patched.slice(bodyEnd)}`;
 }
