@@ -48,7 +48,8 @@ export interface App {
   readonly pubsub: PredictionPubSub;
   readonly keys: KeyStore;
   /** Set once started. */
-  readonly poller?: Poller;
+  /** Built with the app; it runs between start() and stop(). */
+  readonly poller: Poller;
   /** Listens, then starts the poller; resolves to the base URL (e.g. http://127.0.0.1:4000). */
   start(): Promise<string>;
   /** Stops the poller (letting in-flight writes land), closes sockets and the database. */
@@ -87,8 +88,34 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       })
     : undefined;
 
-  let poller: Poller | undefined;
-  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller?.nudge(), quotas, idempotency };
+  // Built up front; the embedded sandbox's URL is bound late, once the server listens.
+  const client = new WaveSpeedClient({
+    baseUrl: () => {
+      if (!upstreamBaseUrl) throw new Error('the upstream URL is known once the server listens');
+      return upstreamBaseUrl;
+    },
+    apiKey: config.upstream.apiKey,
+    timeoutMs: config.upstream.timeoutMs,
+    fetch: overrides.fetch,
+  });
+  const publicUrl = config.publicUrl;
+  const poller = new Poller({
+    store,
+    client,
+    recorder,
+    log,
+    clock,
+    media,
+    schedule: config.poll,
+    concurrency: config.poll.concurrency,
+    maxAgeMs: config.poll.maxAgeMs,
+    retryAfterMaxMs: config.poll.retryAfterMaxMs,
+    maxSubmissions: config.poll.maxSubmissions,
+    reconcileGraceMs: config.poll.reconcileGraceMs,
+    webhookFallbackMs: config.poll.webhookFallbackMs,
+    webhookUrl: publicUrl ? (id, token) => webhookUrl(publicUrl, id, token) : undefined,
+  });
+  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller.nudge(), quotas, idempotency };
   const context = (initial: InitialContext): Context => {
     // Set by the HTTP gate or by the socket's connection_init; nothing runs without it.
     const principal = initial.principal;
@@ -105,13 +132,13 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   };
   // GraphiQL prefills an Authorization header in its tabs once keys exist.
   const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() });
-  const onWebhook = config.publicUrl ? createWebhookHandler(store, (id) => poller?.pollNow(id)) : undefined;
+  const onWebhook = config.publicUrl ? createWebhookHandler(store, (id) => poller.pollNow(id)) : undefined;
   const access = { keys, origins, connections, quotas };
   const ping = db.$client.prepare('SELECT 1');
   /** Why the gateway cannot do its work right now (for /readyz); a rate-limit pause is normal operation. */
   const notReady = (): string[] => {
-    const health = poller?.health();
-    if (!health?.running) return ['poller: not running'];
+    const health = poller.health();
+    if (!health.running) return ['poller: not running'];
     const reasons = health.pauses.filter((p) => p.kind !== 'rate').map((p) => `${p.kind}: ${p.reason}`);
     try {
       ping.get();
@@ -132,9 +159,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     media,
     pubsub,
     keys,
-    get poller() {
-      return poller;
-    },
+    poller,
     async start() {
       if (keys.isEmpty()) {
         // No key means no protection: only this machine may reach an open gateway.
@@ -156,29 +181,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       const loopbackHost = ['0.0.0.0', '::'].includes(config.host) ? '127.0.0.1' : config.host;
       const host = loopbackHost.includes(':') ? `[${loopbackHost}]` : loopbackHost;
       const url = `http://${host}:${port}`;
-      const client = new WaveSpeedClient({
-        baseUrl: (upstreamBaseUrl = config.upstream.baseUrl ?? `${url}${SANDBOX_PREFIX}`),
-        apiKey: config.upstream.apiKey,
-        timeoutMs: config.upstream.timeoutMs,
-        fetch: overrides.fetch,
-      });
-      const publicUrl = config.publicUrl;
-      poller = new Poller({
-        store,
-        client,
-        recorder,
-        log,
-        clock,
-        media,
-        schedule: config.poll,
-        concurrency: config.poll.concurrency,
-        maxAgeMs: config.poll.maxAgeMs,
-        retryAfterMaxMs: config.poll.retryAfterMaxMs,
-        maxSubmissions: config.poll.maxSubmissions,
-        reconcileGraceMs: config.poll.reconcileGraceMs,
-        webhookFallbackMs: config.poll.webhookFallbackMs,
-        webhookUrl: publicUrl ? (id, token) => webhookUrl(publicUrl, id, token) : undefined,
-      });
+      upstreamBaseUrl ??= `${url}${SANDBOX_PREFIX}`;
       poller.start();
       // Revoked keys (by the CLI, in its own process) lose their sockets and SSE streams within 200 ms.
       stopWatching = watchRevocations({
@@ -186,12 +189,12 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
         connections,
         onClosed: (owners, count) => log.info({ keys: owners, connections: count }, 'closed the connections of revoked keys'),
       });
-      log.info({ url, upstream: sandbox ? 'sandbox' : config.upstream.baseUrl, dataDir: config.dataDir, webhooks: Boolean(publicUrl) }, 'cinegraph listening');
+      log.info({ url, upstream: sandbox ? 'sandbox' : config.upstream.baseUrl, dataDir: config.dataDir, webhooks: Boolean(config.publicUrl) }, 'cinegraph listening');
       return url;
     },
     async stop() {
       stopWatching?.();
-      await poller?.stop();
+      await poller.stop();
       sandbox?.close();
       await closeWs();
       server.closeAllConnections();

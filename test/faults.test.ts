@@ -103,7 +103,7 @@ describe('under heavy upstream faults', () => {
     await new Promise((r) => setTimeout(r, 200));
     await createBatch(t, 1);
     await new Promise((r) => setTimeout(r, 1500));
-    await t.app.poller!.stop();
+    await t.app.poller.stop();
     expect(seen.filter((at) => at > first + 50 && at < first + 950)).toEqual([]);
     expect(seen.filter((at) => at >= first + 950).length).toBeGreaterThanOrEqual(2);
   });
@@ -171,7 +171,7 @@ describe('shutdown', () => {
     t.app.sandbox!.setFaults({ slowRate: 1, slowMs: 20_000 });
     await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
     const started = Date.now();
-    await t.app.poller!.stop();
+    await t.app.poller.stop();
     // The sandbox would answer only after 20 s; stopping must not wait for that.
     expect(Date.now() - started).toBeLessThan(10_000);
     const row = t.app.store.findById(id!)!;
@@ -183,7 +183,7 @@ describe('shutdown', () => {
     const t = await startApp({ SANDBOX_SLOW_RATE: '1', SANDBOX_SLOW_MS: '1000', UPSTREAM_TIMEOUT_MS: '10000' });
     const [id] = await createBatch(t, 1);
     await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
-    await t.app.poller!.stop();
+    await t.app.poller.stop();
     expect(t.app.store.findById(id!)!.upstreamId).toMatch(/^sbx-/);
     expect(t.app.sandbox!.stats.submissions).toBe(1);
   });

@@ -25,7 +25,7 @@ test('a retried createVideo with the same idempotency key and input returns the 
   const burst = await Promise.all(Array.from({ length: 5 }, () => t.create(key, input)));
   for (const r of [again, ...burst]) expect(r.body).toEqual({ data: { createVideo: { id, status: expect.any(String), input: { prompt: input.prompt } } } });
   expect(t.app.store.count()).toBe(1);
-  await t.app.poller!.runOnce();
+  await t.app.poller.runOnce();
   expect(t.app.sandbox!.stats.submissions).toBe(1);
   // Defaults count as the input: an explicit default is the same request.
   expect((await t.create(key, { ...input, enablePromptExpansion: true })).body.data.createVideo.id).toBe(id);
@@ -40,7 +40,7 @@ test('concurrent first calls with one idempotency key create exactly one predict
   expect(ids.size).toBe(1);
   expect(t.app.store.count()).toBe(1);
   await waitFor(() => t.app.store.findById([...ids][0]!)!.upstreamId, (u) => u !== null);
-  await t.app.poller!.runOnce();
+  await t.app.poller.runOnce();
   expect(t.app.sandbox!.stats.submissions).toBe(1);
 });
 

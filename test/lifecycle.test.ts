@@ -90,7 +90,7 @@ describe('queries', () => {
 
   test('predictions pages newest first with cursors and filters by status', async () => {
     const { gql, app } = await startApp({ SANDBOX_TASK_SECONDS: '600' });
-    await app.poller!.stop(); // keep everything CREATED so the filter has something to tell apart
+    await app.poller.stop(); // keep everything CREATED so the filter has something to tell apart
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await gql(CREATE, { input: { prompt: `video ${i}` } })).body.data.createVideo.id);
     const LIST = `query($first: Int, $after: String, $status: PredictionStatus) { predictions(first: $first, after: $after, status: $status) { nodes { id } edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }`;

@@ -51,7 +51,7 @@ describe('ambiguous submissions are reconciled, not resent', () => {
     });
     const logs = capturedLogger();
     const t = await withStub(stub, { PUBLIC_URL: 'http://127.0.0.1:9', POLL_WEBHOOK_FALLBACK_MS: '200' }, logs);
-    const uncertain = new Promise((resolve) => t.app.poller!.once('uncertain', resolve));
+    const uncertain = new Promise((resolve) => t.app.poller.once('uncertain', resolve));
     const id = await create(t, 'reset after sending');
     await uncertain;
     const waiting = row(t, id);
@@ -89,7 +89,7 @@ describe('ambiguous submissions are reconciled, not resent', () => {
     const [done] = await settled(t, [id]);
     expect(done!.status).toBe('FAILED');
     expect(done!.error).toMatch(/^SUBMISSION_UNCERTAIN: upstream never confirmed a task for this prediction after 2 submissions/);
-    await t.app.poller!.runOnce();
+    await t.app.poller.runOnce();
     expect(stub.counts.submit).toBe(2);
   });
 
@@ -137,7 +137,7 @@ describe('account errors pause, they do not fail', () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.5' });
     const sandbox = t.app.sandbox!;
     sandbox.setFaults({ unauthorizedSeconds: 3 });
-    const paused = new Promise((resolve) => t.app.poller!.once('paused', resolve));
+    const paused = new Promise((resolve) => t.app.poller.once('paused', resolve));
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) ids.push(await create(t, `while unauthorized ${i}`));
     expect(await paused).toMatchObject({ kind: 'account', reason: expect.stringContaining('401') });
@@ -149,7 +149,7 @@ describe('account errors pause, they do not fail', () => {
     expect(during.every((r) => r.status === 'CREATED')).toBe(true);
     expect(during.some((r) => r.error?.includes('401'))).toBe(true);
 
-    const resumed = new Promise((resolve) => t.app.poller!.once('resumed', resolve));
+    const resumed = new Promise((resolve) => t.app.poller.once('resumed', resolve));
     expect(await resumed).toEqual({ kind: 'account' });
     const rows = await settled(t, ids);
     expect(rows.map((r) => r.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED']);
@@ -170,7 +170,7 @@ describe('bounded waits and a loop that never dies', () => {
       },
     });
     const t = await withStub(stub, { RETRY_AFTER_MAX_MS: '1000' });
-    const paused = new Promise<{ until: number }>((resolve) => t.app.poller!.once('paused', resolve));
+    const paused = new Promise<{ until: number }>((resolve) => t.app.poller.once('paused', resolve));
     const id = await create(t, 'told to wait forever');
     const pause = await paused;
     expect(pause.until - sent[0]!).toBeLessThanOrEqual(1000 + 50);

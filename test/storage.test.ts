@@ -51,7 +51,7 @@ describe('a full disk', () => {
     const sandbox = upstream.app.sandbox!;
     const dataDir = smallDisk();
     const t = await startApp({ DATA_DIR: dataDir, WAVESPEED_API_KEY: 'k', WAVESPEED_BASE_URL: `${upstream.url}/sandbox`, POLL_MAX_MS: '200' });
-    const poller = t.app.poller!;
+    const poller = t.app.poller;
 
     // A prediction that waits to be submitted while the disk fills: the upstream key is refused for 2 s.
     sandbox.setFaults({ unauthorizedSeconds: 2 });

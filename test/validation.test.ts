@@ -29,7 +29,7 @@ const start = () => startApp({}, { resolveHost });
 
 /** Sends the input and checks the refusal: code, field, message, and that nothing was stored or sent. */
 async function expectRefused(t: TestApp, input: Record<string, unknown>, code: string, message: string | RegExp, field = 'input.image') {
-  await t.app.poller!.runOnce(); // let earlier accepted inputs reach upstream first
+  await t.app.poller.runOnce(); // let earlier accepted inputs reach upstream first
   const rows = t.app.store.count();
   const sent = t.app.sandbox!.stats.submissions;
   const r = await t.gql(CREATE, { input });
@@ -37,7 +37,7 @@ async function expectRefused(t: TestApp, input: Record<string, unknown>, code: s
   expect(r.body.errors).toHaveLength(1);
   expect(r.body.errors![0]!.extensions).toMatchObject({ code, field });
   expect(r.body.errors![0]!.message).toMatch(message);
-  await t.app.poller!.runOnce();
+  await t.app.poller.runOnce();
   expect(t.app.store.count()).toBe(rows);
   expect(t.app.sandbox!.stats.submissions).toBe(sent);
 }
@@ -123,7 +123,7 @@ describe('image as a data URI, judged by its real bytes', () => {
     const t = await start();
     const created = await expectAccepted(t, { prompt: 'x', image });
     expect(created.input.hasImage).toBe(true);
-    await t.app.poller!.runOnce();
+    await t.app.poller.runOnce();
     expect(t.app.sandbox!.stats.submissions).toBe(1);
     // The image is dropped from the database once upstream has it.
     expect(t.app.store.imageOf(created.id)).toBeNull();

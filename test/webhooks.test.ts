@@ -30,13 +30,13 @@ describe('webhooks', () => {
     const { id } = (await t.gql(CREATE, { p: 'flooded' })).body.data.createVideo;
     const row = await waitFor(() => t.app.store.findById(id)!, (r) => r.upstreamId !== null);
     const reads = () => t.app.sandbox!.stats.resultRequests.get(row.upstreamId!) ?? 0;
-    const polled = new Promise((resolve) => t.app.poller!.once('polled', resolve));
+    const polled = new Promise((resolve) => t.app.poller.once('polled', resolve));
     for (let i = 0; i < 20; i++) {
       const res = await fetch(`${t.url}/webhooks/wavespeed/${id}?token=${row.webhookToken}`, { method: 'POST', body: '{}' });
       expect(res.status).toBe(202);
     }
     await polled;
-    await t.app.poller!.runOnce();
+    await t.app.poller.runOnce();
     expect(reads()).toBe(1);
     // The rest of the flood is one read at the end of the gap, not 19.
     expect(t.app.store.findById(id)!.nextPollAt!.getTime()).toBeGreaterThan(Date.now() + 3000);
@@ -73,14 +73,14 @@ describe('webhooks', () => {
     ];
     expect(refused.map((r) => r.status)).toEqual([404, 404, 404, 404, 404, 404]);
     expect((await post(`/webhooks/wavespeed/${id}?token=${row.webhookToken}`, 'GET')).status).toBe(405);
-    await t.app.poller!.runOnce();
+    await t.app.poller.runOnce();
     expect(t.app.store.findById(id)).toEqual(row);
     expect(t.app.sandbox!.stats.resultRequests.get(row.upstreamId!) ?? 0).toBe(getsBefore);
 
     // The genuine token triggers a re-read upstream; the body's claim of completion is ignored.
     expect((await post(`/webhooks/wavespeed/${id}?token=${row.webhookToken}`)).status).toBe(202);
     await waitFor(() => t.app.sandbox!.stats.resultRequests.get(row.upstreamId!) ?? 0, (n) => n === getsBefore + 1);
-    await t.app.poller!.runOnce();
+    await t.app.poller.runOnce();
     const after = (await t.gql(GET, { id })).body.data.prediction;
     expect(after.status).not.toBe('COMPLETED');
     expect(t.app.store.findById(id)!.outputs).toEqual([]);
@@ -96,7 +96,7 @@ test('a genuine webhook replayed after the prediction finished changes nothing a
     const res = await fetch(`${t.url}/webhooks/wavespeed/${id}?token=${done.webhookToken}`, { method: 'POST', body: '{}' });
     expect(res.status).toBe(202);
   }
-  await t.app.poller!.runOnce();
+  await t.app.poller.runOnce();
   expect(t.app.store.findById(id)).toEqual(done);
   expect(t.app.sandbox!.stats.resultRequests.get(done.upstreamId!)).toBe(gets);
 });

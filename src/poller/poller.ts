@@ -1,18 +1,17 @@
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock } from '../clock.js';
 import { isStorageError, storageErrorOf } from '../db/errors.js';
-import type { PredictionPatch, PredictionStore } from '../db/predictions.js';
-import { terminalStatuses, type PredictionRow, type PredictionStatus } from '../db/schema.js';
+import type { PredictionStore } from '../db/predictions.js';
 import type { Logger } from '../log.js';
-import { MediaError, type MediaStore } from '../storage/media.js';
-import type { UpstreamPrediction, WaveSpeedClient } from '../upstream/wavespeed.js';
-import { classify, decideFailure, type Step } from './decide.js';
-import { changesVisibleState, patchFromUpstream } from './mapping.js';
+import type { MediaStore } from '../storage/media.js';
+import type { WaveSpeedClient } from '../upstream/wavespeed.js';
+import type { PollerEvents } from './events.js';
 import { Pauses, type Pause, type PauseKind } from './pauses.js';
 import type { Recorder } from './record.js';
-import { findSubmittedTask } from './reconcile.js';
-import { backoffDelay, nextPollDelay, type PollSchedule } from './schedule.js';
+import type { PollSchedule } from './schedule.js';
+import { PredictionSteps } from './steps.js';
+
+export type { PollerEvents } from './events.js';
 
 export interface PollerOptions {
   store: PredictionStore;
@@ -42,46 +41,21 @@ export interface PollerOptions {
   idleMs?: number;
 }
 
-/** What the poller does, as typed events: tests await them instead of sleeping, and logs or metrics can follow. */
-export interface PollerEvents {
-  /** Upstream accepted (or reconciliation found) the task of this prediction. */
-  submitted: [{ id: string; upstreamId: string; adopted: boolean }];
-  /** A submission had no certain answer; the prediction now waits for reconciliation. */
-  uncertain: [{ id: string; error: string }];
-  /** One result read: the status as upstream reported it. */
-  polled: [{ id: string; status: string }];
-  /** A visible change was written and published. */
-  recorded: [{ id: string; status: PredictionStatus }];
-  /** The prediction ended FAILED. */
-  failed: [{ id: string; error: string }];
-  /** All upstream work is held off. */
-  paused: [Pause];
-  /** A pause ended by a success. */
-  resumed: [{ kind: PauseKind }];
-}
-
 export interface PollerHealth {
   running: boolean;
   pauses: Pause[];
 }
 
-/** First retry delay after a transient failure; doubles per attempt up to the schedule's max. */
-const RETRY_BASE_MS = 500;
-/** Download attempts for a completed prediction's outputs before it completes without a kept copy. */
-const KEEP_ATTEMPTS = 5;
 /** Webhook deliveries force at most one re-poll of a prediction per this long. */
 const FORCED_POLL_GAP_MS = 5000;
 /** Longest backoff of a poller-wide pause (account probe, storage retry, crashed pass). */
 const PAUSE_CAP_MS = 60_000;
 
 /**
- * The one background scheduler: submits predictions that have no upstream id yet, reconciles
- * submissions whose outcome is unknown, then polls in-flight ones when their `nextPollAt` comes.
- * All state lives in SQLite, so a new process picks up exactly where a dead one stopped.
- *
- * The money rule: a submission is sent only after its intent (`submitAttempts`, `submitStartedAt`)
- * has committed, and a submission that may have reached upstream is never sent again until
- * upstream's task list has been searched for it for `reconcileGraceMs`.
+ * The one background scheduler, its loop: which predictions are due, how many steps run at once,
+ * nudges, poller-wide pauses (rate limit, account, storage) and stop. What one step does lives in
+ * steps.ts; what a failure leads to, in decide.ts. All state lives in SQLite, so a new process
+ * picks up exactly where a dead one stopped.
  */
 export class Poller extends EventEmitter<PollerEvents> {
   private readonly clock: Clock;
@@ -101,9 +75,19 @@ export class Poller extends EventEmitter<PollerEvents> {
   /** Cancels in-flight polls and downloads on stop, so shutdown waits for writes, not for timeouts (submissions are let finish). */
   private readonly shutdown = new AbortController();
 
+  private readonly steps: PredictionSteps;
+
   constructor(private readonly o: PollerOptions) {
     super();
     this.clock = o.clock ?? systemClock;
+    this.steps = new PredictionSteps({
+      ...o,
+      clock: this.clock,
+      signal: this.shutdown.signal,
+      emit: (event, ...args) => void (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
+      hold: (kind, reason, err, waitMs) => this.hold(kind, reason, err, waitMs),
+      resume: (kind) => this.resume(kind),
+    });
   }
 
   start(): void {
@@ -244,7 +228,7 @@ export class Poller extends EventEmitter<PollerEvents> {
       .due(new Date(now), free + this.inFlight.size + this.cooldown.size)
       .filter((id) => !this.inFlight.has(id) && !this.cooldown.has(id));
     for (const id of ids.slice(0, free)) {
-      const work = this.step(id)
+      const work = this.steps.run(id)
         // The step's writes committed (a storage error would have thrown): storage works again.
         .then(() => this.resume('storage'))
         .catch((err) => this.onStepCrash(id, err))
@@ -282,212 +266,4 @@ export class Poller extends EventEmitter<PollerEvents> {
     }
   }
 
-  private async step(id: string): Promise<void> {
-    const row = this.o.store.findById(id);
-    if (!row || row.nextPollAt === null || terminalStatuses.has(row.status)) return;
-    const step: Step = row.upstreamId ? 'poll' : row.submitStartedAt ? 'reconcile' : 'submission';
-    if (step === 'submission' && this.expired(row)) {
-      this.finish(row, { status: 'FAILED', error: `${this.giveUp('could not submit upstream')}${row.error ? ` (last error: ${row.error})` : ''}` });
-      return;
-    }
-    try {
-      if (step === 'poll') await this.pollOne(row);
-      else if (step === 'reconcile') await this.reconcileOne(row);
-      else await this.submitOne(row);
-      this.resume('rate'); // upstream answered normally: a rate-limit pause is over
-    } catch (err) {
-      if (isStorageError(err)) throw err;
-      // A poll or download cancelled by stop(): not upstream's fault, so no attempt is spent; due
-      // again at once on restart. (Submissions are never cancelled, so their errors count as usual.)
-      if (this.shutdown.signal.aborted && step !== 'submission') this.o.recorder.reschedule(row.id, { nextPollAt: this.clock.now() });
-      else this.onFailure(row, err, step);
-    }
-  }
-
-  private expired(row: PredictionRow): boolean {
-    return this.clock.now().getTime() - row.createdAt.getTime() > this.o.maxAgeMs;
-  }
-
-  private giveUp(what: string): string {
-    return `gave up: ${what} within ${Math.round(this.o.maxAgeMs / 1000)} s`;
-  }
-
-  private async submitOne(row: PredictionRow): Promise<void> {
-    const { client, recorder, log, webhookUrl, store } = this.o;
-    // The token is stored before the URL leaves the process, so a crash cannot orphan a webhook.
-    let token = row.webhookToken;
-    if (webhookUrl && !token) {
-      token = randomBytes(32).toString('base64url');
-      recorder.reschedule(row.id, { webhookToken: token });
-    }
-    const image = store.imageOf(row.id) ?? undefined;
-    // The intent, durably, before a byte leaves: if this write fails, nothing is sent; if the
-    // process dies after it, the next one reconciles instead of sending again.
-    const startedAt = this.clock.now();
-    if (!recorder.reschedule(row.id, { submitAttempts: row.submitAttempts + 1, submitStartedAt: startedAt })) return;
-    let up: UpstreamPrediction;
-    try {
-      // Not cancelled by stop(): an abandoned submission that upstream accepted would have to be
-      // reconciled after restart. It is bounded by the request timeout instead.
-      up = await client.submit(
-        { prompt: row.prompt, image, enablePromptExpansion: row.enablePromptExpansion },
-        { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined },
-      );
-    } catch (err) {
-      // Certainly not received: the intent is withdrawn, so this attempt costs nothing against the cap.
-      const cls = classify(err);
-      if (cls !== 'uncertain') recorder.reschedule(row.id, { submitAttempts: row.submitAttempts, submitStartedAt: null });
-      throw err;
-    }
-    this.accept(row, up, false, token);
-  }
-
-  /** Records the upstream task of a prediction: from a submission's answer, or found by reconciliation. */
-  private accept(row: PredictionRow, up: UpstreamPrediction, adopted: boolean, token: string | null): void {
-    const now = this.clock.now();
-    const patch = patchFromUpstream(up) ?? {};
-    // Already completed (a cached result, say): record the upstream id now and let the poll that
-    // follows at once keep the outputs, so a failed download can never lead to a resubmission.
-    const finishedAlready = patch.status === 'COMPLETED';
-    const stored = this.o.recorder.record(row.id, {
-      ...(finishedAlready ? {} : patch),
-      upstreamId: up.id,
-      submittedAt: row.submitStartedAt ?? now,
-      submitStartedAt: null,
-      image: null,
-      attempts: 0,
-      error: patch.error ?? null,
-      ...(finishedAlready ? { nextPollAt: now } : this.nextStep(patch.status ?? row.status, Boolean(token), now, 0)),
-    });
-    this.o.log.info({ predictionId: row.id, upstreamId: up.id, webhook: Boolean(token), adopted }, adopted ? 'found the submitted task upstream' : 'submitted upstream');
-    this.emit('submitted', { id: row.id, upstreamId: up.id, adopted });
-    if (stored) this.emitRecorded(stored);
-  }
-
-  /**
-   * A submission of this prediction may have reached upstream. Look for its task in upstream's
-   * list; adopt it when found. Only when none has appeared after the grace period is it sent again,
-   * and never more than `maxSubmissions` times in all.
-   */
-  private async reconcileOne(row: PredictionRow): Promise<void> {
-    const { client, store, recorder } = this.o;
-    const startedAt = row.submitStartedAt!;
-    const found = await findSubmittedTask(client, {
-      prompt: row.prompt,
-      image: row.hasImage ? store.imageOf(row.id) : null,
-      since: startedAt,
-      isTaken: (upstreamId) => store.findByUpstreamId(upstreamId) !== undefined,
-    });
-    if (found) return this.accept(row, found, true, row.webhookToken);
-    const now = this.clock.now();
-    const waited = now.getTime() - startedAt.getTime();
-    if (waited < this.o.reconcileGraceMs && !this.expired(row)) {
-      recorder.reschedule(row.id, { attempts: 0, nextPollAt: new Date(now.getTime() + this.reconcileGapMs()) });
-      return;
-    }
-    if (row.submitAttempts >= this.o.maxSubmissions || this.expired(row)) {
-      const why = row.submitAttempts >= this.o.maxSubmissions ? `${row.submitAttempts} submissions` : 'the age limit';
-      this.finish(row, {
-        status: 'FAILED',
-        error: `SUBMISSION_UNCERTAIN: upstream never confirmed a task for this prediction after ${why}; it may still run and be billed upstream${row.error ? ` (last error: ${row.error})` : ''}`,
-      });
-      return;
-    }
-    // No task appeared in the grace period: the submission did not take. Sending again is now safe.
-    recorder.reschedule(row.id, { submitStartedAt: null, attempts: 0, nextPollAt: now });
-  }
-
-  private reconcileGapMs(): number {
-    return Math.max(100, Math.min(5000, Math.round(this.o.reconcileGraceMs / 4)));
-  }
-
-  private async pollOne(row: PredictionRow): Promise<void> {
-    const up = await this.o.client.getResult(row.upstreamId!, { signal: this.shutdown.signal });
-    this.emit('polled', { id: row.id, status: up.status });
-    let patch = patchFromUpstream(up);
-    if (!patch) this.o.log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');
-    if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
-    // The age limit is judged after this last look, so a task that just finished is not failed.
-    if (this.expired(row) && !terminalStatuses.has(patch?.status ?? row.status)) {
-      patch = { ...patch, status: 'FAILED', error: this.giveUp('no final status from upstream') };
-    }
-    const now = this.clock.now();
-    const sinceSubmit = now.getTime() - (row.submittedAt ?? row.createdAt).getTime();
-    const bookkeeping = { attempts: 0, pollCount: row.pollCount + 1, ...this.nextStep(patch?.status ?? row.status, Boolean(row.webhookToken), now, sinceSubmit) };
-    if (patch && changesVisibleState(row, patch)) this.record(row.id, { ...patch, ...bookkeeping });
-    else this.o.recorder.reschedule(row.id, bookkeeping);
-  }
-
-  /**
-   * Copies completed outputs into gateway storage before COMPLETED is published, so a subscriber's
-   * last event already carries them. A transient failure retries the whole poll; once this
-   * prediction has failed KEEP_ATTEMPTS times in a row (upstream or download alike), or on a
-   * permanent failure, it completes with upstream URLs only.
-   */
-  private async keepOutputs(row: PredictionRow, outputs: string[]): Promise<string[]> {
-    if (!this.o.media || !outputs.length) return [];
-    try {
-      const names = [];
-      for (const url of outputs) names.push(`/media/${await this.o.media.keep(url, this.shutdown.signal)}`);
-      return names;
-    } catch (err) {
-      if (err instanceof MediaError && (this.shutdown.signal.aborted || (err.transient && row.attempts + 1 < KEEP_ATTEMPTS))) throw err;
-      this.o.log.warn({ predictionId: row.id, err: (err as Error).message }, 'could not keep outputs; completing with upstream URLs only');
-      return [];
-    }
-  }
-
-  private nextStep(status: PredictionStatus, viaWebhook: boolean, now: Date, sinceSubmitMs: number): PredictionPatch {
-    if (terminalStatuses.has(status)) return { nextPollAt: null, completedAt: now };
-    const delay = viaWebhook ? this.o.webhookFallbackMs : nextPollDelay(sinceSubmitMs, this.o.schedule);
-    return { nextPollAt: new Date(now.getTime() + delay) };
-  }
-
-  private record(id: string, patch: PredictionPatch): void {
-    const row = this.o.recorder.record(id, patch);
-    if (row) this.emitRecorded(row);
-  }
-
-  private emitRecorded(row: PredictionRow): void {
-    this.emit('recorded', { id: row.id, status: row.status });
-    if (row.status === 'FAILED') this.emit('failed', { id: row.id, error: row.error ?? '' });
-  }
-
-  private finish(row: PredictionRow, patch: PredictionPatch): void {
-    this.record(row.id, { ...patch, nextPollAt: null, completedAt: this.clock.now(), image: null, submitStartedAt: null });
-  }
-
-  private onFailure(row: PredictionRow, err: unknown, step: Step): void {
-    const { log, recorder, schedule } = this.o;
-    const now = this.clock.now().getTime();
-    const message = err instanceof Error ? err.message : String(err);
-    const cls = classify(err);
-    const decision = decideFailure(step, cls, message, this.expired(row), (what) => this.giveUp(what));
-    const retryAfterMs = Math.min((err as { retryAfterMs?: number }).retryAfterMs ?? 0, this.o.retryAfterMaxMs);
-    switch (decision.action) {
-      case 'fail':
-        this.finish(row, { status: 'FAILED', error: decision.error });
-        log.warn({ predictionId: row.id, err: message }, `${step} failed permanently`);
-        return;
-      case 'pauseAccount':
-        this.hold('account', `upstream refused the account: ${message}`, undefined);
-        // The prediction stays as it is, due again once the account works; `error` says why it waits.
-        if (row.error !== message) recorder.record(row.id, { error: message });
-        return;
-      case 'reconcile':
-        recorder.record(row.id, { error: `submission outcome unknown, looking for it upstream: ${message}`, attempts: 0, nextPollAt: new Date(now + this.reconcileGapMs()) });
-        log.warn({ predictionId: row.id, err: message }, 'submission may have reached upstream; reconciling instead of resending');
-        this.emit('uncertain', { id: row.id, error: message });
-        return;
-      case 'retry': {
-        if (decision.rateLimit) this.hold('rate', `upstream rate limit: pausing all upstream requests`, undefined, retryAfterMs);
-        const delay = Math.max(retryAfterMs, backoffDelay(row.attempts, RETRY_BASE_MS, schedule.maxMs));
-        const retry = { attempts: row.attempts + 1, nextPollAt: new Date(now + delay) };
-        // A waiting submission shows its last complaint in `error` (status stays CREATED).
-        if (step !== 'poll' && row.error !== message) recorder.record(row.id, { ...retry, error: message });
-        else recorder.reschedule(row.id, retry);
-        log.warn({ predictionId: row.id, err: message, attempts: retry.attempts, retryInMs: delay }, `${step} failed; will retry`);
-      }
-    }
-  }
 }

@@ -91,7 +91,7 @@ export const MAX_UPSTREAM_BODY_BYTES = 1024 * 1024;
 
 export interface WaveSpeedClientOptions {
   /** e.g. `https://api.wavespeed.ai` or `http://127.0.0.1:4000/sandbox`. */
-  baseUrl: string;
+  baseUrl: string | (() => string);
   apiKey: string;
   /** Per-request timeout, covering connect, headers and body. */
   timeoutMs: number;
@@ -101,10 +101,13 @@ export interface WaveSpeedClientOptions {
 
 /** HTTP client for the WaveSpeed v3 contract: `{code, message, data}` envelopes, Bearer auth. */
 export class WaveSpeedClient {
-  private readonly baseUrl: string;
+  /** Late-bound: the embedded sandbox's URL is known only once the server listens. */
+  private readonly baseUrl: () => string;
 
   constructor(private readonly options: WaveSpeedClientOptions) {
-    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    const base = options.baseUrl;
+    let memo: string | undefined;
+    this.baseUrl = typeof base === 'string' ? () => base.replace(/\/+$/, '') : () => (memo ??= base().replace(/\/+$/, ''));
   }
 
   submit(input: VideoRequest, opts: { webhook?: string } = {}): Promise<UpstreamPrediction> {
@@ -144,7 +147,7 @@ export class WaveSpeedClient {
     let response: Response;
     let text: string;
     try {
-      response = await doFetch(`${this.baseUrl}${path}`, {
+      response = await doFetch(`${this.baseUrl()}${path}`, {
         method,
         headers: {
           authorization: `Bearer ${this.options.apiKey}`,

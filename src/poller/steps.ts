@@ -1,0 +1,253 @@
+import { randomBytes } from 'node:crypto';
+import type { Clock } from '../clock.js';
+import { isStorageError } from '../db/errors.js';
+import type { PredictionPatch } from '../db/predictions.js';
+import { terminalStatuses, type PredictionRow, type PredictionStatus } from '../db/schema.js';
+import { MediaError } from '../storage/media.js';
+import type { UpstreamPrediction } from '../upstream/wavespeed.js';
+import { classify, decideFailure, type Step } from './decide.js';
+import type { PollerEvents } from './events.js';
+import { changesVisibleState, patchFromUpstream } from './mapping.js';
+import type { PauseKind } from './pauses.js';
+import type { PollerOptions } from './poller.js';
+import { findSubmittedTask } from './reconcile.js';
+import { backoffDelay, nextPollDelay } from './schedule.js';
+
+/** First retry delay after a transient failure; doubles per attempt up to the schedule's max. */
+const RETRY_BASE_MS = 500;
+/** Download attempts for a completed prediction's outputs before it completes without a kept copy. */
+const KEEP_ATTEMPTS = 5;
+
+/** What the steps need: the poller's options, plus the loop's clock, shutdown signal, events and pauses. */
+export interface StepDeps extends Omit<PollerOptions, 'concurrency' | 'idleMs' | 'clock'> {
+  clock: Clock;
+  /** Cancels polls and downloads on shutdown (submissions are let finish). */
+  signal: AbortSignal;
+  emit<K extends keyof PollerEvents>(event: K, ...args: PollerEvents[K]): void;
+  /** Holds all upstream work off (rate limit, account); `waitMs` is upstream's capped Retry-After. */
+  hold(kind: PauseKind, reason: string, err?: unknown, waitMs?: number): void;
+  resume(kind: PauseKind): void;
+}
+
+/**
+ * The steps of one prediction's life, and what a failure of each leads to. The loop (poller.ts)
+ * decides when and how many run; this decides what one step does. Every visible change goes
+ * through the recorder (write, then publish).
+ *
+ * The money rule: a submission is sent only after its intent (`submitAttempts`, `submitStartedAt`)
+ * has committed, and a submission that may have reached upstream is never sent again until
+ * upstream's task list has been searched for it for `reconcileGraceMs`.
+ */
+export class PredictionSteps {
+  constructor(private readonly d: StepDeps) {}
+
+  /** Takes one prediction one step further: submit, reconcile or poll, and handles the outcome. */
+  async run(id: string): Promise<void> {
+    const row = this.d.store.findById(id);
+    if (!row || row.nextPollAt === null || terminalStatuses.has(row.status)) return;
+    const step: Step = row.upstreamId ? 'poll' : row.submitStartedAt ? 'reconcile' : 'submission';
+    if (step === 'submission' && this.expired(row)) {
+      this.finish(row, { status: 'FAILED', error: `${this.giveUp('could not submit upstream')}${row.error ? ` (last error: ${row.error})` : ''}` });
+      return;
+    }
+    try {
+      if (step === 'poll') await this.pollOne(row);
+      else if (step === 'reconcile') await this.reconcileOne(row);
+      else await this.submitOne(row);
+      this.d.resume('rate'); // upstream answered normally: a rate-limit pause is over
+    } catch (err) {
+      if (isStorageError(err)) throw err;
+      // A poll or download cancelled by stop(): not upstream's fault, so no attempt is spent; due
+      // again at once on restart. (Submissions are never cancelled, so their errors count as usual.)
+      if (this.d.signal.aborted && step !== 'submission') this.d.recorder.reschedule(row.id, { nextPollAt: this.d.clock.now() });
+      else this.onFailure(row, err, step);
+    }
+  }
+
+  private expired(row: PredictionRow): boolean {
+    return this.d.clock.now().getTime() - row.createdAt.getTime() > this.d.maxAgeMs;
+  }
+
+  private giveUp(what: string): string {
+    return `gave up: ${what} within ${Math.round(this.d.maxAgeMs / 1000)} s`;
+  }
+
+  private async submitOne(row: PredictionRow): Promise<void> {
+    const { client, recorder, log, webhookUrl, store } = this.d;
+    // The token is stored before the URL leaves the process, so a crash cannot orphan a webhook.
+    let token = row.webhookToken;
+    if (webhookUrl && !token) {
+      token = randomBytes(32).toString('base64url');
+      recorder.reschedule(row.id, { webhookToken: token });
+    }
+    const image = store.imageOf(row.id) ?? undefined;
+    // The intent, durably, before a byte leaves: if this write fails, nothing is sent; if the
+    // process dies after it, the next one reconciles instead of sending again.
+    const startedAt = this.d.clock.now();
+    if (!recorder.reschedule(row.id, { submitAttempts: row.submitAttempts + 1, submitStartedAt: startedAt })) return;
+    let up: UpstreamPrediction;
+    try {
+      // Not cancelled by stop(): an abandoned submission that upstream accepted would have to be
+      // reconciled after restart. It is bounded by the request timeout instead.
+      up = await client.submit(
+        { prompt: row.prompt, image, enablePromptExpansion: row.enablePromptExpansion },
+        { webhook: webhookUrl && token ? webhookUrl(row.id, token) : undefined },
+      );
+    } catch (err) {
+      // Certainly not received: the intent is withdrawn, so this attempt costs nothing against the cap.
+      const cls = classify(err);
+      if (cls !== 'uncertain') recorder.reschedule(row.id, { submitAttempts: row.submitAttempts, submitStartedAt: null });
+      throw err;
+    }
+    this.accept(row, up, false, token);
+  }
+
+  /** Records the upstream task of a prediction: from a submission's answer, or found by reconciliation. */
+  private accept(row: PredictionRow, up: UpstreamPrediction, adopted: boolean, token: string | null): void {
+    const now = this.d.clock.now();
+    const patch = patchFromUpstream(up) ?? {};
+    // Already completed (a cached result, say): record the upstream id now and let the poll that
+    // follows at once keep the outputs, so a failed download can never lead to a resubmission.
+    const finishedAlready = patch.status === 'COMPLETED';
+    const stored = this.d.recorder.record(row.id, {
+      ...(finishedAlready ? {} : patch),
+      upstreamId: up.id,
+      submittedAt: row.submitStartedAt ?? now,
+      submitStartedAt: null,
+      image: null,
+      attempts: 0,
+      error: patch.error ?? null,
+      ...(finishedAlready ? { nextPollAt: now } : this.nextStep(patch.status ?? row.status, Boolean(token), now, 0)),
+    });
+    this.d.log.info({ predictionId: row.id, upstreamId: up.id, webhook: Boolean(token), adopted }, adopted ? 'found the submitted task upstream' : 'submitted upstream');
+    this.d.emit('submitted', { id: row.id, upstreamId: up.id, adopted });
+    if (stored) this.emitRecorded(stored);
+  }
+
+  /**
+   * A submission of this prediction may have reached upstream. Look for its task in upstream's
+   * list; adopt it when found. Only when none has appeared after the grace period is it sent again,
+   * and never more than `maxSubmissions` times in all.
+   */
+  private async reconcileOne(row: PredictionRow): Promise<void> {
+    const { client, store, recorder } = this.d;
+    const startedAt = row.submitStartedAt!;
+    const found = await findSubmittedTask(client, {
+      prompt: row.prompt,
+      image: row.hasImage ? store.imageOf(row.id) : null,
+      since: startedAt,
+      isTaken: (upstreamId) => store.findByUpstreamId(upstreamId) !== undefined,
+    });
+    if (found) return this.accept(row, found, true, row.webhookToken);
+    const now = this.d.clock.now();
+    const waited = now.getTime() - startedAt.getTime();
+    if (waited < this.d.reconcileGraceMs && !this.expired(row)) {
+      recorder.reschedule(row.id, { attempts: 0, nextPollAt: new Date(now.getTime() + this.reconcileGapMs()) });
+      return;
+    }
+    if (row.submitAttempts >= this.d.maxSubmissions || this.expired(row)) {
+      const why = row.submitAttempts >= this.d.maxSubmissions ? `${row.submitAttempts} submissions` : 'the age limit';
+      this.finish(row, {
+        status: 'FAILED',
+        error: `SUBMISSION_UNCERTAIN: upstream never confirmed a task for this prediction after ${why}; it may still run and be billed upstream${row.error ? ` (last error: ${row.error})` : ''}`,
+      });
+      return;
+    }
+    // No task appeared in the grace period: the submission did not take. Sending again is now safe.
+    recorder.reschedule(row.id, { submitStartedAt: null, attempts: 0, nextPollAt: now });
+  }
+
+  private reconcileGapMs(): number {
+    return Math.max(100, Math.min(5000, Math.round(this.d.reconcileGraceMs / 4)));
+  }
+
+  private async pollOne(row: PredictionRow): Promise<void> {
+    const up = await this.d.client.getResult(row.upstreamId!, { signal: this.d.signal });
+    this.d.emit('polled', { id: row.id, status: up.status });
+    let patch = patchFromUpstream(up);
+    if (!patch) this.d.log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');
+    if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
+    // The age limit is judged after this last look, so a task that just finished is not failed.
+    if (this.expired(row) && !terminalStatuses.has(patch?.status ?? row.status)) {
+      patch = { ...patch, status: 'FAILED', error: this.giveUp('no final status from upstream') };
+    }
+    const now = this.d.clock.now();
+    const sinceSubmit = now.getTime() - (row.submittedAt ?? row.createdAt).getTime();
+    const bookkeeping = { attempts: 0, pollCount: row.pollCount + 1, ...this.nextStep(patch?.status ?? row.status, Boolean(row.webhookToken), now, sinceSubmit) };
+    if (patch && changesVisibleState(row, patch)) this.record(row.id, { ...patch, ...bookkeeping });
+    else this.d.recorder.reschedule(row.id, bookkeeping);
+  }
+
+  /**
+   * Copies completed outputs into gateway storage before COMPLETED is published, so a subscriber's
+   * last event already carries them. A transient failure retries the whole poll; once this
+   * prediction has failed KEEP_ATTEMPTS times in a row (upstream or download alike), or on a
+   * permanent failure, it completes with upstream URLs only.
+   */
+  private async keepOutputs(row: PredictionRow, outputs: string[]): Promise<string[]> {
+    if (!this.d.media || !outputs.length) return [];
+    try {
+      const names = [];
+      for (const url of outputs) names.push(`/media/${await this.d.media.keep(url, this.d.signal)}`);
+      return names;
+    } catch (err) {
+      if (err instanceof MediaError && (this.d.signal.aborted || (err.transient && row.attempts + 1 < KEEP_ATTEMPTS))) throw err;
+      this.d.log.warn({ predictionId: row.id, err: (err as Error).message }, 'could not keep outputs; completing with upstream URLs only');
+      return [];
+    }
+  }
+
+  private nextStep(status: PredictionStatus, viaWebhook: boolean, now: Date, sinceSubmitMs: number): PredictionPatch {
+    if (terminalStatuses.has(status)) return { nextPollAt: null, completedAt: now };
+    const delay = viaWebhook ? this.d.webhookFallbackMs : nextPollDelay(sinceSubmitMs, this.d.schedule);
+    return { nextPollAt: new Date(now.getTime() + delay) };
+  }
+
+  private record(id: string, patch: PredictionPatch): void {
+    const row = this.d.recorder.record(id, patch);
+    if (row) this.emitRecorded(row);
+  }
+
+  private emitRecorded(row: PredictionRow): void {
+    this.d.emit('recorded', { id: row.id, status: row.status });
+    if (row.status === 'FAILED') this.d.emit('failed', { id: row.id, error: row.error ?? '' });
+  }
+
+  private finish(row: PredictionRow, patch: PredictionPatch): void {
+    this.record(row.id, { ...patch, nextPollAt: null, completedAt: this.d.clock.now(), image: null, submitStartedAt: null });
+  }
+
+  private onFailure(row: PredictionRow, err: unknown, step: Step): void {
+    const { log, recorder, schedule } = this.d;
+    const now = this.d.clock.now().getTime();
+    const message = err instanceof Error ? err.message : String(err);
+    const cls = classify(err);
+    const decision = decideFailure(step, cls, message, this.expired(row), (what) => this.giveUp(what));
+    const retryAfterMs = Math.min((err as { retryAfterMs?: number }).retryAfterMs ?? 0, this.d.retryAfterMaxMs);
+    switch (decision.action) {
+      case 'fail':
+        this.finish(row, { status: 'FAILED', error: decision.error });
+        log.warn({ predictionId: row.id, err: message }, `${step} failed permanently`);
+        return;
+      case 'pauseAccount':
+        this.d.hold('account', `upstream refused the account: ${message}`, undefined);
+        // The prediction stays as it is, due again once the account works; `error` says why it waits.
+        if (row.error !== message) recorder.record(row.id, { error: message });
+        return;
+      case 'reconcile':
+        recorder.record(row.id, { error: `submission outcome unknown, looking for it upstream: ${message}`, attempts: 0, nextPollAt: new Date(now + this.reconcileGapMs()) });
+        log.warn({ predictionId: row.id, err: message }, 'submission may have reached upstream; reconciling instead of resending');
+        this.d.emit('uncertain', { id: row.id, error: message });
+        return;
+      case 'retry': {
+        if (decision.rateLimit) this.d.hold('rate', `upstream rate limit: pausing all upstream requests`, undefined, retryAfterMs);
+        const delay = Math.max(retryAfterMs, backoffDelay(row.attempts, RETRY_BASE_MS, schedule.maxMs));
+        const retry = { attempts: row.attempts + 1, nextPollAt: new Date(now + delay) };
+        // A waiting submission shows its last complaint in `error` (status stays CREATED).
+        if (step !== 'poll' && row.error !== message) recorder.record(row.id, { ...retry, error: message });
+        else recorder.reschedule(row.id, retry);
+        log.warn({ predictionId: row.id, err: message, attempts: retry.attempts, retryInMs: delay }, `${step} failed; will retry`);
+      }
+    }
+  }
+}
