@@ -46,8 +46,8 @@ test('without PUBLIC_URL the sandbox accepts no webhook at all', async () => {
   expect(app.sandbox!.stats.submissions).toBe(0);
 });
 
-test('the control route answers only direct loopback requests, not ones a reverse proxy forwarded', async () => {
-  const { url } = await startApp();
+test('the control route and the API answer only direct loopback requests, not ones a reverse proxy forwarded', async () => {
+  const { url, app } = await startApp();
   const control = (headers: Record<string, string> = {}) => fetch(`${url}/sandbox/_control/faults`, { headers });
   expect((await control()).status).toBe(200);
   const proxyHeaders: Record<string, string>[] = [
@@ -59,8 +59,21 @@ test('the control route answers only direct loopback requests, not ones a revers
   ];
   for (const forwarded of proxyHeaders) {
     const r = await control(forwarded);
-    expect([forwarded, r.status, ((await r.json()) as any).message]).toEqual([forwarded, 403, 'the fault controls answer only direct requests from loopback']);
+    expect([forwarded, r.status, ((await r.json()) as any).message]).toEqual([forwarded, 403, 'the sandbox API answers only direct requests from this machine']);
+    // Nor may a relayed caller submit (the sandbox would store what it is sent) or read the task list.
+    const submitted = await fetch(`${url}/sandbox/api/v3/minimax/video-01`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer any', ...forwarded },
+      body: JSON.stringify({ prompt: 'relayed' }),
+    });
+    expect(submitted.status).toBe(403);
+    const listed = await fetch(`${url}/sandbox/api/v3/predictions`, { method: 'POST', headers: { authorization: 'Bearer any', ...forwarded }, body: '{}' });
+    expect(listed.status).toBe(403);
   }
+  expect(app.sandbox!.stats.submissions).toBe(0);
+  expect(app.sandbox!.stats.listRequests).toBe(0);
+  // The media stay public: outputs are links that clients follow (404 here only because no task exists).
+  expect((await fetch(`${url}/sandbox/media/sbx-none.mp4`, { headers: { 'x-forwarded-for': '203.0.113.7' } })).status).toBe(404);
   const post = await fetch(`${url}/sandbox/_control/faults`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.7' },

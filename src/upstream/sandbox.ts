@@ -89,6 +89,11 @@ export class SandboxUpstream {
   async handle(req: IncomingMessage, res: ServerResponse, path: string, mountUrl: string): Promise<void> {
     const url = new URL(path, 'http://sandbox');
     if (req.method === 'GET' && url.pathname.startsWith('/media/')) return this.serveMedia(req, res, url.pathname);
+    // Everything but the media answers only this machine: the sandbox stores what it is sent (up to
+    // 32 MiB a submission), and a gateway on a public HOST must not be a free disk for strangers.
+    if (!isDirectLoopback(req)) {
+      return reply(res, 403, { code: 403, message: 'the sandbox API answers only direct requests from this machine', data: null });
+    }
     if (url.pathname === '/_control/faults') return this.control(req, res);
     if (!/^Bearer\s+\S+/i.test(req.headers.authorization ?? '')) {
       return reply(res, 401, { code: 401, message: 'Unauthorized: missing or empty Bearer API key', data: null });
@@ -110,12 +115,6 @@ export class SandboxUpstream {
    * this machine: the gateway may listen on a public address while still running the sandbox.
    */
   private async control(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const from = req.socket.remoteAddress ?? '';
-    // A reverse proxy on this machine connects from loopback too; what it forwards carries its marks.
-    const forwarded = FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined);
-    if (!['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(from) || forwarded) {
-      return reply(res, 403, { code: 403, message: 'the fault controls answer only direct requests from loopback', data: null });
-    }
     if (req.method === 'GET') return reply(res, 200, this.faults);
     if (req.method !== 'POST') return reply(res, 405, { code: 405, message: 'use GET or POST', data: null });
     let patch: Record<string, unknown>;
@@ -284,6 +283,15 @@ export class SandboxUpstream {
 }
 
 /** Headers a reverse proxy adds; a request carrying any of them came from elsewhere. */
+/**
+ * A request from this machine that no proxy relayed: a reverse proxy on this machine connects from
+ * loopback too, but what it forwards carries its marks.
+ */
+function isDirectLoopback(req: IncomingMessage): boolean {
+  const from = req.socket.remoteAddress ?? '';
+  return ['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(from) && !FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined);
+}
+
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip', 'via', 'x-client-ip', 'true-client-ip', 'cf-connecting-ip'];
 
 function reply(res: ServerResponse, status: number, body: unknown): void {
