@@ -1,9 +1,11 @@
 import { sql } from 'drizzle-orm';
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
-export const predictionStatuses = ['CREATED', 'PROCESSING', 'COMPLETED', 'FAILED'] as const;
+export const predictionStatuses = ['CREATED', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELED'] as const;
 export type PredictionStatus = (typeof predictionStatuses)[number];
-export const terminalStatuses: ReadonlySet<PredictionStatus> = new Set(['COMPLETED', 'FAILED']);
+export const terminalStatuses: ReadonlySet<PredictionStatus> = new Set(['COMPLETED', 'FAILED', 'CANCELED']);
+/** Statuses a prediction can still leave; every write by the poller is limited to rows in one of these. */
+export const liveStatuses = ['CREATED', 'PROCESSING'] as const satisfies readonly PredictionStatus[];
 
 const timestamp = (name: string) => integer(name, { mode: 'timestamp_ms' });
 
@@ -53,6 +55,8 @@ export const predictions = sqliteTable(
     submitStartedAt: timestamp('submit_started_at'),
     /** The API key (`api_keys.id`) that created it; null for one created in open mode (no keys). */
     owner: text('owner'),
+    /** A prediction not final by then is canceled (CreateVideoInput.deadlineSeconds); null for none. */
+    deadlineAt: timestamp('deadline_at'),
   },
   (t) => [
     index('predictions_next_poll_at').on(t.nextPollAt),
@@ -62,6 +66,7 @@ export const predictions = sqliteTable(
     // A caller's own list, newest first, with or without a status; also its count of unfinished ones.
     index('predictions_owner_seq').on(t.owner, t.seq),
     index('predictions_owner_status_seq').on(t.owner, t.status, t.seq),
+    index('predictions_deadline_at').on(t.deadlineAt),
   ],
 );
 
