@@ -13,10 +13,13 @@ import { openDatabase, type Db } from './db/client.js';
 import { PredictionStore } from './db/predictions.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { createLogger, type Logger } from './log.js';
+import { QueueStore } from './db/queue.js';
+import { Admission } from './poller/admission.js';
 import { Poller } from './poller/poller.js';
+import { publishQueueMoves } from './poller/queue-ticks.js';
 import { createRecorder } from './poller/record.js';
 import { createPredictionPubSub, type PredictionPubSub } from './pubsub.js';
-import type { Context } from './schema/context.js';
+import type { Context, Lifecycle } from './schema/context.js';
 import { buildSchema } from './schema/index.js';
 import { createAccessGate } from './server/access.js';
 import { createHttpServer, SANDBOX_PREFIX } from './server/http.js';
@@ -99,8 +102,12 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     fetch: overrides.fetch,
   });
   const publicUrl = config.publicUrl;
+  const queue = new QueueStore(db);
+  const admission = new Admission(queue, config.admission);
   const poller = new Poller({
     store,
+    queue,
+    admission,
     client,
     recorder,
     log,
@@ -115,7 +122,12 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     webhookFallbackMs: config.poll.webhookFallbackMs,
     webhookUrl: publicUrl ? (id, token) => webhookUrl(publicUrl, id, token) : undefined,
   });
-  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller.nudge(), quotas, idempotency };
+  const stopQueueMoves = publishQueueMoves({ poller, store, pubsub });
+  const lifecycle: Lifecycle = {
+    cancel: (id) => poller.cancel(id),
+    estimate: (row) => admission.estimate(row, now(), () => queue.upstreamSubmittedAt(config.admission.maxConcurrent ?? 0)),
+  };
+  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller.nudge(), quotas, idempotency, lifecycle };
   const context = (initial: InitialContext): Context => {
     // Set by the HTTP gate or by the socket's connection_init; nothing runs without it.
     const principal = initial.principal;
@@ -195,6 +207,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     async stop() {
       stopWatching?.();
       await poller.stop();
+      stopQueueMoves();
       sandbox?.close();
       await closeWs();
       server.closeAllConnections();

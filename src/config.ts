@@ -11,6 +11,12 @@ const bool = (fallback: boolean) =>
     .enum(['true', 'false', '1', '0', 'yes', 'no'])
     .optional()
     .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes'].includes(v)));
+/** Unset or empty: no limit. */
+const optionalPositiveInt = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()))
+  .pipe(z.coerce.number().int().min(1).optional());
 const optionalString = z
   .string()
   .optional()
@@ -45,6 +51,9 @@ const envSchema = z.object({
   POLL_CONCURRENCY: int(1, 16),
   MAX_PREDICTION_AGE_SECONDS: int(1, 3600),
   RETRY_AFTER_MAX_MS: int(0, 60_000),
+  UPSTREAM_MAX_CONCURRENT: optionalPositiveInt,
+  UPSTREAM_MAX_PER_MINUTE: optionalPositiveInt,
+  RETENTION_DAYS: num(0, 30),
   MAX_SUBMISSIONS_PER_PREDICTION: int(1, 3),
   SUBMIT_RECONCILE_GRACE_MS: int(0, 60_000),
   KEEP_OUTPUTS: bool(true),
@@ -89,6 +98,10 @@ export interface Config {
     /** How long a submission without a certain answer is looked for upstream before it may be resent. */
     reconcileGraceMs: number;
   };
+  /** The account tier's limits; undefined: none. */
+  admission: { maxConcurrent?: number; maxPerMinute?: number };
+  /** Final predictions older than this are deleted with their files; 0 keeps everything. */
+  retentionMs: number;
   media: { keep: boolean; maxBytes: number };
   access: {
     /** Browser origins allowed besides the server's own (and PUBLIC_URL's). */
@@ -164,6 +177,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxSubmissions: e.MAX_SUBMISSIONS_PER_PREDICTION,
       reconcileGraceMs: e.SUBMIT_RECONCILE_GRACE_MS,
     },
+    admission: { maxConcurrent: e.UPSTREAM_MAX_CONCURRENT, maxPerMinute: e.UPSTREAM_MAX_PER_MINUTE },
+    retentionMs: e.RETENTION_DAYS * 86_400_000,
     media: { keep: e.KEEP_OUTPUTS, maxBytes: e.MEDIA_MAX_BYTES },
     access: {
       corsOrigins: e.CORS_ORIGINS,

@@ -25,13 +25,22 @@ export class PubSub<Topics extends Record<string, [id: string, payload: unknown]
   subscribe<K extends keyof Topics & string>(topic: K, id: Topics[K][0], listener: Listener<Topics[K][1]>): () => void {
     const key = `${topic}:${id}`;
     let set = this.listeners.get(key);
-    if (!set) this.listeners.set(key, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.listeners.set(key, set);
+    }
     set.add(listener as Listener<never>);
     return () => {
       set.delete(listener as Listener<never>);
       // Only our own Set: after it emptied once, a newer subscriber may own a fresh one.
       if (!set.size && this.listeners.get(key) === set) this.listeners.delete(key);
     };
+  }
+
+  /** The ids of a topic that have at least one listener. */
+  *subscribedIds<K extends keyof Topics & string>(topic: K): Generator<Topics[K][0]> {
+    const prefix = `${topic}:`;
+    for (const key of this.listeners.keys()) if (key.startsWith(prefix)) yield key.slice(prefix.length) as Topics[K][0];
   }
 
   /** Open subscriptions, for tests and metrics. */
@@ -43,6 +52,12 @@ export class PubSub<Topics extends Record<string, [id: string, payload: unknown]
 }
 
 export type PredictionPubSub = PubSub<PubSubTopics>;
+
+/**
+ * Rows published again without a write: same version, but what is derived from the moment (queue
+ * place, estimates) has moved. Subscribers let these through although they drop repeated versions.
+ */
+export const refreshes = new WeakSet<PredictionRow>();
 
 export function createPredictionPubSub(): PredictionPubSub {
   return new PubSub<PubSubTopics>();

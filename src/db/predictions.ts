@@ -1,6 +1,6 @@
-import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, lte, or, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { predictions, type NewPrediction, type PredictionRecord, type PredictionRow, type PredictionStatus } from './schema.js';
+import { liveStatuses, predictions, type NewPrediction, type PredictionRecord, type PredictionRow, type PredictionStatus } from './schema.js';
 
 /** Fields the poller may change; `version` and `updatedAt` are maintained here. */
 export type PredictionPatch = Partial<
@@ -8,9 +8,12 @@ export type PredictionPatch = Partial<
 >;
 
 /** What a new prediction is created with; everything else starts at its column default. */
-const insertKeys = ['id', 'model', 'status', 'prompt', 'image', 'hasImage', 'enablePromptExpansion', 'createdAt', 'updatedAt', 'nextPollAt', 'owner'] as const;
+const insertKeys = ['id', 'model', 'status', 'prompt', 'image', 'hasImage', 'enablePromptExpansion', 'createdAt', 'updatedAt', 'nextPollAt', 'owner', 'deadlineAt'] as const;
 /** `owner` is the creating key's id; absent or null for a prediction created in open mode. */
-export type PredictionInsert = Omit<Pick<Required<NewPrediction>, (typeof insertKeys)[number]>, 'owner'> & { owner?: string | null };
+export type PredictionInsert = Omit<Pick<Required<NewPrediction>, (typeof insertKeys)[number]>, 'owner' | 'deadlineAt'> & {
+  owner?: string | null;
+  deadlineAt?: Date | null;
+};
 
 /** Every column but `image`: a waiting image-to-video row holds up to 27 MB of base64 that no reader needs. */
 const { image: imageColumn, ...rowColumns } = getTableColumns(predictions);
@@ -38,25 +41,31 @@ export class PredictionStore {
 
   constructor(private readonly db: Db) {
     const byIdPlaceholder = eq(predictions.id, sql.placeholder('id'));
+    // Polls and reconciliations; queued submissions are the admission queue's (db/queue.ts).
+    const started = or(isNotNull(predictions.upstreamId), isNotNull(predictions.submitStartedAt));
     this.byId = db.select(rowColumns).from(predictions).where(byIdPlaceholder).prepare();
     this.byUpstreamId = db.select(rowColumns).from(predictions).where(eq(predictions.upstreamId, sql.placeholder('upstreamId'))).prepare();
     this.imageById = db.select({ image: imageColumn }).from(predictions).where(byIdPlaceholder).prepare();
     this.insertStmt = db
       .insert(predictions)
-      .values(Object.fromEntries(insertKeys.map((k) => [k, sql.placeholder(k)])) as unknown as NewPrediction)
+      // A nullable timestamp goes in as raw epoch ms (or NULL): Drizzle runs placeholders through the
+      // column's encoder, and a timestamp encoder cannot encode a null.
+      .values(
+        Object.fromEntries(insertKeys.map((k) => [k, k === 'deadlineAt' ? sql`${sql.placeholder('deadlineAtMs')}` : sql.placeholder(k)])) as unknown as NewPrediction,
+      )
       .returning(rowColumns)
       .prepare();
     this.dueStmt = db
       .select({ id: predictions.id })
       .from(predictions)
-      .where(and(isNotNull(predictions.nextPollAt), lte(predictions.nextPollAt, sql.placeholder('now'))))
+      .where(and(isNotNull(predictions.nextPollAt), lte(predictions.nextPollAt, sql.placeholder('now')), started))
       .orderBy(asc(predictions.nextPollAt))
       .limit(sql.placeholder('limit'))
       .prepare();
     this.nextDueStmt = db
       .select({ id: predictions.id, at: predictions.nextPollAt })
       .from(predictions)
-      .where(isNotNull(predictions.nextPollAt))
+      .where(and(isNotNull(predictions.nextPollAt), started))
       .orderBy(asc(predictions.nextPollAt))
       .limit(sql.placeholder('limit'))
       .prepare();
@@ -74,7 +83,7 @@ export class PredictionStore {
    * `.all()` steps to SQLITE_DONE, where the commit happens, and throws its error.
    */
   insert(row: PredictionInsert): PredictionRow {
-    return exactlyOne(this.insertStmt.all({ ...row, owner: row.owner ?? null }), 'insert');
+    return exactlyOne(this.insertStmt.all({ ...row, owner: row.owner ?? null, deadlineAtMs: row.deadlineAt?.getTime() ?? null }), 'insert');
   }
 
   /** The prediction that owns this upstream task, if any. */
@@ -118,7 +127,7 @@ export class PredictionStore {
     );
   }
 
-  /** Ids of the rows whose next poll time has come, earliest first. */
+  /** Ids of the submitted (or reconciling) rows whose next poll time has come, earliest first. */
   due(now: Date, limit: number): string[] {
     return this.dueStmt.all({ now: now.getTime(), limit }).map((r) => r.id);
   }
@@ -148,7 +157,10 @@ export class PredictionStore {
     const keys = (Object.keys(patch) as (keyof PredictionPatch)[]).filter((k) => patch[k] !== undefined).sort();
     const shape = `${now ? 'visible' : 'quiet'}:${keys.map((k) => (patch[k] === null ? `${k}=null` : k)).join(',')}`;
     let statement = this.updates.get(shape);
-    if (!statement) this.updates.set(shape, (statement = this.prepareUpdate(keys, patch, Boolean(now))));
+    if (!statement) {
+      statement = this.prepareUpdate(keys, patch, Boolean(now));
+      this.updates.set(shape, statement);
+    }
     const values: Record<string, unknown> = { id };
     if (now) values.updatedAt = now;
     for (const k of keys) if (patch[k] !== null) values[k] = patch[k];
@@ -163,7 +175,9 @@ export class PredictionStore {
     return this.db
       .update(predictions)
       .set(set as PredictionPatch)
-      .where(eq(predictions.id, sql.placeholder('id')))
+      // A final prediction never changes again: a poll, a submission's answer or a retry that lands
+      // after a cancel (or any other end) writes nothing.
+      .where(and(eq(predictions.id, sql.placeholder('id')), inArray(predictions.status, [...liveStatuses])))
       .returning(rowColumns)
       .prepare();
   }
@@ -178,8 +192,9 @@ const ownedBy = (owner: string | null) => (owner === null ? isNull(predictions.o
 
 /** A write that did not produce exactly one row is a bug or a broken store, never a success. */
 function exactlyOne<T>(rows: T[], what: string): T {
-  if (rows.length !== 1) throw new Error(`${what} affected ${rows.length} rows, expected 1`);
-  return rows[0]!;
+  const [row] = rows;
+  if (rows.length !== 1 || row === undefined) throw new Error(`${what} affected ${rows.length} rows, expected 1`);
+  return row;
 }
 
 /**

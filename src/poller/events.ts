@@ -17,5 +17,9 @@ export interface PollerEvents {
   paused: [Pause];
   /** A pause ended by a success. */
   resumed: [{ kind: PauseKind }];
+  /** The queue may have moved (a submission ended, a prediction was canceled): places and estimates change. */
+  queueMoved: [];
+  /** Canceled tasks were deleted upstream. */
+  deletedUpstream: [{ upstreamIds: string[] }];
 }
 

@@ -2,6 +2,9 @@ import { EventEmitter } from 'node:events';
 import { systemClock, type Clock } from '../clock.js';
 import { isStorageError, storageErrorOf } from '../db/errors.js';
 import type { PredictionStore } from '../db/predictions.js';
+import type { QueueStore } from '../db/queue.js';
+import { terminalStatuses, type PredictionRow } from '../db/schema.js';
+import type { Admission } from './admission.js';
 import type { Logger } from '../log.js';
 import type { MediaStore } from '../storage/media.js';
 import type { WaveSpeedClient } from '../upstream/wavespeed.js';
@@ -15,6 +18,10 @@ export type { PollerEvents } from './events.js';
 
 export interface PollerOptions {
   store: PredictionStore;
+  /** The admission queue's view of the predictions table. */
+  queue: QueueStore;
+  /** The account tier's limits on submissions. */
+  admission: Admission;
   client: WaveSpeedClient;
   recorder: Recorder;
   log: Logger;
@@ -66,6 +73,8 @@ export class Poller extends EventEmitter<PollerEvents> {
   private readonly forcedAt = new Map<string, number>();
   /** Predictions whose step crashed and whose reschedule may not have committed: not before this. */
   private readonly cooldown = new Map<string, number>();
+  /** Queued predictions this process is submitting: counted against the tier until their intent is in the database. */
+  private readonly submitting = new Set<string>();
   private readonly pauses = new Pauses(1000, PAUSE_CAP_MS);
   private probing = false;
   private running = false;
@@ -87,6 +96,7 @@ export class Poller extends EventEmitter<PollerEvents> {
       emit: (event, ...args) => void (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
       hold: (kind, reason, err, waitMs) => this.hold(kind, reason, err, waitMs),
       resume: (kind) => this.resume(kind),
+      deleteUpstream: (ids) => this.deleteUpstream(ids),
     });
   }
 
@@ -150,6 +160,7 @@ export class Poller extends EventEmitter<PollerEvents> {
   private async loop(): Promise<void> {
     while (this.running) {
       try {
+        await this.enforceDeadlines();
         await this.probeAccountIfDue();
         this.startDue();
         if (this.pauses.clear('crash')) this.emit('resumed', { kind: 'crash' });
@@ -188,7 +199,7 @@ export class Poller extends EventEmitter<PollerEvents> {
     try {
       await this.o.client.listPredictions(1, 1, { signal: this.shutdown.signal });
       this.resume('account');
-    } catch (err) {
+    } catch {
       if (!this.shutdown.signal.aborted) this.hold('account', pause.reason, undefined);
     } finally {
       this.probing = false;
@@ -197,12 +208,18 @@ export class Poller extends EventEmitter<PollerEvents> {
 
   private delayUntilNextDue(): number {
     const idle = this.o.idleMs ?? 5000;
-    const now = this.clock.now().getTime();
+    const nowDate = this.clock.now();
+    const now = nowDate.getTime();
     const pausedUntil = this.pauses.until();
-    if (now < pausedUntil) return pausedUntil - now;
-    const next = this.o.store.nextDueAt(this.inFlight);
-    if (!next) return idle;
-    const delay = next.getTime() - now;
+    const deadline = this.o.queue.nextDeadline()?.getTime() ?? Number.POSITIVE_INFINITY;
+    if (now < pausedUntil) return Math.max(0, Math.min(pausedUntil, deadline) - now);
+    // The next poll, the next queued submission the tier lets through, or the next deadline.
+    let next = Math.min(this.o.store.nextDueAt(this.inFlight)?.getTime() ?? Number.POSITIVE_INFINITY, deadline);
+    const admitAt = this.o.admission.nextAdmissionAt(nowDate, this.submitting);
+    const queued = admitAt && this.o.queue.nextDue([...this.inFlight.keys(), ...this.cooldown.keys()]);
+    if (admitAt && queued) next = Math.min(next, Math.max(queued.getTime(), admitAt.getTime()));
+    if (next === Number.POSITIVE_INFINITY) return idle;
+    const delay = next - now;
     // Due but not started means every slot is busy (a finishing request wakes us) or the row cools down.
     if (delay <= 0) return this.inFlight.size >= this.o.concurrency || this.cooldown.size ? Math.min(idle, 1000) : 0;
     return Math.min(delay, idle);
@@ -220,30 +237,82 @@ export class Poller extends EventEmitter<PollerEvents> {
   }
 
   private startDue(): void {
-    const now = this.clock.now().getTime();
-    const free = this.o.concurrency - this.inFlight.size;
-    if (free <= 0 || now < this.pauses.until()) return;
-    for (const [id, until] of this.cooldown) if (until <= now) this.cooldown.delete(id);
-    const ids = this.o.store
-      .due(new Date(now), free + this.inFlight.size + this.cooldown.size)
-      .filter((id) => !this.inFlight.has(id) && !this.cooldown.has(id));
-    for (const id of ids.slice(0, free)) {
-      const work = this.steps.run(id)
-        // The step's writes committed (a storage error would have thrown): storage works again.
-        .then(() => this.resume('storage'))
-        .catch((err) => this.onStepCrash(id, err))
-        .finally(() => {
-          this.inFlight.delete(id);
-          const repollAt = this.repoll.get(id);
-          if (repollAt !== undefined) {
-            this.repoll.delete(id);
-            try {
-              this.o.store.makeDue(id, new Date(repollAt));
-            } catch {} // the safety-net poll still comes
-          }
-          this.nudge();
-        });
-      this.inFlight.set(id, work);
+    const now = this.clock.now();
+    const t = now.getTime();
+    if (t < this.pauses.until()) return;
+    for (const [id, until] of this.cooldown) if (until <= t) this.cooldown.delete(id);
+    let free = this.o.concurrency - this.inFlight.size;
+    if (free <= 0) return;
+    // Work already paid for first: polls of tasks upstream, and reconciliations.
+    const busy = this.inFlight.size + this.cooldown.size;
+    const polls = this.o.store.due(now, free + busy).filter((id) => !this.inFlight.has(id) && !this.cooldown.has(id));
+    for (const id of polls.slice(0, free)) this.begin(id, false);
+    free = this.o.concurrency - this.inFlight.size;
+    // Then new submissions, in the queue's fair order, as far as the account's tier allows.
+    const admit = Math.min(free, this.o.admission.allowance(now, this.submitting));
+    if (admit <= 0) return;
+    for (const id of this.o.queue.due(now, admit, [...this.inFlight.keys(), ...this.cooldown.keys()])) this.begin(id, true);
+  }
+
+  private begin(id: string, submission: boolean): void {
+    if (submission) this.submitting.add(id);
+    const work = this.steps
+      .run(id)
+      // The step's writes committed (a storage error would have thrown): storage works again.
+      .then(() => this.resume('storage'))
+      .catch((err) => this.onStepCrash(id, err))
+      .finally(() => {
+        this.inFlight.delete(id);
+        this.submitting.delete(id);
+        const repollAt = this.repoll.get(id);
+        if (repollAt !== undefined) {
+          this.repoll.delete(id);
+          try {
+            this.o.store.makeDue(id, new Date(repollAt));
+          } catch {} // the safety-net poll still comes
+        }
+        if (submission) this.emit('queueMoved');
+        this.nudge();
+      });
+    this.inFlight.set(id, work);
+  }
+
+  /**
+   * Ends a live prediction CANCELED: never submitted if it was queued; no longer tracked if it was
+   * upstream, where its task is deleted on a best-effort basis. A submission in flight finds the
+   * prediction final when its answer lands, and deletes the task it created (steps.ts).
+   * @returns the row as it is now (CANCELED, or already final), or undefined for an unknown id.
+   */
+  async cancel(id: string, error: string | null = null): Promise<PredictionRow | undefined> {
+    const now = this.clock.now();
+    const row = this.o.store.findById(id);
+    if (!row || terminalStatuses.has(row.status)) return row;
+    const canceled = this.o.recorder.record(id, { status: 'CANCELED', error, nextPollAt: null, completedAt: now, image: null, submitStartedAt: null });
+    if (!canceled) return this.o.store.findById(id); // it ended otherwise a moment before
+    this.o.log.info({ predictionId: id, upstreamId: row.upstreamId, reason: error ?? 'asked by the client' }, 'prediction canceled');
+    this.emit('recorded', { id, status: 'CANCELED' });
+    this.emit('queueMoved');
+    if (row.upstreamId) await this.deleteUpstream([row.upstreamId]);
+    return canceled;
+  }
+
+  /** Best effort: upstream may refuse or be unreachable; the prediction is CANCELED here either way. */
+  private async deleteUpstream(upstreamIds: string[]): Promise<void> {
+    try {
+      await this.o.client.deletePredictions(upstreamIds);
+      this.emit('deletedUpstream', { upstreamIds });
+    } catch (err) {
+      this.o.log.warn({ upstreamIds, err: (err as Error).message }, 'could not delete canceled tasks upstream');
+    }
+  }
+
+  /** Cancels every live prediction whose deadline has passed; runs every pass, pauses or not. */
+  private async enforceDeadlines(): Promise<void> {
+    const now = this.clock.now();
+    for (const id of this.o.queue.pastDeadline(now, 100)) {
+      const row = this.o.store.findById(id);
+      const seconds = row?.deadlineAt ? Math.round((row.deadlineAt.getTime() - row.createdAt.getTime()) / 1000) : 0;
+      await this.cancel(id, `canceled: the deadline of ${seconds} s passed before the prediction was final`);
     }
   }
 
@@ -256,7 +325,10 @@ export class Poller extends EventEmitter<PollerEvents> {
     const now = this.clock.now().getTime();
     this.cooldown.set(id, now + this.o.schedule.maxMs);
     const storage = storageErrorOf(err);
-    if (storage) return this.hold('storage', `storage unavailable: ${storage.code}: ${storage.message}`, storage);
+    if (storage) {
+      this.hold('storage', `storage unavailable: ${storage.code}: ${storage.message}`, storage);
+      return;
+    }
     this.o.log.error({ err, predictionId: id }, 'poller step failed');
     try {
       this.o.recorder.reschedule(id, { nextPollAt: new Date(now + this.o.schedule.maxMs) });

@@ -19,7 +19,7 @@ const RETRY_BASE_MS = 500;
 const KEEP_ATTEMPTS = 5;
 
 /** What the steps need: the poller's options, plus the loop's clock, shutdown signal, events and pauses. */
-export interface StepDeps extends Omit<PollerOptions, 'concurrency' | 'idleMs' | 'clock'> {
+export interface StepDeps extends Omit<PollerOptions, 'concurrency' | 'idleMs' | 'clock' | 'queue' | 'admission'> {
   clock: Clock;
   /** Cancels polls and downloads on shutdown (submissions are let finish). */
   signal: AbortSignal;
@@ -27,6 +27,8 @@ export interface StepDeps extends Omit<PollerOptions, 'concurrency' | 'idleMs' |
   /** Holds all upstream work off (rate limit, account); `waitMs` is upstream's capped Retry-After. */
   hold(kind: PauseKind, reason: string, err?: unknown, waitMs?: number): void;
   resume(kind: PauseKind): void;
+  /** Best-effort removal of tasks upstream (canceled predictions). */
+  deleteUpstream(upstreamIds: string[]): Promise<void>;
 }
 
 /**
@@ -51,8 +53,8 @@ export class PredictionSteps {
       return;
     }
     try {
-      if (step === 'poll') await this.pollOne(row);
-      else if (step === 'reconcile') await this.reconcileOne(row);
+      if (step === 'poll' && row.upstreamId) await this.pollOne(row, row.upstreamId);
+      else if (step === 'reconcile' && row.submitStartedAt) await this.reconcileOne(row, row.submitStartedAt);
       else await this.submitOne(row);
       this.d.resume('rate'); // upstream answered normally: a rate-limit pause is over
     } catch (err) {
@@ -73,7 +75,7 @@ export class PredictionSteps {
   }
 
   private async submitOne(row: PredictionRow): Promise<void> {
-    const { client, recorder, log, webhookUrl, store } = this.d;
+    const { client, recorder, webhookUrl, store } = this.d;
     // The token is stored before the URL leaves the process, so a crash cannot orphan a webhook.
     let token = row.webhookToken;
     if (webhookUrl && !token) {
@@ -119,9 +121,15 @@ export class PredictionSteps {
       error: patch.error ?? null,
       ...(finishedAlready ? { nextPollAt: now } : this.nextStep(patch.status ?? row.status, Boolean(token), now, 0)),
     });
+    if (!stored) {
+      // Canceled (or otherwise ended) while the submission was under way: its task is not wanted.
+      this.d.log.info({ predictionId: row.id, upstreamId: up.id }, 'a task arrived for a prediction already final; deleting it upstream');
+      void this.d.deleteUpstream([up.id]);
+      return;
+    }
     this.d.log.info({ predictionId: row.id, upstreamId: up.id, webhook: Boolean(token), adopted }, adopted ? 'found the submitted task upstream' : 'submitted upstream');
     this.d.emit('submitted', { id: row.id, upstreamId: up.id, adopted });
-    if (stored) this.emitRecorded(stored);
+    this.emitRecorded(stored);
   }
 
   /**
@@ -129,9 +137,8 @@ export class PredictionSteps {
    * list; adopt it when found. Only when none has appeared after the grace period is it sent again,
    * and never more than `maxSubmissions` times in all.
    */
-  private async reconcileOne(row: PredictionRow): Promise<void> {
+  private async reconcileOne(row: PredictionRow, startedAt: Date): Promise<void> {
     const { client, store, recorder } = this.d;
-    const startedAt = row.submitStartedAt!;
     const found = await findSubmittedTask(client, {
       prompt: row.prompt,
       image: row.hasImage ? store.imageOf(row.id) : null,
@@ -161,8 +168,8 @@ export class PredictionSteps {
     return Math.max(100, Math.min(5000, Math.round(this.d.reconcileGraceMs / 4)));
   }
 
-  private async pollOne(row: PredictionRow): Promise<void> {
-    const up = await this.d.client.getResult(row.upstreamId!, { signal: this.d.signal });
+  private async pollOne(row: PredictionRow, upstreamId: string): Promise<void> {
+    const up = await this.d.client.getResult(upstreamId, { signal: this.d.signal });
     this.d.emit('polled', { id: row.id, status: up.status });
     let patch = patchFromUpstream(up);
     if (!patch) this.d.log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');

@@ -11,6 +11,7 @@ export interface RawCreateInput {
   prompt: string;
   image?: string | null;
   enablePromptExpansion?: boolean | null;
+  deadlineSeconds?: number | null;
   idempotencyKey?: string | null;
 }
 
@@ -30,7 +31,9 @@ export function idempotencyKeyOf(input: RawCreateInput): string | undefined {
 
 /** What makes two requests "the same input": every input field as sent, defaults applied. */
 export function fingerprint(input: RawCreateInput): string {
-  const canonical = JSON.stringify([input.prompt, input.image ?? null, input.enablePromptExpansion ?? true]);
+  // A deadline is part of what was asked for; absent, the fingerprint is what it was before deadlines existed.
+  const deadline = input.deadlineSeconds == null ? [] : [input.deadlineSeconds];
+  const canonical = JSON.stringify([input.prompt, input.image ?? null, input.enablePromptExpansion ?? true, ...deadline]);
   return createHash('sha256').update(canonical).digest('hex');
 }
 

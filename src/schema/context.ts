@@ -2,6 +2,8 @@ import type { Principal } from '../auth/principal.js';
 import type { Quotas } from '../auth/quotas.js';
 import type { IdempotencyStore } from '../db/idempotency.js';
 import type { PredictionStore } from '../db/predictions.js';
+import type { PredictionRow } from '../db/schema.js';
+import type { Estimate } from '../db/queue.js';
 import type { PredictionPubSub } from '../pubsub.js';
 import type { ResolveHost } from '../validation/address.js';
 
@@ -21,4 +23,13 @@ export interface Context {
   principal: Principal;
   quotas: Quotas;
   idempotency: IdempotencyStore;
+  lifecycle: Lifecycle;
+}
+
+/** Control over a prediction's life beyond creating it. */
+export interface Lifecycle {
+  /** Ends a live prediction CANCELED (see Poller.cancel); the row as it is after, undefined if unknown. */
+  cancel(id: string): Promise<PredictionRow | undefined>;
+  /** Queue place and expected start and completion. */
+  estimate(row: PredictionRow): Estimate;
 }

@@ -4,7 +4,10 @@ import { MAX_PROMPT_CHARS } from '../validation/limits.js';
 import { checkPrompt } from '../validation/prompt.js';
 import { builder } from './builder.js';
 import { checkInFlight, fingerprint, idempotencyKeyOf, MAX_IDEMPOTENCY_KEY_CHARS, replay, takeCreate } from './admission.js';
-import { stored, validated } from './errors.js';
+import { stored, userError, validated } from './errors.js';
+
+const MIN_DEADLINE_SECONDS = 1;
+const MAX_DEADLINE_SECONDS = 24 * 3600;
 import { Prediction } from './prediction.js';
 
 const CreateVideoInput = builder.inputType('CreateVideoInput', {
@@ -15,6 +18,9 @@ const CreateVideoInput = builder.inputType('CreateVideoInput', {
         'First frame: a data:image/jpeg|png;base64 URI or a public http(s) URL. JPEG or PNG by its real bytes, aspect ratio strictly between 2:5 and 5:2, short side over 300 px, at most 20 MiB decoded. A URL must resolve to public addresses only; the gateway never fetches it.',
     }),
     enablePromptExpansion: t.boolean({ defaultValue: true, description: 'Let the model rewrite the prompt for quality.' }),
+    deadlineSeconds: t.int({
+      description: `Cancel the prediction if it is not final this many seconds after creation (${MIN_DEADLINE_SECONDS} to ${MAX_DEADLINE_SECONDS}); it then ends CANCELED with an error saying so.`,
+    }),
     idempotencyKey: t.string({
       description: `Makes retries safe: another call with the same key and the same input within 24 hours returns the same prediction and submits nothing; with a different input it fails with IDEMPOTENCY_CONFLICT. Per API key; 1 to ${MAX_IDEMPOTENCY_KEY_CHARS} characters.`,
     }),
@@ -36,7 +42,12 @@ builder.mutationField('createVideo', (t) =>
       checkInFlight(ctx);
       await takeCreate(ctx);
       const prompt = await validated(() => checkPrompt(input.prompt));
-      const image = input.image == null ? null : await validated(() => checkImage(input.image!, ctx.resolveHost));
+      const deadlineSeconds = input.deadlineSeconds ?? null;
+      if (deadlineSeconds !== null && (deadlineSeconds < MIN_DEADLINE_SECONDS || deadlineSeconds > MAX_DEADLINE_SECONDS)) {
+        throw userError('BAD_USER_INPUT', `deadlineSeconds must be between ${MIN_DEADLINE_SECONDS} and ${MAX_DEADLINE_SECONDS} (24 h)`, 'input.deadlineSeconds');
+      }
+      const imageInput = input.image;
+      const image = imageInput == null ? null : await validated(() => checkImage(imageInput, ctx.resolveHost));
       const now = ctx.now();
       const row = stored(() => ctx.idempotency.atomically(() => {
         // Checked again where nothing can interleave: a twin request may have landed during validation.
@@ -55,6 +66,7 @@ builder.mutationField('createVideo', (t) =>
           updatedAt: now,
           nextPollAt: now,
           owner: ctx.principal.owner,
+          deadlineAt: deadlineSeconds === null ? null : new Date(now.getTime() + deadlineSeconds * 1000),
         });
         if (idempotencyKey !== undefined) ctx.idempotency.remember(ctx.principal.owner, idempotencyKey, { predictionId: created.id, inputHash }, now);
         return created;

@@ -3,7 +3,7 @@ import { isStorageError } from '../db/errors.js';
 import { InputError, type InputErrorCode } from '../validation/errors.js';
 
 /** Stable, machine-readable error codes, carried in `extensions.code`. */
-export type ErrorCode = InputErrorCode | 'NOT_FOUND' | 'STORAGE_UNAVAILABLE' | 'RATE_LIMITED' | 'TOO_MANY_IN_FLIGHT' | 'IDEMPOTENCY_CONFLICT';
+export type ErrorCode = InputErrorCode | 'NOT_FOUND' | 'STORAGE_UNAVAILABLE' | 'RATE_LIMITED' | 'TOO_MANY_IN_FLIGHT' | 'IDEMPOTENCY_CONFLICT' | 'ALREADY_FINAL';
 
 /** An error a client caused and can fix: its `code` and offending `field` ride in the extensions. */
 export function userError(code: ErrorCode, message: string, field?: string): GraphQLError {
@@ -28,14 +28,22 @@ export async function validated<T>(check: () => T | Promise<T>): Promise<T> {
  * Runs a write for a resolver. A store that cannot write answers STORAGE_UNAVAILABLE (HTTP 503)
  * and the client gets no id: an id is only ever returned for a row that committed.
  */
-export function stored<T>(write: () => T): T {
+export function stored<T>(write: () => T, refusal = 'the gateway cannot store new predictions right now; nothing was created, try again later'): T {
+  const refuse = (err: unknown): never => refuseOnStorageError(err, refusal);
   try {
-    return write();
+    const result = write();
+    // An async write (a cancel that also calls upstream) fails later: map its storage errors too.
+    if (result instanceof Promise) return result.catch(refuse) as T;
+    return result;
   } catch (err) {
-    if (!isStorageError(err)) throw err;
-    throw new GraphQLError('the gateway cannot store new predictions right now; nothing was created, try again later', {
-      // No originalError: yoga masks any error that carries a non-GraphQL one as "Unexpected error".
-      extensions: { code: 'STORAGE_UNAVAILABLE', http: { status: 503 } },
-    });
+    return refuse(err);
   }
+}
+
+function refuseOnStorageError(err: unknown, message: string): never {
+  if (!isStorageError(err)) throw err;
+  throw new GraphQLError(message, {
+    // No originalError: yoga masks any error that carries a non-GraphQL one as "Unexpected error".
+    extensions: { code: 'STORAGE_UNAVAILABLE', http: { status: 503 } },
+  });
 }

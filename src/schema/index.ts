@@ -3,6 +3,7 @@ import { builder } from './builder.js';
 import './prediction.js';
 import './connection.js';
 import './create.js';
+import './cancel.js';
 
 let schema: GraphQLSchema | undefined;
 

@@ -1,5 +1,6 @@
 import { predictionStatuses, type PredictionRow } from '../db/schema.js';
 import { builder } from './builder.js';
+import type { Estimate } from '../db/queue.js';
 import type { Context } from './context.js';
 import { notFound } from './errors.js';
 import { watchPrediction } from './watch.js';
@@ -10,7 +11,8 @@ export function ownRow<R extends Pick<PredictionRow, 'owner'>>(ctx: Context, row
 }
 
 export const PredictionStatus = builder.enumType('PredictionStatus', {
-  description: 'CREATED: accepted, waiting for or just submitted upstream. PROCESSING: generating. COMPLETED and FAILED are final.',
+  description:
+    'CREATED: accepted, waiting in the queue or just submitted upstream. PROCESSING: generating. COMPLETED, FAILED and CANCELED (by cancelPrediction or a deadline) are final.',
   values: predictionStatuses,
 });
 
@@ -55,9 +57,35 @@ export const Prediction = builder.objectRef<PredictionRow>('Prediction').impleme
     timings: t.field({ type: PredictionTimings, resolve: (p) => p }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
-    completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
+    completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true, description: 'When it became final (COMPLETED, FAILED or CANCELED).' }),
+    deadlineAt: t.expose('deadlineAt', { type: 'DateTime', nullable: true, description: 'When it is canceled unless final by then (CreateVideoInput.deadlineSeconds).' }),
+    queuePosition: t.int({
+      nullable: true,
+      description: 'Place in the admission queue (1 is next), while it waits for the account tier (UPSTREAM_MAX_CONCURRENT, UPSTREAM_MAX_PER_MINUTE); null once submitted.',
+      resolve: (p, _args, ctx) => estimateOf(ctx, p).queuePosition,
+    }),
+    estimatedStartAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      description: 'When it is expected to be (or was) submitted, from the run times of recent predictions; null until one has completed, and once final.',
+      resolve: (p, _args, ctx) => estimateOf(ctx, p).estimatedStartAt,
+    }),
+    estimatedCompletionAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      description: 'When it is expected to be final, from the run times of recent predictions; null until one has completed, and once final.',
+      resolve: (p, _args, ctx) => estimateOf(ctx, p).estimatedCompletionAt,
+    }),
   }),
 });
+
+/** One estimate per row object: the three fields share it, and so do the subscribers of one event. */
+const estimates = new WeakMap<PredictionRow, Estimate>();
+function estimateOf(ctx: Context, row: PredictionRow): Estimate {
+  let e = estimates.get(row);
+  if (!e) estimates.set(row, (e = ctx.lifecycle.estimate(row)));
+  return e;
+}
 
 builder.queryField('prediction', (t) =>
   t.field({

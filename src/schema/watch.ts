@@ -1,4 +1,5 @@
 import { terminalStatuses, type PredictionRow } from '../db/schema.js';
+import { refreshes } from '../pubsub.js';
 import type { Context } from './context.js';
 
 /**
@@ -26,7 +27,7 @@ export function watchPrediction(ctx: Context, id: string): AsyncIterableIterator
     unsubscribe();
   }
   function deliver(row: PredictionRow): void {
-    if (done || row.version <= seen) return;
+    if (done || row.version < seen || (row.version === seen && !refreshes.has(row))) return;
     seen = row.version;
     if (!waiting) {
       queue.push(row);
@@ -48,7 +49,8 @@ export function watchPrediction(ctx: Context, id: string): AsyncIterableIterator
 
   return {
     next() {
-      if (queue.length) return Promise.resolve(hand(queue.shift()!));
+      const queued = queue.shift();
+      if (queued) return Promise.resolve(hand(queued));
       if (done) return Promise.resolve({ value: undefined, done: true });
       return new Promise((resolve) => (waiting = resolve));
     },

@@ -30,6 +30,9 @@ export interface SandboxStats {
   submissions: number;
   /** List requests (`POST /api/v3/predictions`). */
   listRequests: number;
+  /** Delete requests, and the task ids they named. */
+  deleteRequests: number;
+  deleted: Set<string>;
   /** Result GETs per task id. */
   resultRequests: Map<string, number>;
   /** Requests answered with an injected fault, by kind. */
@@ -50,6 +53,8 @@ export class SandboxUpstream {
   readonly stats: SandboxStats = {
     submissions: 0,
     listRequests: 0,
+    deleteRequests: 0,
+    deleted: new Set(),
     resultRequests: new Map(),
     faults: { serverError: 0, rateLimited: 0, slow: 0, malformed: 0, unauthorized: 0, acceptedThenStalled: 0, acceptedThenFailed: 0 },
     webhooksDelivered: 0,
@@ -105,8 +110,9 @@ export class SandboxUpstream {
     if (await this.injectFault(res)) return;
     if (req.method === 'POST' && url.pathname === `/api/v3/${MODEL}`) return this.submit(req, res, mountUrl, url.searchParams.get('webhook'));
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions') return this.list(req, res, mountUrl);
-    const result = /^\/api\/v3\/predictions\/([^/]+)\/result$/.exec(url.pathname);
-    if (req.method === 'GET' && result) return this.result(res, decodeURIComponent(result[1]!), mountUrl);
+    if (req.method === 'POST' && url.pathname === '/api/v3/predictions/delete') return this.delete(req, res);
+    const resultOf = /^\/api\/v3\/predictions\/([^/]+)\/result$/.exec(url.pathname)?.[1];
+    if (req.method === 'GET' && resultOf !== undefined) return this.result(res, decodeURIComponent(resultOf), mountUrl);
     return reply(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
   }
 
@@ -181,8 +187,9 @@ export class SandboxUpstream {
     this.stats.submissions++;
     const draw = Math.random();
     const fate: Fate = draw < this.faults.failureRate ? 'f' : draw < this.faults.failureRate + this.faults.hangRate ? 'h' : 'c';
-    const id = encodeTaskId(this.now(), Math.round(this.options.taskSeconds * 1000), fate);
-    this.tasks.add(id, decodeTaskId(id)!.createdAt, {
+    const createdAt = this.now();
+    const id = encodeTaskId(createdAt, Math.round(this.options.taskSeconds * 1000), fate);
+    this.tasks.add(id, createdAt, {
       prompt: input.prompt,
       ...(typeof input.image === 'string' ? { image: input.image } : {}),
       ...(typeof input.enable_prompt_expansion === 'boolean' ? { enable_prompt_expansion: input.enable_prompt_expansion } : {}),
@@ -199,6 +206,26 @@ export class SandboxUpstream {
       if (res.destroyed) return;
     }
     return reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
+  }
+
+  /** `POST /api/v3/predictions/delete` with `{"ids": [...]}`: the tasks stop and read as not found from then on. */
+  private async delete(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let body: { ids?: unknown };
+    try {
+      body = JSON.parse((await readBody(req, 64 * 1024)).toString('utf8') || '{}');
+    } catch {
+      reply(res, 400, { code: 400, message: 'body is not JSON', data: null });
+      return;
+    }
+    const ids = body?.ids;
+    if (!Array.isArray(ids) || ids.length === 0 || ids.length > 100 || !ids.every((id) => typeof id === 'string')) {
+      reply(res, 400, { code: 400, message: 'ids must be an array of 1 to 100 prediction ids', data: null });
+      return;
+    }
+    this.stats.deleteRequests++;
+    for (const id of ids as string[]) this.stats.deleted.add(id);
+    this.tasks.delete(ids as string[], this.now());
+    reply(res, 200, { code: 200, message: 'success', data: null });
   }
 
   /** `POST /api/v3/predictions` with `{page, page_size}`: the account's tasks, newest first, with their input. */
@@ -237,11 +264,13 @@ export class SandboxUpstream {
 
   /** POSTs the record to `webhook` when the task starts processing and when it ends, as WaveSpeed does. */
   private scheduleWebhooks(id: string, webhook: string, mountUrl: string): void {
-    const task = decodeTaskId(id)!;
+    const task = decodeTaskId(id);
+    if (!task) return;
     const moments = task.fate === 'h' ? [task.durationMs * 0.2] : [task.durationMs * 0.2, task.durationMs];
     for (const at of moments) {
       const timer = this.clock.setTimeout(() => {
         this.timers.delete(timer);
+        if (this.tasks.isDeleted(id)) return; // a deleted task has nothing more to say
         const deliver = this.options.fetch ?? fetch;
         deliver(webhook, {
           method: 'POST',
@@ -262,19 +291,21 @@ export class SandboxUpstream {
 
   private result(res: ServerResponse, id: string, mountUrl: string): void {
     const task = decodeTaskId(id);
-    if (!task || this.now() - task.createdAt > RETENTION_MS) {
-      return reply(res, 404, { code: 404, message: 'prediction not found', data: null });
+    if (!task || this.now() - task.createdAt > RETENTION_MS || this.tasks.isDeleted(id)) {
+      reply(res, 404, { code: 404, message: 'prediction not found', data: null });
+      return;
     }
     this.stats.resultRequests.set(id, (this.stats.resultRequests.get(id) ?? 0) + 1);
-    return reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
+    reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
   }
 
   private serveMedia(req: IncomingMessage, res: ServerResponse, pathname: string): void {
     const id = /^\/media\/([^/]+)\.mp4$/.exec(pathname)?.[1];
     const task = id ? decodeTaskId(id) : undefined;
     const elapsed = task ? this.now() - task.createdAt : -1;
-    if (!task || task.fate !== 'c' || elapsed < task.durationMs || elapsed > RETENTION_MS) {
-      return reply(res, 404, { code: 404, message: 'media not found', data: null });
+    if (task?.fate !== 'c' || elapsed < task.durationMs || elapsed > RETENTION_MS || this.tasks.isDeleted(id!)) {
+      reply(res, 404, { code: 404, message: 'media not found', data: null });
+      return;
     }
     // `send` brings Range, conditional GETs and the video/mp4 type that a <video> element needs.
     // Relative to `root`, so a checkout under a dot directory (~/.local/...) still serves it.

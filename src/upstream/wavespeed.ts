@@ -136,6 +136,11 @@ export class WaveSpeedClient {
     return data.data.items.map((item) => toRecord(item, 'POST', path));
   }
 
+  /** Deletes tasks and their outputs upstream (`POST /api/v3/predictions/delete`); used when a prediction is canceled. */
+  async deletePredictions(upstreamIds: string[], opts: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.request('POST', '/api/v3/predictions/delete', { ids: upstreamIds }, opts.signal);
+  }
+
   /**
    * Sends one request and returns the envelope's `data`. `signal` cancels early (shutdown); the
    * per-request timeout applies either way. Messages name the route without its query string,

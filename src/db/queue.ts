@@ -1,0 +1,123 @@
+import type { Db } from './client.js';
+
+/** Where a prediction stands in the admission queue, and when it can expect to start and end. */
+export interface Estimate {
+  /** 1-based place in the queue; null once submitted (or final). */
+  queuePosition: number | null;
+  estimatedStartAt: Date | null;
+  estimatedCompletionAt: Date | null;
+}
+
+/**
+ * A prediction is queued while it has no upstream task and no submission under way: CREATED, no
+ * `upstream_id`, no `submit_started_at`. The queue is fair: oldest first within each owner (an API
+ * key, or open mode), and owners take turns — the n-th waiting prediction of every owner comes
+ * before the (n+1)-th of any. Plain SQL through better-sqlite3: window functions and row-value
+ * comparisons say this in one statement each, where the query builder would need several.
+ */
+const QUEUED = `status = 'CREATED' AND upstream_id IS NULL AND submit_started_at IS NULL`;
+const RANKED = `SELECT id, seq, next_poll_at, row_number() OVER (PARTITION BY owner ORDER BY seq) AS turn FROM predictions WHERE ${QUEUED}`;
+/** Has (or may have) a task upstream and is not final: what counts against the account's concurrency. */
+const UPSTREAM = `status IN ('CREATED', 'PROCESSING') AND (upstream_id IS NOT NULL OR submit_started_at IS NOT NULL)`;
+/** Ids passed as one JSON array parameter. */
+const NOT_IN = `id NOT IN (SELECT value FROM json_each(?))`;
+
+export class QueueStore {
+  private readonly dueStmt;
+  private readonly positionStmt;
+  private readonly lengthStmt;
+  private readonly upstreamStmt;
+  private readonly submittedSinceStmt;
+  private readonly oldestSubmissionSinceStmt;
+  private readonly pastDeadlineStmt;
+  private readonly nextDeadlineStmt;
+  private readonly runMsStmt;
+  private readonly upstreamTimesStmt;
+  private readonly nextQueuedStmt;
+
+  constructor(db: Db) {
+    const c = db.$client;
+    this.dueStmt = c.prepare(`SELECT id FROM (${RANKED}) WHERE next_poll_at <= ? AND ${NOT_IN} ORDER BY turn, seq LIMIT ?`).pluck();
+    this.positionStmt = c
+      .prepare(`WITH q AS (${RANKED}) SELECT (SELECT count(*) FROM q WHERE (q.turn, q.seq) < (me.turn, me.seq)) + 1 FROM q AS me WHERE me.id = ?`)
+      .pluck();
+    this.upstreamTimesStmt = c
+      .prepare(`SELECT coalesce(submitted_at, submit_started_at) AS at FROM predictions WHERE ${UPSTREAM} ORDER BY at LIMIT ?`)
+      .pluck();
+    this.nextQueuedStmt = c.prepare(`SELECT min(next_poll_at) FROM predictions WHERE ${QUEUED} AND ${NOT_IN}`).pluck();
+    this.lengthStmt = c.prepare(`SELECT count(*) FROM predictions WHERE ${QUEUED}`).pluck();
+    this.upstreamStmt = c.prepare(`SELECT count(*) FROM predictions WHERE ${UPSTREAM} AND ${NOT_IN}`).pluck();
+    this.submittedSinceStmt = c
+      .prepare(`SELECT count(*) FROM predictions WHERE (submit_started_at >= ? OR (submit_started_at IS NULL AND submitted_at >= ?)) AND ${NOT_IN}`)
+      .pluck();
+    this.oldestSubmissionSinceStmt = c
+      .prepare(`SELECT min(coalesce(submit_started_at, submitted_at)) FROM predictions WHERE (submit_started_at >= ? OR (submit_started_at IS NULL AND submitted_at >= ?))`)
+      .pluck();
+    this.pastDeadlineStmt = c
+      .prepare(`SELECT id FROM predictions WHERE deadline_at <= ? AND status IN ('CREATED', 'PROCESSING') ORDER BY deadline_at LIMIT ?`)
+      .pluck();
+    this.nextDeadlineStmt = c.prepare(`SELECT min(deadline_at) FROM predictions WHERE deadline_at IS NOT NULL AND status IN ('CREATED', 'PROCESSING')`).pluck();
+    this.runMsStmt = c
+      .prepare(
+        `SELECT avg(completed_at - submitted_at) FROM (SELECT completed_at, submitted_at FROM predictions WHERE status = 'COMPLETED' AND submitted_at IS NOT NULL ORDER BY completed_at DESC LIMIT ?)`,
+      )
+      .pluck();
+  }
+
+  /** Queued predictions due for submission, in fair order, leaving out `busy` ones. */
+  due(now: Date, limit: number, busy: Iterable<string> = []): string[] {
+    return this.dueStmt.all(now.getTime(), JSON.stringify([...busy]), limit) as string[];
+  }
+
+  /** 1-based place in the fair queue; undefined when the prediction is not queued. */
+  position(id: string): number | undefined {
+    return (this.positionStmt.get(id) as number | undefined) ?? undefined;
+  }
+
+  /** When the earliest queued prediction not in `busy` is due, if any. */
+  nextDue(busy: Iterable<string> = []): Date | undefined {
+    const at = this.nextQueuedStmt.get(JSON.stringify([...busy])) as number | null;
+    return at === null ? undefined : new Date(at);
+  }
+
+  /** Submission times of the predictions that hold a task upstream, oldest first. */
+  upstreamSubmittedAt(limit: number): Date[] {
+    return (this.upstreamTimesStmt.all(limit) as number[]).map((ms) => new Date(ms));
+  }
+
+  length(): number {
+    return this.lengthStmt.get() as number;
+  }
+
+  /** Predictions with a task (possibly) upstream and not final, leaving out `except`. */
+  upstreamInFlight(except: Iterable<string> = []): number {
+    return this.upstreamStmt.get(JSON.stringify([...except])) as number;
+  }
+
+  /** Submissions started since `since`, leaving out `except`. */
+  submittedSince(since: Date, except: Iterable<string> = []): number {
+    return this.submittedSinceStmt.get(since.getTime(), since.getTime(), JSON.stringify([...except])) as number;
+  }
+
+  /** When the oldest submission since `since` started: the per-minute window frees a place a minute after it. */
+  oldestSubmissionSince(since: Date): Date | undefined {
+    const at = this.oldestSubmissionSinceStmt.get(since.getTime(), since.getTime()) as number | null;
+    return at === null ? undefined : new Date(at);
+  }
+
+  /** Live predictions whose deadline has passed, earliest first. */
+  pastDeadline(now: Date, limit: number): string[] {
+    return this.pastDeadlineStmt.all(now.getTime(), limit) as string[];
+  }
+
+  nextDeadline(): Date | undefined {
+    const at = this.nextDeadlineStmt.get() as number | null;
+    return at === null ? undefined : new Date(at);
+  }
+
+  /** Mean time from submission to completion of the last `n` completed predictions; undefined before the first. */
+  recentRunMs(n = 20): number | undefined {
+    const ms = this.runMsStmt.get(n) as number | null;
+    return ms === null ? undefined : Math.round(ms);
+  }
+}
