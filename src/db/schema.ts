@@ -21,6 +21,13 @@ export const predictions = sqliteTable(
     prompt: text('prompt').notNull(),
     /** The image as submitted; cleared once upstream has accepted it, since it can be 27 MB of base64. */
     image: text('image'),
+    /**
+     * A data-URI image is kept as a content-addressed file under DATA_DIR/images (`<sha256>.<ext>`),
+     * never in the row; null for text-to-video and for image URLs (those stay in `image`).
+     */
+    imageFile: text('image_file'),
+    /** Where upstream's media upload put the image file; sent in its place, so a submission stays small. */
+    imageUploadUrl: text('image_upload_url'),
     hasImage: integer('has_image', { mode: 'boolean' }).notNull(),
     enablePromptExpansion: integer('enable_prompt_expansion', { mode: 'boolean' }).notNull(),
     outputs: text('outputs', { mode: 'json' }).$type<string[]>().notNull().default([]),
