@@ -17,7 +17,9 @@ function open() {
     sockets.push(ws);
     let settled = false;
     const settle = () => {
-      if (!settled) (settled = true), resolve();
+      if (settled) return;
+      settled = true;
+      resolve();
     };
     ws.on('open', () => ws.send('{"type":"connection_init"}'));
     ws.on('message', (data) => {

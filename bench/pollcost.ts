@@ -76,8 +76,8 @@ async function measureMode(env: (port: number) => Record<string, string>): Promi
       const upstreamId = w.upstream();
       const task = upstreamId ? decodeTaskId(upstreamId) : undefined;
       const completedSeen = w.seen.get('COMPLETED');
-      if (!task || completedSeen === undefined) throw new Error(`a prediction did not complete: ${JSON.stringify([...w.seen])}`);
-      gets.push(app.sandbox!.stats.resultRequests.get(upstreamId!) ?? 0);
+      if (!upstreamId || !task || completedSeen === undefined) throw new Error(`a prediction did not complete: ${JSON.stringify([...w.seen])}`);
+      gets.push(app.sandbox?.stats.resultRequests.get(upstreamId) ?? 0);
       completion.push(completedSeen - (task.createdAt + task.durationMs));
       const processingSeen = w.seen.get('PROCESSING');
       if (processingSeen !== undefined) processing.push(processingSeen - (task.createdAt + task.durationMs * 0.2));

@@ -33,12 +33,12 @@ export function printTable(rows: BenchRow[]): void {
     r.pass === undefined ? '' : r.pass ? 'yes' : 'NO',
     r.note ?? '',
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]?.length ?? 0)));
   // Numbers right-aligned so magnitudes line up; the last column is left ragged.
   const numeric = new Set([1, 4]);
   const line = (c: string[]) =>
     c
-      .map((s, i) => (i === c.length - 1 ? s : numeric.has(i) ? s.padStart(widths[i]!) : s.padEnd(widths[i]!)))
+      .map((s, i) => (i === c.length - 1 ? s : numeric.has(i) ? s.padStart(widths[i] ?? 0) : s.padEnd(widths[i] ?? 0)))
       .join('  ')
       .trimEnd();
   console.log(line(header));

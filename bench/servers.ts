@@ -52,8 +52,9 @@ async function spawnNode(script: string, env: Record<string, string | undefined>
   });
   children.add(child);
   let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
+  // stdio is 'pipe', so both streams exist.
+  child.stdout?.on('data', (d) => (output += d));
+  child.stderr?.on('data', (d) => (output += d));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
@@ -81,7 +82,8 @@ async function spawnNode(script: string, env: Record<string, string | undefined>
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { url, pid: child.pid!, stop };
+  if (child.pid === undefined) throw new Error(`${script} has no pid`); // only when spawning failed
+  return { url, pid: child.pid, stop };
 }
 
 /** The real gateway, against its embedded sandbox (WAVESPEED_API_KEY removed from the env). */

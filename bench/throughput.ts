@@ -38,9 +38,9 @@ async function measure(url: string, body: unknown): Promise<Load> {
   return load(url, body, DURATION_S);
 }
 
-async function gql(url: string, query: string, variables: Record<string, unknown>): Promise<any> {
+async function gql<T>(url: string, query: string, variables: Record<string, unknown>): Promise<T> {
   const res = await fetch(`${url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) });
-  const json = (await res.json()) as { data?: any; errors?: unknown };
+  const json = (await res.json()) as { data: T; errors?: unknown };
   // A 200 with errors would make req/s meaningless (validation failures are cheap), so check one first.
   if (!res.ok || json.errors) throw new Error(`sample request failed: ${res.status} ${JSON.stringify(json)}`);
   return json.data;
@@ -111,7 +111,7 @@ export async function run(): Promise<BenchRow[]> {
       withServer(
         () => startCinegraph(quietPoller),
         async (url) => {
-          const { id } = (await gql(url, CREATE, { p: 'a cat surfing' })).createVideo;
+          const { id } = (await gql<{ createVideo: { id: string } }>(url, CREATE, { p: 'a cat surfing' })).createVideo;
           await gql(url, GET, { id });
           return measure(url, { query: GET, variables: { id } });
         },

@@ -1,8 +1,8 @@
 import { buildApp } from './app.js';
-import { ConfigError, loadConfig } from './config.js';
+import { type Config, ConfigError, loadConfig } from './config.js';
 import { InstanceLockError } from './lock.js';
 
-let config;
+let config: Config;
 try {
   config = loadConfig();
 } catch (err) {

@@ -2,11 +2,12 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import { hashKey } from '../src/auth/keys.js';
-import { postGraphql, startApp, tempDir, waitFor } from './helpers/app.js';
+import { type GqlResult, postGraphql, startApp, tempDir, waitFor } from './helpers/app.js';
 import { sseSubscribe, wsClient, wsSubscribe } from './helpers/clients.js';
 import { bearer, cli, createKey } from './helpers/keys.js';
 import { listen } from './helpers/listen.js';
 import { freePort, spawnServer } from './helpers/process.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id status } }`;
 const WATCH = `subscription($id: ID!) { predictionUpdated(id: $id) { id status } }`;
@@ -29,8 +30,8 @@ async function tryEveryTransport(url: string, authorization: string | undefined)
   );
   return {
     post: { status: post.status, code: post.body.errors?.[0]?.extensions?.code },
-    get: { status: get.status, code: ((await get.json()) as any).errors?.[0]?.extensions?.code },
-    sse: { status: sse.status, code: ((await sse.json()) as any).errors?.[0]?.extensions?.code },
+    get: { status: get.status, code: ((await get.json()) as GqlResult<unknown>).errors?.[0]?.extensions?.code },
+    sse: { status: sse.status, code: ((await sse.json()) as GqlResult<unknown>).errors?.[0]?.extensions?.code },
     wsClose,
   };
 }
@@ -47,7 +48,7 @@ describe('API keys', () => {
     const dataDir = tempDir();
     const created = await cli(dataDir, ['keys', 'create', '--name', 'ci-bot', '--per-minute', '5', '--max-in-flight', '2']);
     expect(created.code).toBe(0);
-    const key = created.stdout.trimEnd().split('\n').at(-1)!;
+    const key = must(created.stdout.trimEnd().split('\n').at(-1));
     expect(key).toMatch(/^cg_[\w-]{43}$/);
     const { app } = await startApp({ DATA_DIR: dataDir });
     const stored = app.db.$client.prepare('select * from api_keys').all() as Array<Record<string, unknown>>;
@@ -98,7 +99,7 @@ describe('API keys', () => {
     // Effective on the very next request, from the CLI's own process.
     expect(await tryEveryTransport(url, `Bearer ${key}`)).toEqual(refusedEverywhere);
     expect(app.store.count()).toBe(1);
-    expect(app.sandbox!.stats.submissions).toBeLessThanOrEqual(1);
+    expect(app.sandbox?.stats.submissions).toBeLessThanOrEqual(1);
   });
 
   test("revoking a key closes its open graphql-ws and SSE subscriptions within a second; another key's go on", async () => {
@@ -138,7 +139,7 @@ describe('API keys', () => {
     const id = (await gql(CREATE, { p: 'open' })).body.data.createVideo.id;
     const ws = wsSubscribe(wsClient(url), WATCH, { id });
     await waitFor(() => ws.values.length, (n) => n >= 1);
-    expect(app.store.findById(id)!.owner).toBeNull();
+    expect(app.store.findById(id)?.owner).toBeNull();
 
     const key = await createKey(dataDir, 'first');
     expect((await gql(CREATE, { p: 'no longer open' })).status).toBe(401);

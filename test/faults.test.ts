@@ -7,6 +7,7 @@ import { describe, expect, test } from 'vitest';
 import { decodeTaskId } from '../src/upstream/sandbox-tasks.js';
 import { startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { listen } from './helpers/listen.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const GET = `query($id: ID!) { prediction(id: $id) { id status upstreamId outputs keptOutputs error completedAt } }`;
@@ -21,7 +22,7 @@ async function createBatch(t: TestApp, n: number): Promise<string[]> {
 async function waitTerminal(t: TestApp, ids: string[], timeoutMs = 45_000) {
   return waitFor(
     async () => Promise.all(ids.map(async (id) => (await t.gql(GET, { id })).body.data.prediction)),
-    (ps) => ps.every((p: any) => p.status === 'COMPLETED' || p.status === 'FAILED'),
+    (ps) => ps.every((p) => p.status === 'COMPLETED' || p.status === 'FAILED'),
     timeoutMs,
   );
 }
@@ -47,7 +48,7 @@ describe('under heavy upstream faults', () => {
     const ids = await createBatch(t, 20);
     const final = await waitTerminal(t, ids);
     for (const p of final) {
-      const fate = decodeTaskId(p.upstreamId)!.fate;
+      const fate = decodeTaskId(p.upstreamId)?.fate;
       if (fate === 'f') expect(p).toMatchObject({ status: 'FAILED', error: 'sandbox: injected task failure', outputs: [] });
       else {
         expect(p).toMatchObject({ status: 'COMPLETED', error: null });
@@ -55,7 +56,7 @@ describe('under heavy upstream faults', () => {
         expect(p.keptOutputs).toHaveLength(1);
       }
     }
-    const { faults } = t.app.sandbox!.stats;
+    const { faults } = must(t.app.sandbox).stats;
     expect(faults.serverError).toBeGreaterThan(0);
     expect(faults.rateLimited).toBeGreaterThan(0);
     expect(faults.slow).toBeGreaterThan(0);
@@ -66,7 +67,7 @@ describe('under heavy upstream faults', () => {
   test('a task that never finishes is FAILED after the maximum age, with a clear error', async () => {
     const t = await startApp({ SANDBOX_HANG_RATE: '1', SANDBOX_TASK_SECONDS: '0.2', MAX_PREDICTION_AGE_SECONDS: '1' });
     const [id] = await createBatch(t, 1);
-    const [p] = await waitTerminal(t, [id!]);
+    const [p] = await waitTerminal(t, [must(id)]);
     expect(p).toMatchObject({ status: 'FAILED', error: 'gave up: no final status from upstream within 1 s' });
     expect(p.upstreamId).toMatch(/^sbx-.*-h-/);
   });
@@ -79,7 +80,7 @@ describe('under heavy upstream faults', () => {
     });
     const t = await startApp({ WAVESPEED_BASE_URL: upstream });
     const [id] = await createBatch(t, 1);
-    const [p] = await waitTerminal(t, [id!]);
+    const [p] = await waitTerminal(t, [must(id)]);
     expect(p).toMatchObject({
       status: 'FAILED',
       upstreamId: null,
@@ -97,7 +98,7 @@ describe('under heavy upstream faults', () => {
     const t = await startApp({ WAVESPEED_BASE_URL: upstream });
     await createBatch(t, 1);
     await waitFor(() => seen.length, (n) => n >= 1);
-    const first = seen[0]!;
+    const first = must(seen[0]);
     // A prediction created during the pause has no failure of its own to wait out: only the
     // poller-wide pause keeps it from being submitted at once.
     await new Promise((r) => setTimeout(r, 200));
@@ -113,7 +114,7 @@ function rawGetStatus(base: string, path: string): Promise<number> {
   return new Promise((resolve, reject) => {
     request(`${base}${path}`, (res) => {
       res.resume();
-      resolve(res.statusCode!);
+      resolve(must(res.statusCode));
     })
       .on('error', reject)
       .end();
@@ -124,7 +125,7 @@ describe('kept outputs', () => {
   test('a completed output is copied into DATA_DIR/media and served by the gateway with Range support', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3' });
     const [id] = await createBatch(t, 1);
-    const [p] = await waitTerminal(t, [id!]);
+    const [p] = await waitTerminal(t, [must(id)]);
     expect(p.status).toBe('COMPLETED');
     const sha = createHash('sha256').update(sandboxVideo).digest('hex');
     expect(p.keptOutputs).toEqual([`${t.url}/media/${sha}.mp4`]);
@@ -148,7 +149,7 @@ describe('kept outputs', () => {
     mkdirSync(dataDir);
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3', DATA_DIR: dataDir });
     const [id] = await createBatch(t, 1);
-    const [p] = await waitTerminal(t, [id!]);
+    const [p] = await waitTerminal(t, [must(id)]);
     const res = await fetch(p.keptOutputs[0]);
     expect(res.status).toBe(200);
     expect(Buffer.from(await res.arrayBuffer()).equals(sandboxVideo)).toBe(true);
@@ -157,7 +158,7 @@ describe('kept outputs', () => {
   test('with KEEP_OUTPUTS=false only upstream URLs are given', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3', KEEP_OUTPUTS: 'false' });
     const [id] = await createBatch(t, 1);
-    const [p] = await waitTerminal(t, [id!]);
+    const [p] = await waitTerminal(t, [must(id)]);
     expect(p).toMatchObject({ status: 'COMPLETED', keptOutputs: [] });
     expect(p.outputs).toHaveLength(1);
   });
@@ -167,47 +168,47 @@ describe('shutdown', () => {
   test('stop() cancels a poll in flight instead of waiting for it, and leaves the prediction due for the next start', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '600', UPSTREAM_TIMEOUT_MS: '30000' });
     const [id] = await createBatch(t, 1);
-    await waitFor(() => t.app.store.findById(id!)!.upstreamId, (u) => u !== null);
-    t.app.sandbox!.setFaults({ slowRate: 1, slowMs: 20_000 });
-    await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
+    await waitFor(() => t.app.store.findById(must(id))?.upstreamId, (u) => u !== null);
+    t.app.sandbox?.setFaults({ slowRate: 1, slowMs: 20_000 });
+    await waitFor(() => t.app.sandbox?.stats.faults.slow, (n) => n === 1);
     const started = Date.now();
     await t.app.poller.stop();
     // The sandbox would answer only after 20 s; stopping must not wait for that.
     expect(Date.now() - started).toBeLessThan(10_000);
-    const row = t.app.store.findById(id!)!;
+    const row = must(t.app.store.findById(must(id)));
     expect(row).toMatchObject({ attempts: 0, error: null });
-    expect(row.nextPollAt!.getTime()).toBeLessThanOrEqual(Date.now());
+    expect(row.nextPollAt?.getTime()).toBeLessThanOrEqual(Date.now());
   });
 
   test('stop() lets a submission in flight finish and records it, so a restart cannot submit it twice', async () => {
     const t = await startApp({ SANDBOX_SLOW_RATE: '1', SANDBOX_SLOW_MS: '1000', UPSTREAM_TIMEOUT_MS: '10000' });
     const [id] = await createBatch(t, 1);
-    await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
+    await waitFor(() => t.app.sandbox?.stats.faults.slow, (n) => n === 1);
     await t.app.poller.stop();
-    expect(t.app.store.findById(id!)!.upstreamId).toMatch(/^sbx-/);
-    expect(t.app.sandbox!.stats.submissions).toBe(1);
+    expect(t.app.store.findById(must(id))?.upstreamId).toMatch(/^sbx-/);
+    expect(t.app.sandbox?.stats.submissions).toBe(1);
   });
 });
 
 describe('scheduling', () => {
   test('a request stuck upstream does not hold back other predictions', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3', UPSTREAM_TIMEOUT_MS: '20000' });
-    t.app.sandbox!.setFaults({ slowRate: 1, slowMs: 6000 });
+    t.app.sandbox?.setFaults({ slowRate: 1, slowMs: 6000 });
     const [stuck] = await createBatch(t, 1);
-    await waitFor(() => t.app.sandbox!.stats.faults.slow, (n) => n === 1);
-    t.app.sandbox!.setFaults({ slowRate: 0 });
+    await waitFor(() => t.app.sandbox?.stats.faults.slow, (n) => n === 1);
+    t.app.sandbox?.setFaults({ slowRate: 0 });
     const [quick] = await createBatch(t, 1);
-    await waitFor(() => t.app.store.findById(quick!)!.status, (s) => s === 'COMPLETED', 5000);
+    await waitFor(() => t.app.store.findById(must(quick))?.status, (s) => s === 'COMPLETED', 5000);
     // The stuck submission is still waiting for its answer.
-    expect(t.app.store.findById(stuck!)!.upstreamId).toBeNull();
+    expect(t.app.store.findById(must(stuck))?.upstreamId).toBeNull();
   });
 
   test('polls that change nothing leave version and updatedAt alone', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '600' });
     const [id] = await createBatch(t, 1);
-    const processing = await waitFor(() => t.app.store.findById(id!)!, (r) => r.upstreamId !== null);
-    await waitFor(() => t.app.store.findById(id!)!.pollCount, (n) => n >= processing.pollCount + 3);
-    const later = t.app.store.findById(id!)!;
+    const processing = await waitFor(() => must(t.app.store.findById(must(id))), (r) => r.upstreamId !== null);
+    await waitFor(() => must(t.app.store.findById(must(id))).pollCount, (n) => n >= processing.pollCount + 3);
+    const later = must(t.app.store.findById(must(id)));
     expect(later.version).toBe(processing.version);
     expect(later.updatedAt).toEqual(processing.updatedAt);
   });
@@ -220,7 +221,7 @@ describe('scheduling', () => {
     });
     const t = await startApp({ WAVESPEED_BASE_URL: upstream });
     const [id] = await createBatch(t, 1);
-    const [p] = await waitTerminal(t, [id!]);
+    const [p] = await waitTerminal(t, [must(id)]);
     expect(p).toMatchObject({ status: 'FAILED', upstreamId: 'up-1', error: 'prompt flagged by moderation' });
   });
 
@@ -228,7 +229,7 @@ describe('scheduling', () => {
     // Polls are 10 s apart, so the prediction's age passes the limit before the poller looks again.
     const t = await startApp({ SANDBOX_TASK_SECONDS: '1', MAX_PREDICTION_AGE_SECONDS: '2', POLL_INITIAL_MS: '3000', POLL_GROWTH: '0', POLL_MAX_MS: '3000' });
     const [id] = await createBatch(t, 1);
-    const [p] = await waitTerminal(t, [id!]);
+    const [p] = await waitTerminal(t, [must(id)]);
     expect(p.status).toBe('COMPLETED');
   });
 });
@@ -256,7 +257,7 @@ describe('sandbox fault controls', () => {
       expect(res.status).toBe(400);
       expect(((await res.json()) as { message: string }).message).toContain(message);
     }
-    expect(t.app.sandbox!.setFaults({})).toMatchObject({ serverErrorRate: 0.5, slowMs: 100, failureRate: 0 });
+    expect(t.app.sandbox?.setFaults({})).toMatchObject({ serverErrorRate: 0.5, slowMs: 100, failureRate: 0 });
   });
 });
 
@@ -273,7 +274,7 @@ test('a submission answered with a completed result is recorded once and its out
   });
   const t = await startApp({ WAVESPEED_BASE_URL: upstream });
   const [id] = await createBatch(t, 1);
-  const [p] = await waitTerminal(t, [id!]);
+  const [p] = await waitTerminal(t, [must(id)]);
   expect(p).toMatchObject({ status: 'COMPLETED', upstreamId: 'cached-1' });
   expect(p.keptOutputs).toHaveLength(1);
   expect(submissions).toBe(1);

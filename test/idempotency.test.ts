@@ -4,6 +4,7 @@ import { openDatabase } from '../src/db/client.js';
 import { IDEMPOTENCY_TTL_MS, IdempotencyStore } from '../src/db/idempotency.js';
 import { postGraphql, startApp, tempDir, waitFor } from './helpers/app.js';
 import { bearer } from './helpers/keys.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($input: CreateVideoInput!) { createVideo(input: $input) { id status input { prompt } } }`;
 
@@ -19,14 +20,14 @@ test('a retried createVideo with the same idempotency key and input returns the 
   const input = { prompt: 'a lighthouse at dusk', idempotencyKey: 'order-17' };
   const first = await t.create(key, input);
   const id = first.body.data.createVideo.id;
-  await waitFor(() => t.app.store.findById(id)!.upstreamId, (u) => u !== null);
+  await waitFor(() => t.app.store.findById(id)?.upstreamId, (u) => u !== null);
   // Retries, sequential and concurrent, after the submission; more of them than the key's rate allows.
   const again = await t.create(key, input);
   const burst = await Promise.all(Array.from({ length: 5 }, () => t.create(key, input)));
   for (const r of [again, ...burst]) expect(r.body).toEqual({ data: { createVideo: { id, status: expect.any(String), input: { prompt: input.prompt } } } });
   expect(t.app.store.count()).toBe(1);
   await t.app.poller.runOnce();
-  expect(t.app.sandbox!.stats.submissions).toBe(1);
+  expect(t.app.sandbox?.stats.submissions).toBe(1);
   // Defaults count as the input: an explicit default is the same request.
   expect((await t.create(key, { ...input, enablePromptExpansion: true })).body.data.createVideo.id).toBe(id);
 });
@@ -39,9 +40,9 @@ test('concurrent first calls with one idempotency key create exactly one predict
   const ids = new Set(results.map((r) => r.body.data.createVideo.id));
   expect(ids.size).toBe(1);
   expect(t.app.store.count()).toBe(1);
-  await waitFor(() => t.app.store.findById([...ids][0]!)!.upstreamId, (u) => u !== null);
+  await waitFor(() => t.app.store.findById(must([...ids][0]))?.upstreamId, (u) => u !== null);
   await t.app.poller.runOnce();
-  expect(t.app.sandbox!.stats.submissions).toBe(1);
+  expect(t.app.sandbox?.stats.submissions).toBe(1);
 });
 
 test('the same idempotency key with a different input fails with IDEMPOTENCY_CONFLICT and stores nothing; keys of other callers are separate', async () => {

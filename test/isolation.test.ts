@@ -30,9 +30,9 @@ test("prediction and predictions show only the caller's own; another owner's id 
   expect((await as(bob, GET, { id: a1 })).data.prediction).toBeNull();
   expect((await as(alice, GET, { id: b1 })).data.prediction).toBeNull();
 
-  expect((await as(alice, LIST)).data.predictions.nodes.map((n: any) => n.id)).toEqual([a2, a1]);
+  expect((await as(alice, LIST)).data.predictions.nodes.map((n: { id: string }) => n.id)).toEqual([a2, a1]);
   expect((await as(bob, LIST)).data.predictions.nodes).toEqual([{ id: b1, input: { prompt: 'bob one' } }]);
-  expect((await as(bob, LIST, { status: 'CREATED' })).data.predictions.nodes.map((n: any) => n.id)).not.toContain(a1);
+  expect((await as(bob, LIST, { status: 'CREATED' })).data.predictions.nodes.map((n: { id: string }) => n.id)).not.toContain(a1);
   // Paging stays within the owner's rows: alice's second page after a2 holds only a1.
   const page = await as(alice, `{ predictions(first: 1) { nodes { id } pageInfo { endCursor hasNextPage } } }`);
   expect(page.data.predictions.nodes).toEqual([{ id: a2 }]);
@@ -57,7 +57,8 @@ test("predictionUpdated over graphql-ws and SSE follows the caller's own predict
   await unknownWs.done.catch(() => {});
   await foreignSse.done;
   await bobOnA.done.catch(() => {});
-  const codeAndMessage = (errors: unknown[]) => errors.map((e: any) => [e.extensions?.code, e.message.replace(/"[^"]*"/, '"…"')]);
+  const codeAndMessage = (errors: unknown[]) =>
+    (errors as Array<{ message: string; extensions?: { code?: string } }>).map((e) => [e.extensions?.code, e.message.replace(/"[^"]*"/, '"…"')]);
   expect(foreignWs.values).toEqual([]);
   expect(codeAndMessage(foreignWs.errors)).toEqual([['NOT_FOUND', 'no prediction with id "…"']]);
   expect(codeAndMessage(foreignWs.errors)).toEqual(codeAndMessage(unknownWs.errors));

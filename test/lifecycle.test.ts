@@ -23,7 +23,7 @@ describe('a prediction from createVideo to COMPLETED on the sandbox', () => {
     const [wsValues, sseValues] = await Promise.all([ws.done, sse.done]);
 
     for (const values of [wsValues, sseValues]) {
-      expect(distinct(values.map((v: any) => v.predictionUpdated.status))).toEqual(['CREATED', 'PROCESSING', 'COMPLETED']);
+      expect(distinct(values.map((v) => v.predictionUpdated.status))).toEqual(['CREATED', 'PROCESSING', 'COMPLETED']);
     }
     expect(ws.errors).toEqual([]);
     expect(sse.errors).toEqual([]);
@@ -53,16 +53,16 @@ describe('a prediction from createVideo to COMPLETED on the sandbox', () => {
     await waitFor(() => gql(GET, { id }), (r) => r.body.data.prediction.status === 'COMPLETED');
     const late = wsSubscribe(wsClient(url), FOLLOW, { id });
     const values = await late.done;
-    expect(values.map((v: any) => v.predictionUpdated.status)).toEqual(['COMPLETED']);
+    expect(values.map((v) => v.predictionUpdated.status)).toEqual(['COMPLETED']);
   });
 
   test('an upstream task failure ends FAILED with the upstream error, seen live', async () => {
     const { url, gql, app } = await startApp();
-    app.sandbox!.setFaults({ failureRate: 1 });
+    app.sandbox?.setFaults({ failureRate: 1 });
     const { id } = (await gql(CREATE, { input: { prompt: 'doomed', enablePromptExpansion: false } })).body.data.createVideo;
     const ws = wsSubscribe(wsClient(url), FOLLOW, { id });
     const values = await ws.done;
-    expect(distinct(values.map((v: any) => v.predictionUpdated.status))).toEqual(['CREATED', 'PROCESSING', 'FAILED']);
+    expect(distinct(values.map((v) => v.predictionUpdated.status))).toEqual(['CREATED', 'PROCESSING', 'FAILED']);
     const last = values.at(-1).predictionUpdated;
     expect(last.error).toBe('sandbox: injected task failure');
     expect(last.outputs).toEqual([]);
@@ -95,13 +95,13 @@ describe('queries', () => {
     for (let i = 0; i < 5; i++) ids.push((await gql(CREATE, { input: { prompt: `video ${i}` } })).body.data.createVideo.id);
     const LIST = `query($first: Int, $after: String, $status: PredictionStatus) { predictions(first: $first, after: $after, status: $status) { nodes { id } edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }`;
     const page1 = (await gql(LIST, { first: 2 })).body.data.predictions;
-    expect(page1.nodes.map((n: any) => n.id)).toEqual([ids[4], ids[3]]);
+    expect(page1.nodes.map((n: { id: string }) => n.id)).toEqual([ids[4], ids[3]]);
     expect(page1.pageInfo.hasNextPage).toBe(true);
     expect(page1.edges[1].cursor).toBe(page1.pageInfo.endCursor);
     const page2 = (await gql(LIST, { first: 2, after: page1.pageInfo.endCursor })).body.data.predictions;
-    expect(page2.nodes.map((n: any) => n.id)).toEqual([ids[2], ids[1]]);
+    expect(page2.nodes.map((n: { id: string }) => n.id)).toEqual([ids[2], ids[1]]);
     const page3 = (await gql(LIST, { first: 2, after: page2.pageInfo.endCursor })).body.data.predictions;
-    expect(page3.nodes.map((n: any) => n.id)).toEqual([ids[0]]);
+    expect(page3.nodes.map((n: { id: string }) => n.id)).toEqual([ids[0]]);
     expect(page3.pageInfo).toEqual({ hasNextPage: false, endCursor: page3.edges[0].cursor });
     expect((await gql(LIST, { status: 'CREATED' })).body.data.predictions.nodes).toHaveLength(5);
     expect((await gql(LIST, { status: 'COMPLETED' })).body.data.predictions).toEqual({ nodes: [], edges: [], pageInfo: { hasNextPage: false, endCursor: null } });

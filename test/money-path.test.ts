@@ -2,6 +2,7 @@ import { describe, expect, test } from 'vitest';
 import type { PredictionRow } from '../src/db/schema.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
 import { capturedLogger, record, stubUpstream, type StubUpstream } from './helpers/stub-upstream.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 
@@ -11,7 +12,7 @@ async function create(t: TestApp, prompt: string): Promise<string> {
   return res.body.data.createVideo.id;
 }
 
-const row = (t: TestApp, id: string) => t.app.store.findById(id)!;
+const row = (t: TestApp, id: string) => must(t.app.store.findById(id));
 const final = (r: PredictionRow) => r.status === 'COMPLETED' || r.status === 'FAILED';
 const settled = (t: TestApp, ids: string[], timeoutMs = 30_000) =>
   waitFor(() => ids.map((id) => row(t, id)), (rs) => rs.every(final), timeoutMs);
@@ -23,7 +24,7 @@ const withStub = (stub: StubUpstream, env: Record<string, string> = {}, log = ca
 describe('ambiguous submissions are reconciled, not resent', () => {
   test('a stall past the timeout and a 502 after the task was created: 10 predictions, exactly one upstream task each', async () => {
     const t = await startApp({ UPSTREAM_TIMEOUT_MS: '300', SANDBOX_SLOW_MS: '1000', SANDBOX_TASK_SECONDS: '1', SUBMIT_RECONCILE_GRACE_MS: '10000' });
-    const sandbox = t.app.sandbox!;
+    const sandbox = must(t.app.sandbox);
     sandbox.setFaults({ acceptThenErrorRate: 1 });
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push(await create(t, `answered 502 ${i}`));
@@ -61,7 +62,7 @@ describe('ambiguous submissions are reconciled, not resent', () => {
     expect(done).toMatchObject({ status: 'COMPLETED', upstreamId: 'stub-1', submitAttempts: 1, error: null });
     expect(stub.counts.submit).toBe(1);
     expect(stub.counts.list).toBeGreaterThanOrEqual(1);
-    const token = done!.webhookToken!;
+    const token = must(done?.webhookToken);
     expect(token).toBeTruthy();
     expect(logs.lines.join('\n')).not.toContain(token);
     expect(logs.lines.join('\n')).not.toContain('webhook=');
@@ -87,8 +88,8 @@ describe('ambiguous submissions are reconciled, not resent', () => {
     const t = await withStub(stub, { SUBMIT_RECONCILE_GRACE_MS: '200', MAX_SUBMISSIONS_PER_PREDICTION: '2' });
     const id = await create(t, 'never confirmed');
     const [done] = await settled(t, [id]);
-    expect(done!.status).toBe('FAILED');
-    expect(done!.error).toMatch(/^SUBMISSION_UNCERTAIN: upstream never confirmed a task for this prediction after 2 submissions/);
+    expect(done?.status).toBe('FAILED');
+    expect(done?.error).toMatch(/^SUBMISSION_UNCERTAIN: upstream never confirmed a task for this prediction after 2 submissions/);
     await t.app.poller.runOnce();
     expect(stub.counts.submit).toBe(2);
   });
@@ -135,7 +136,7 @@ describe('ambiguous submissions are reconciled, not resent', () => {
 describe('account errors pause, they do not fail', () => {
   test('a 401 period of a few seconds leaves every prediction unfailed, /readyz says why, and all complete afterwards', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.5' });
-    const sandbox = t.app.sandbox!;
+    const sandbox = must(t.app.sandbox);
     sandbox.setFaults({ unauthorizedSeconds: 3 });
     const paused = new Promise((resolve) => t.app.poller.once('paused', resolve));
     const ids: string[] = [];
@@ -173,12 +174,12 @@ describe('bounded waits and a loop that never dies', () => {
     const paused = new Promise<{ until: number }>((resolve) => t.app.poller.once('paused', resolve));
     const id = await create(t, 'told to wait forever');
     const pause = await paused;
-    expect(pause.until - sent[0]!).toBeLessThanOrEqual(1000 + 50);
+    expect(pause.until - must(sent[0])).toBeLessThanOrEqual(1000 + 50);
     const waiting = row(t, id);
     expect(waiting.nextPollAt).not.toBeNull(); // an impossible date would have been stored as NULL: never polled again
-    expect(waiting.nextPollAt!.getTime() - sent[0]!).toBeLessThanOrEqual(1000 + 250 + 50);
+    expect(must(waiting.nextPollAt).getTime() - must(sent[0])).toBeLessThanOrEqual(1000 + 250 + 50);
     const [done] = await settled(t, [id]);
-    expect(done!.status).toBe('COMPLETED');
+    expect(done?.status).toBe('COMPLETED');
     expect(sent).toHaveLength(2);
   });
 
@@ -199,7 +200,7 @@ describe('bounded waits and a loop that never dies', () => {
     await waitFor(() => failures, (n) => n === 3);
     store.due = due;
     const [done] = await settled(t, [id]);
-    expect(done!.status).toBe('COMPLETED');
+    expect(done?.status).toBe('COMPLETED');
     expect(logs.lines.filter((l) => l.includes('poller pass failed'))).toHaveLength(1);
   });
 
@@ -208,8 +209,8 @@ describe('bounded waits and a loop that never dies', () => {
     const t = await withStub(stub, { MAX_PREDICTION_AGE_SECONDS: '1' });
     const id = await create(t, 'polls never answer');
     const [done] = await settled(t, [id]);
-    expect(done!.status).toBe('FAILED');
-    expect(done!.error).toBe('gave up: no final status from upstream within 1 s (last error: upstream answered HTTP 500: down)');
+    expect(done?.status).toBe('FAILED');
+    expect(done?.error).toBe('gave up: no final status from upstream within 1 s (last error: upstream answered HTTP 500: down)');
     expect(stub.counts.submit).toBe(1);
   });
 });

@@ -5,6 +5,7 @@ import { createLogger } from '../src/log.js';
 import { createWebPage } from '../src/server/page.js';
 import { startApp, tempDir } from './helpers/app.js';
 import { listen } from './helpers/listen.js';
+import { must } from './helpers/must.js';
 
 describe('the web page assets at /, /app.js, /app.css', () => {
   test('served from this origin with a same-origin CSP, the script bundled with graphql-ws inside, ETags answered with 304', async () => {
@@ -29,7 +30,7 @@ describe('the web page assets at /, /app.js, /app.css', () => {
     expect(js).not.toMatch(/\bimport\s*["'{*]/); // one self-contained file, no bare imports left
     expect(js).toContain('IMAGE_ASPECT_RATIO'); // the shared image rules came along
 
-    const etag = script.headers.get('etag')!;
+    const etag = must(script.headers.get('etag'));
     const again = await fetch(`${url}/app.js`, { headers: { 'if-none-match': etag } });
     expect(again.status).toBe(304);
     expect(await again.text()).toBe('');
@@ -56,7 +57,7 @@ describe('the web page assets at /, /app.js, /app.css', () => {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'main.ts'), 'export const broken = ;');
     const page = createWebPage({ log: createLogger('silent'), dir });
-    const url = await listen((req, res) => void page.serve(req, res, new URL(req.url!, 'http://x').pathname));
+    const url = await listen((req, res) => void page.serve(req, res, new URL(must(req.url), 'http://x').pathname));
     const first = await fetch(`${url}/app.js`);
     expect(first.status).toBe(500);
     expect(await first.text()).toBe('the web page could not be built; see the server log');

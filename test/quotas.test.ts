@@ -1,8 +1,9 @@
 import { describe, expect, test } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { postGraphql, startApp, waitFor } from './helpers/app.js';
+import { type GqlResult, postGraphql, startApp, waitFor } from './helpers/app.js';
 import { sseSubscribe, wsClient, wsSubscribe } from './helpers/clients.js';
 import { bearer } from './helpers/keys.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const WATCH = `subscription($id: ID!) { predictionUpdated(id: $id) { status } }`;
@@ -24,11 +25,11 @@ describe('per-key quotas', () => {
     const refused = await t.create(own, 'one too many');
     expect(refused.status).toBe(429);
     expect(refused.body.data).toBeNull();
-    const err = refused.body.errors![0]!;
+    const err = must(refused.body.errors?.[0]);
     expect(err.extensions).toMatchObject({ code: 'RATE_LIMITED' });
-    expect(err.extensions!.retryAfter).toBeGreaterThanOrEqual(1);
-    expect(err.extensions!.retryAfter).toBeLessThanOrEqual(60);
-    expect(err.message).toContain(`retry in ${err.extensions!.retryAfter} s`);
+    expect(err.extensions?.retryAfter).toBeGreaterThanOrEqual(1);
+    expect(err.extensions?.retryAfter).toBeLessThanOrEqual(60);
+    expect(err.message).toContain(`retry in ${err.extensions?.retryAfter} s`);
     const res = await fetch(`${t.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(own) }, body: JSON.stringify({ query: CREATE, variables: { p: 'x' } }) });
     expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
     // KEY_CREATES_PER_MINUTE for a key without a limit of its own.
@@ -50,7 +51,7 @@ describe('per-key quotas', () => {
     expect(t.app.store.count()).toBe(2);
     // Another key has its own count.
     expect((await t.create(t.key('idle'))).status).toBe(200);
-    await waitFor(() => t.app.store.findById(first)!.status, (s) => s === 'COMPLETED');
+    await waitFor(() => t.app.store.findById(first)?.status, (s) => s === 'COMPLETED');
     expect((await t.create(k, 'three, later')).body.data.createVideo.id).toBeTypeOf('string');
     // A key's own limit overrides the default.
     const solo = t.key('solo', { maxInFlight: 1 });
@@ -69,7 +70,7 @@ describe('per-key quotas', () => {
     const extra = wsSubscribe(client, WATCH, { id });
     await expect(extra.done).rejects.toEqual([expect.objectContaining({ extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } })]);
     expect(subs.filter((s) => s.values.some((v) => v.predictionUpdated.status === 'COMPLETED'))).toHaveLength(0);
-    const histories = await Promise.all(subs.map((s) => s.done.then((v) => [...new Set(v.map((x: any) => x.predictionUpdated.status))].join('>'))));
+    const histories = await Promise.all(subs.map((s) => s.done.then((v) => [...new Set(v.map((x) => x.predictionUpdated.status))].join('>'))));
     // Each saw COMPLETED arrive after the refusal (none had it then), PROCESSING before it.
     expect(histories.filter((h) => !/(^|>)PROCESSING>COMPLETED$/.test(h))).toEqual([]);
     // Once they are done the socket takes new ones again.
@@ -92,7 +93,7 @@ describe('per-key quotas', () => {
       headers: { accept: 'text/event-stream', 'content-type': 'application/json', ...bearer(k) },
       body: JSON.stringify({ query: WATCH, variables: { id } }),
     });
-    expect([sse.status, ((await sse.json()) as any).errors[0].extensions.code]).toEqual([429, 'TOO_MANY_SOCKETS']);
+    expect([sse.status, ((await sse.json()) as GqlResult<unknown>).errors?.[0]?.extensions?.code]).toEqual([429, 'TOO_MANY_SOCKETS']);
     // Another key is not affected, and plain queries are not sockets.
     expect((await t.create(k)).status).toBe(200);
     const other = t.key('other');
@@ -109,7 +110,10 @@ describe('limits that hold under variables', () => {
     for (let i = 0; i < 3; i++) await t.gql(CREATE, { p: `row ${i}` });
     let reads = 0;
     const list = t.app.store.list.bind(t.app.store);
-    t.app.store.list = (opts) => (reads++, list(opts));
+    t.app.store.list = (opts) => {
+      reads++;
+      return list(opts);
+    };
 
     const viaVariable = await t.gql(`query($f: Int!) { ${aliases(20, 'first: $f')} }`, { f: 100 });
     expect(viaVariable.status).toBe(400);

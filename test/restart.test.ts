@@ -25,7 +25,7 @@ test('a server killed with SIGKILL mid-flight is restarted on the same database 
   const streams = ids.map((id) => wsSubscribe(client, FOLLOW, { id }));
   const results = await Promise.all(streams.map((s) => s.done));
   for (const values of results) {
-    const statuses = distinct(values.map((v: any) => v.predictionUpdated.status));
+    const statuses = distinct(values.map((v) => v.predictionUpdated.status));
     expect(statuses.at(-1)).toBe('COMPLETED');
     expect(values.at(-1).predictionUpdated.outputs[0]).toMatch(/\/sandbox\/media\/sbx-.*\.mp4$/);
   }
@@ -49,7 +49,7 @@ test('SIGKILL in the middle of a faulty batch, then a restart on the same databa
   const second = await spawnServer(env);
   const final = await waitFor(
     () => Promise.all(ids.map(async (id) => (await postGraphql(second.url, `query($id: ID!) { prediction(id: $id) { status upstreamId error } }`, { id })).body.data.prediction)),
-    (ps) => ps.every((p: any) => p.status === 'COMPLETED' || p.status === 'FAILED'),
+    (ps) => ps.every((p) => p.status === 'COMPLETED' || p.status === 'FAILED'),
     45_000,
   );
   for (const p of final) {

@@ -31,19 +31,19 @@ test("the sandbox posts webhooks only to this gateway's own webhook route", asyn
   ];
   for (const webhook of refused) {
     const r = await submit(url, webhook);
-    expect([webhook, r.status, ((await r.json()) as any).message]).toEqual([webhook, 400, "webhook must be this gateway's own webhook route"]);
+    expect([webhook, r.status, ((await r.json()) as { message: string }).message]).toEqual([webhook, 400, "webhook must be this gateway's own webhook route"]);
   }
-  expect(app.sandbox!.stats.submissions).toBe(0);
+  expect(app.sandbox?.stats.submissions).toBe(0);
   const accepted = await submit(url, `${url}/webhooks/wavespeed/some-id?token=abc`);
   expect(accepted.status).toBe(200);
-  expect(app.sandbox!.stats.submissions).toBe(1);
+  expect(app.sandbox?.stats.submissions).toBe(1);
   expect(hits).toBe(0);
 });
 
 test('without PUBLIC_URL the sandbox accepts no webhook at all', async () => {
   const { url, app } = await startApp();
   expect((await submit(url, `${url}/webhooks/wavespeed/x?token=t`)).status).toBe(400);
-  expect(app.sandbox!.stats.submissions).toBe(0);
+  expect(app.sandbox?.stats.submissions).toBe(0);
 });
 
 test('the control route and the API answer only direct loopback requests, not ones a reverse proxy forwarded', async () => {
@@ -59,7 +59,7 @@ test('the control route and the API answer only direct loopback requests, not on
   ];
   for (const forwarded of proxyHeaders) {
     const r = await control(forwarded);
-    expect([forwarded, r.status, ((await r.json()) as any).message]).toEqual([forwarded, 403, 'the sandbox API answers only direct requests from this machine']);
+    expect([forwarded, r.status, ((await r.json()) as { message: string }).message]).toEqual([forwarded, 403, 'the sandbox API answers only direct requests from this machine']);
     // Nor may a relayed caller submit (the sandbox would store what it is sent) or read the task list.
     const submitted = await fetch(`${url}/sandbox/api/v3/minimax/video-01`, {
       method: 'POST',
@@ -70,8 +70,8 @@ test('the control route and the API answer only direct loopback requests, not on
     const listed = await fetch(`${url}/sandbox/api/v3/predictions`, { method: 'POST', headers: { authorization: 'Bearer any', ...forwarded }, body: '{}' });
     expect(listed.status).toBe(403);
   }
-  expect(app.sandbox!.stats.submissions).toBe(0);
-  expect(app.sandbox!.stats.listRequests).toBe(0);
+  expect(app.sandbox?.stats.submissions).toBe(0);
+  expect(app.sandbox?.stats.listRequests).toBe(0);
   // The media stay public: outputs are links that clients follow (404 here only because no task exists).
   expect((await fetch(`${url}/sandbox/media/sbx-none.mp4`, { headers: { 'x-forwarded-for': '203.0.113.7' } })).status).toBe(404);
   const post = await fetch(`${url}/sandbox/_control/faults`, {
@@ -80,9 +80,9 @@ test('the control route and the API answer only direct loopback requests, not on
     body: JSON.stringify({ serverErrorRate: 1 }),
   });
   expect(post.status).toBe(403);
-  expect(((await (await control()).json()) as any).serverErrorRate).toBe(0);
+  expect(((await (await control()).json()) as { serverErrorRate: number }).serverErrorRate).toBe(0);
   // A web page cannot switch faults either (a text/plain POST needs no preflight).
   const fromPage = await fetch(`${url}/sandbox/_control/faults`, { method: 'POST', headers: { origin: 'https://evil.example', 'content-type': 'text/plain' }, body: '{"serverErrorRate":1}' });
   expect(fromPage.status).toBe(403);
-  expect(((await (await control()).json()) as any).serverErrorRate).toBe(0);
+  expect(((await (await control()).json()) as { serverErrorRate: number }).serverErrorRate).toBe(0);
 });

@@ -1,6 +1,7 @@
 import { expect, test } from 'vitest';
 import { scaledClock } from '../src/clock.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const TASK_SECONDS = 180;
@@ -10,8 +11,8 @@ async function getsPerPrediction(env: Record<string, string>): Promise<number[]>
   const t: TestApp = await startApp({ SANDBOX_TASK_SECONDS: String(TASK_SECONDS), ...env }, { clock: scaledClock(SPEED) });
   const ids: string[] = [];
   for (let i = 0; i < 4; i++) ids.push((await t.gql(CREATE, { p: `long ${i}` })).body.data.createVideo.id);
-  const rows = await waitFor(() => ids.map((id) => t.app.store.findById(id)!), (rs) => rs.every((r) => r.status === 'COMPLETED'), 30_000);
-  return rows.map((r) => t.app.sandbox!.stats.resultRequests.get(r.upstreamId!)!);
+  const rows = await waitFor(() => ids.map((id) => must(t.app.store.findById(id))), (rs) => rs.every((r) => r.status === 'COMPLETED'), 30_000);
+  return rows.map((r) => must(t.app.sandbox?.stats.resultRequests.get(must(r.upstreamId))));
 }
 
 test('the adaptive schedule spends far fewer upstream GETs on a 3-minute task than a 1-second loop', async () => {

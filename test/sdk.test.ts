@@ -16,7 +16,7 @@ test('the official wavespeed SDK completes a run against the sandbox and gets a 
 
 test('the official SDK reports a sandbox task failure, and is refused without a key', async () => {
   const { url, app } = await startApp({ SANDBOX_TASK_SECONDS: '0.5' });
-  app.sandbox!.setFaults({ failureRate: 1 });
+  app.sandbox?.setFaults({ failureRate: 1 });
   const sdk = new Client('any-key', { baseUrl: `${url}/sandbox`, maxRetries: 0 });
   await expect(sdk.run('minimax/video-01', { prompt: 'doomed' }, { timeout: 20, pollInterval: 0.2 })).rejects.toThrow('sandbox: injected task failure');
   const keyless = new Client(' ', { baseUrl: `${url}/sandbox`, maxRetries: 0 });

@@ -6,6 +6,7 @@ import { describe, expect, test } from 'vitest';
 import { startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { freePort, spawnServer } from './helpers/process.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -48,7 +49,7 @@ async function createVideo(t: TestApp, prompt: string) {
 describe('a full disk', () => {
   test('createVideo answers STORAGE_UNAVAILABLE with no id, nothing is submitted while full, and the poller resumes by itself once space is freed', async () => {
     const upstream = await startApp({ SANDBOX_TASK_SECONDS: '0.5' });
-    const sandbox = upstream.app.sandbox!;
+    const sandbox = must(upstream.app.sandbox);
     const dataDir = smallDisk();
     const t = await startApp({ DATA_DIR: dataDir, WAVESPEED_API_KEY: 'k', WAVESPEED_BASE_URL: `${upstream.url}/sandbox`, POLL_MAX_MS: '200' });
     const poller = t.app.poller;
@@ -84,7 +85,7 @@ describe('a full disk', () => {
     const later = await createVideo(t, 'after the disk was freed');
     expect(later.body.errors).toBeUndefined();
     const ids = [waitingId, later.body.data.createVideo.id as string];
-    const rows = await waitFor(() => ids.map((id) => t.app.store.findById(id)!), (rs) => rs.every((r) => r.status === 'COMPLETED'), 30_000);
+    const rows = await waitFor(() => ids.map((id) => must(t.app.store.findById(id))), (rs) => rs.every((r) => r.status === 'COMPLETED'), 30_000);
     expect(rows.every((r) => r.submitAttempts === 1)).toBe(true);
     expect(sandbox.stats.submissions).toBe(2);
     expect((await fetch(`${t.url}/readyz`)).status).toBe(200);
@@ -108,7 +109,7 @@ describe('a full disk', () => {
       expect(r.body.errors?.[0]?.extensions?.code).toBe('STORAGE_UNAVAILABLE');
     }
     expect(t.app.store.count()).toBe(before);
-    expect(t.app.sandbox!.stats.submissions).toBe(0);
+    expect(t.app.sandbox?.stats.submissions).toBe(0);
   });
 });
 

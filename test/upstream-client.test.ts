@@ -3,6 +3,7 @@ import { UpstreamError, WaveSpeedClient, parseRetryAfter } from '../src/upstream
 import { startApp } from './helpers/app.js';
 import { listen } from './helpers/listen.js';
 import { freePort } from './helpers/process.js';
+import { must } from './helpers/must.js';
 
 
 const client = (baseUrl: string, apiKey = 'k', timeoutMs = 2000) => new WaveSpeedClient({ baseUrl, apiKey, timeoutMs });
@@ -80,7 +81,7 @@ describe('WaveSpeedClient error mapping', () => {
     await client(base, 'secret').submit({ prompt: 'p', image: 'https://example.invalid/a.png', enablePromptExpansion: false }, { webhook: 'http://h/w?t=1' });
     expect(seen.url).toBe('/api/v3/minimax/video-01?webhook=http%3A%2F%2Fh%2Fw%3Ft%3D1');
     expect(seen.auth).toBe('Bearer secret');
-    expect(JSON.parse(seen.body!)).toEqual({ prompt: 'p', image: 'https://example.invalid/a.png', enable_prompt_expansion: false });
+    expect(JSON.parse(must(seen.body))).toEqual({ prompt: 'p', image: 'https://example.invalid/a.png', enable_prompt_expansion: false });
   });
 });
 

@@ -4,6 +4,7 @@ import { UpstreamError, WaveSpeedClient } from '../src/upstream/wavespeed.js';
 import { startApp, waitFor } from './helpers/app.js';
 import { listen } from './helpers/listen.js';
 import { capturedLogger, record, stubUpstream } from './helpers/stub-upstream.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const video = readFileSync(new URL('../assets/sandbox.mp4', import.meta.url));
@@ -29,7 +30,7 @@ async function gatewayWithOutputs(outputs: (stubUrl: string) => string[], resolv
       if (hops) return void res.writeHead(302, { location: Number(hops[1]) > 1 ? `/r/${Number(hops[1]) - 1}` : '/video.mp4' }).end();
       if (req.url === '/video.mp4') return void res.writeHead(200, { 'content-type': 'video/mp4', 'content-length': video.length }).end(video);
       const away = /^\/away\?to=(.+)$/.exec(req.url ?? '');
-      if (away) return void res.writeHead(302, { location: decodeURIComponent(away[1]!) }).end();
+      if (away) return void res.writeHead(302, { location: decodeURIComponent(must(away[1])) }).end();
       res.writeHead(404).end();
     },
   });
@@ -40,8 +41,8 @@ async function gatewayWithOutputs(outputs: (stubUrl: string) => string[], resolv
     { fetch: guardedFetch, log: logs.log, resolveHost: async (host) => resolved[host] ?? Promise.reject(new Error(`test: no DNS for ${host}`)) },
   );
   const { id } = (await t.gql(CREATE, { p: 'outputs' })).body.data.createVideo;
-  const done = await waitFor(() => t.app.store.findById(id)!, (r) => r.status === 'COMPLETED');
-  return { done, requested: requested.filter((u) => !u.startsWith(stub.url + '/api/')), logs: logs.lines.join('\n'), stub };
+  const done = await waitFor(() => must(t.app.store.findById(id)), (r) => r.status === 'COMPLETED');
+  return { done, requested: requested.filter((u) => !u.startsWith(`${stub.url}/api/`)), logs: logs.lines.join('\n'), stub };
 }
 
 describe('output downloads trust upstream only as far as needed', () => {

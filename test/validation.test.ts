@@ -4,9 +4,10 @@ import { imageSize } from 'image-size';
 import { describe, expect, test } from 'vitest';
 import { MAX_IMAGE_BYTES, MAX_REQUEST_BYTES } from '../src/validation/limits.js';
 import type { ResolveHost } from '../src/validation/address.js';
-import { startApp, type TestApp } from './helpers/app.js';
+import { type GqlResult, startApp, type TestApp } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { dataUri, gif1x1, jpg, png, pngOfSize } from './helpers/images.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($input: CreateVideoInput!) { createVideo(input: $input) { id input { hasImage } } }`;
 
@@ -31,15 +32,15 @@ const start = () => startApp({}, { resolveHost });
 async function expectRefused(t: TestApp, input: Record<string, unknown>, code: string, message: string | RegExp, field = 'input.image') {
   await t.app.poller.runOnce(); // let earlier accepted inputs reach upstream first
   const rows = t.app.store.count();
-  const sent = t.app.sandbox!.stats.submissions;
+  const sent = t.app.sandbox?.stats.submissions;
   const r = await t.gql(CREATE, { input });
   expect(r.body.data?.createVideo ?? null).toBeNull();
   expect(r.body.errors).toHaveLength(1);
-  expect(r.body.errors![0]!.extensions).toMatchObject({ code, field });
-  expect(r.body.errors![0]!.message).toMatch(message);
+  expect(r.body.errors?.[0]?.extensions).toMatchObject({ code, field });
+  expect(r.body.errors?.[0]?.message).toMatch(message);
   await t.app.poller.runOnce();
   expect(t.app.store.count()).toBe(rows);
-  expect(t.app.sandbox!.stats.submissions).toBe(sent);
+  expect(t.app.sandbox?.stats.submissions).toBe(sent);
 }
 
 async function expectAccepted(t: TestApp, input: Record<string, unknown>) {
@@ -76,8 +77,8 @@ describe('prompt', () => {
     const t = await start();
     const r = await t.gql(CREATE, { input });
     expect(r.status).toBe(400);
-    expect(r.body.errors![0]!.extensions!.code).toBe('BAD_USER_INPUT');
-    expect(r.body.errors![0]!.message).toMatch(/^Variable "\$input" got invalid value/);
+    expect(r.body.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(r.body.errors?.[0]?.message).toMatch(/^Variable "\$input" got invalid value/);
     expect(t.app.store.count()).toBe(0);
   });
 
@@ -85,7 +86,7 @@ describe('prompt', () => {
     const t = await start();
     const r = await t.gql(CREATE, { input: { prompt: 'x', enablePromptExpansion: 'yes' } });
     expect(r.status).toBe(400);
-    expect(r.body.errors![0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT' }, message: expect.stringContaining('Boolean cannot represent a non boolean value') });
+    expect(r.body.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT' }, message: expect.stringContaining('Boolean cannot represent a non boolean value') });
     expect(t.app.store.count()).toBe(0);
   });
 });
@@ -124,7 +125,7 @@ describe('image as a data URI, judged by its real bytes', () => {
     const created = await expectAccepted(t, { prompt: 'x', image });
     expect(created.input.hasImage).toBe(true);
     await t.app.poller.runOnce();
-    expect(t.app.sandbox!.stats.submissions).toBe(1);
+    expect(t.app.sandbox?.stats.submissions).toBe(1);
     // The image is dropped from the database once upstream has it.
     expect(t.app.store.imageOf(created.id)).toBeNull();
   });
@@ -211,8 +212,8 @@ describe('request limits', () => {
       body: JSON.stringify({ query: CREATE, variables: { input: { prompt: 'x', image } } }),
     });
     expect(res.status).toBe(413);
-    const body = (await res.json()) as any;
-    expect(body.errors[0]).toEqual({ message: 'Request body too large', extensions: { code: 'REQUEST_ENTITY_TOO_LARGE' } });
+    const body = (await res.json()) as GqlResult<unknown>;
+    expect(body.errors?.[0]).toEqual({ message: 'Request body too large', extensions: { code: 'REQUEST_ENTITY_TOO_LARGE' } });
 
 
     const chunked = await new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -221,7 +222,7 @@ describe('request limits', () => {
         answered = true;
         let text = '';
         r.on('data', (d) => (text += d));
-        r.on('end', () => resolve({ status: r.statusCode!, body: text }));
+        r.on('end', () => resolve({ status: must(r.statusCode), body: text }));
       });
       // Once the server has answered it may close the socket under our remaining writes.
       req.on('error', (err) => (answered ? undefined : reject(err)));
@@ -240,15 +241,15 @@ describe('request limits', () => {
     expect(chunked.status).toBe(413);
     expect(JSON.parse(chunked.body).errors[0].extensions.code).toBe('REQUEST_ENTITY_TOO_LARGE');
     expect(t.app.store.count()).toBe(0);
-    expect(t.app.sandbox!.stats.submissions).toBe(0);
+    expect(t.app.sandbox?.stats.submissions).toBe(0);
   });
 
   const tooComplex = async (query: string, message: RegExp) => {
     const t = await start();
     const r = await t.gql(query);
     expect(r.status).toBe(400);
-    expect(r.body.errors![0]).toMatchObject({ extensions: { code: 'QUERY_TOO_COMPLEX' } });
-    expect(r.body.errors![0]!.message).toMatch(message);
+    expect(r.body.errors?.[0]).toMatchObject({ extensions: { code: 'QUERY_TOO_COMPLEX' } });
+    expect(r.body.errors?.[0]?.message).toMatch(message);
   };
 
   test('an operation nested deeper than 10 levels is QUERY_TOO_COMPLEX', () =>
@@ -314,6 +315,6 @@ describe('list arguments', () => {
   ])('%j is BAD_USER_INPUT', async (args, message, field) => {
     const t = await start();
     const r = await t.gql('query($first: Int, $after: String) { predictions(first: $first, after: $after) { nodes { id } } }', args);
-    expect(r.body.errors![0]).toMatchObject({ message, extensions: { code: 'BAD_USER_INPUT', field } });
+    expect(r.body.errors?.[0]).toMatchObject({ message, extensions: { code: 'BAD_USER_INPUT', field } });
   });
 });

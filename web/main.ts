@@ -85,12 +85,13 @@ let socket: Client | undefined;
 
 /** One lazy graphql-ws connection; recreated when the key changes so connectionParams carry the new one. */
 function ws(): Client {
-  return (socket ??= createClient({
+  socket ??= createClient({
     url: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/graphql`,
     connectionParams: () => authHeaders(),
     lazy: true,
     retryAttempts: 5,
-  }));
+  });
+  return socket;
 }
 
 function describe(err: unknown): string {
@@ -199,7 +200,9 @@ function show(p: Prediction): void {
   w.stop = follow(
     p.id,
     (row) => watching === w && render(row),
-    (message) => watching === w && (currentError.textContent = message),
+    (message) => {
+      if (watching === w) currentError.textContent = message;
+    },
   );
 
   function render(row: Prediction): void {
@@ -253,7 +256,7 @@ function upsertRecent(p: Prediction, append = false): void {
     recent.querySelector('.empty')?.remove();
     while (recent.children.length > RECENT_LIMIT) {
       const last = recent.lastElementChild as HTMLLIElement;
-      const id = last.dataset.id!;
+      const id = last.dataset.id ?? '';
       listed.get(id)?.stop?.();
       listed.delete(id);
       last.remove();

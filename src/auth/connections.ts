@@ -14,7 +14,10 @@ export class Connections {
   /** @returns the function that forgets the connection (call it when it closes). */
   track(owner: string | null, close: Close): () => void {
     let set = this.byOwner.get(owner);
-    if (!set) this.byOwner.set(owner, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.byOwner.set(owner, set);
+    }
     set.add(close);
     return () => {
       set.delete(close);

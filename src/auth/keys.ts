@@ -83,7 +83,8 @@ export class KeyStore {
           createdAt: now,
         })
         .returning()
-        .all()[0]!;
+        .get();
+      if (!row) throw new Error('inserting an API key returned no row');
       this.localWrites++;
       return { key, row };
     } catch (err) {

@@ -31,7 +31,10 @@ export class Quotas {
     if (!key) return undefined;
     const points = key.perMinute ?? this.settings.createsPerMinute;
     let limiter = this.limiters.get(points);
-    if (!limiter) this.limiters.set(points, (limiter = new RateLimiterMemory({ points, duration: 60, keyPrefix: `creates-${points}` })));
+    if (!limiter) {
+      limiter = new RateLimiterMemory({ points, duration: 60, keyPrefix: `creates-${points}` });
+      this.limiters.set(points, limiter);
+    }
     try {
       await limiter.consume(key.id);
       return undefined;

@@ -64,9 +64,10 @@ export function registerKeys(program: Command): void {
           console.log('no keys: the server runs in open mode, on loopback only');
           return;
         }
-        const table = [['NAME', 'PREFIX', 'CREATED', 'STATE', 'PER-MINUTE', 'IN-FLIGHT'], ...rows];
-        const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
-        for (const r of table) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+        const header = ['NAME', 'PREFIX', 'CREATED', 'STATE', 'PER-MINUTE', 'IN-FLIGHT'];
+        const table = [header, ...rows];
+        const widths = header.map((_, i) => Math.max(...table.map((r) => r[i]?.length ?? 0)));
+        for (const r of table) console.log(r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
         console.log('* the server default');
       }),
     );

@@ -82,10 +82,11 @@ export class Admission {
       .slice(0, slots);
     while (free.length < slots) free.push(t);
     free.sort((a, b) => a - b);
-    if (position > SIMULATED_PLACES) return free[0]! + Math.ceil((position - 1) / slots) * runMs;
+    const [soonest = t] = free;
+    if (position > SIMULATED_PLACES) return soonest + Math.ceil((position - 1) / slots) * runMs;
     let start = t;
     for (let i = 0; i < position; i++) {
-      start = free.shift()!;
+      start = free.shift() ?? start;
       insertSorted(free, start + runMs);
     }
     return start;
@@ -102,7 +103,6 @@ export class Admission {
 }
 
 function insertSorted(xs: number[], x: number): void {
-  let i = xs.length;
-  while (i > 0 && xs[i - 1]! > x) i--;
-  xs.splice(i, 0, x);
+  const after = xs.findIndex((y) => y > x);
+  xs.splice(after === -1 ? xs.length : after, 0, x);
 }

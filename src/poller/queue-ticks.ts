@@ -16,7 +16,7 @@ export function publishQueueMoves(deps: { poller: Poller; store: PredictionStore
     timer = undefined;
     for (const id of [...pubsub.subscribedIds('prediction:updated')]) {
       const row = store.findById(id);
-      if (!row || row.status !== 'CREATED' || row.upstreamId || row.submitStartedAt) continue;
+      if (row?.status !== 'CREATED' || row.upstreamId || row.submitStartedAt) continue;
       const refresh = { ...row };
       refreshes.add(refresh);
       pubsub.publish('prediction:updated', id, refresh);

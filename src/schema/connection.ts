@@ -21,7 +21,13 @@ function decodeCursor(cursor: string): number {
 const PageInfo = builder.objectRef<Page>('PageInfo').implement({
   fields: (t) => ({
     hasNextPage: t.exposeBoolean('hasNextPage'),
-    endCursor: t.string({ nullable: true, resolve: (p) => (p.rows.length ? encodeCursor(p.rows.at(-1)!.seq) : null) }),
+    endCursor: t.string({
+      nullable: true,
+      resolve: (p) => {
+        const last = p.rows.at(-1);
+        return last ? encodeCursor(last.seq) : null;
+      },
+    }),
   }),
 });
 

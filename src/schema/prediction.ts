@@ -83,7 +83,10 @@ export const Prediction = builder.objectRef<PredictionRow>('Prediction').impleme
 const estimates = new WeakMap<PredictionRow, Estimate>();
 function estimateOf(ctx: Context, row: PredictionRow): Estimate {
   let e = estimates.get(row);
-  if (!e) estimates.set(row, (e = ctx.lifecycle.estimate(row)));
+  if (!e) {
+    e = ctx.lifecycle.estimate(row);
+    estimates.set(row, e);
+  }
   return e;
 }
 

@@ -15,13 +15,14 @@ const FORM_BODIES = ['application/x-www-form-urlencoded', 'multipart/form-data']
  *   uploads, and such a body never runs an operation (415 UNSUPPORTED_MEDIA_TYPE).
  */
 export function useBrowserRules(): Plugin[] {
-  const csrf = useCSRFPrevention();
+  const csrfCheck = useCSRFPrevention().onRequestParse;
+  if (!csrfCheck) throw new Error('useCSRFPrevention has no onRequestParse hook');
   return [
     {
       onRequestParse(payload) {
         if (payload.request.method === 'GET' || payload.request.method === 'HEAD') return;
         try {
-          return csrf.onRequestParse!(payload);
+          return csrfCheck(payload);
         } catch (err) {
           // The library's error has no code; give it ours (it keeps its HTTP 403).
           if (err instanceof Error && 'extensions' in err) Object.assign(err.extensions as object, { code: 'CSRF_HEADER_REQUIRED' });

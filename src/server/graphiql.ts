@@ -65,8 +65,9 @@ export function graphiqlOptions({ apiKeys }: GraphiqlSettings): CinegraphGraphiQ
   const keysOn = typeof apiKeys === 'function' ? apiKeys() : apiKeys;
   const headers = keysOn ? AUTH_HEADER_PLACEHOLDER : undefined;
   // One tab per example, each runnable as it stands (the Follow tab after pasting an id).
+  const first = { query: create, variables: pretty({ input: { prompt: 'A paper boat drifting down a rainy street, cinematic' } }), headers };
   const tabs = [
-    { query: create, variables: pretty({ input: { prompt: 'A paper boat drifting down a rainy street, cinematic' } }), headers },
+    first,
     { query: follow, variables: pretty({ id: 'paste-an-id' }), headers },
     { query: list, variables: pretty({ after: null }), headers },
   ];
@@ -74,7 +75,7 @@ export function graphiqlOptions({ apiKeys }: GraphiqlSettings): CinegraphGraphiQ
     title: 'cinegraph',
     subscriptionsProtocol: 'WS',
     defaultTabs: tabs,
-    variables: tabs[0]!.variables,
+    variables: first.variables,
     ...(headers ? { headers, defaultHeaders: headers, defaultEditorToolsVisibility: 'headers' as const } : {}),
   };
 }
@@ -111,7 +112,10 @@ const rendered = new Map<string, string>();
 export function renderLocalGraphiQL(options: GraphiQLOptions): string {
   const key = JSON.stringify(options);
   let html = rendered.get(key);
-  if (html === undefined) rendered.set(key, (html = withConnectionParams(renderGraphiQL(options), key)));
+  if (html === undefined) {
+    html = withConnectionParams(renderGraphiQL(options), key);
+    rendered.set(key, html);
+  }
   return html;
 }
 

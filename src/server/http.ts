@@ -41,7 +41,7 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = req.url ?? '/';
-    const pathname = path.split('?', 1)[0]!;
+    const [pathname = path] = path.split('?', 1); // split always yields one element
     if (pathname === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
       return;

@@ -66,13 +66,17 @@ export function createWebPage({ log, dir = WEB_DIR }: { log: Logger; dir?: strin
       legalComments: 'none',
       logLevel: 'silent',
     });
-    return asset(Buffer.from(result.outputFiles[0]!.contents), 'text/javascript; charset=utf-8');
+    const [out] = result.outputFiles;
+    if (!out) throw new Error('esbuild wrote no output file');
+    return asset(Buffer.from(out.contents), 'text/javascript; charset=utf-8');
   }
 
   function load(pathname: string): Promise<Asset> {
     let pending = cache.get(pathname);
     if (!pending) {
-      pending = loaders[pathname]!();
+      const loader = loaders[pathname];
+      if (!loader) return Promise.reject(new Error(`no web page asset at ${pathname}`));
+      pending = loader();
       // A failed build is not remembered: the next request tries again.
       pending.catch(() => cache.delete(pathname));
       cache.set(pathname, pending);

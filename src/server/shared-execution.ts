@@ -25,7 +25,10 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
 
   const operationKey = (args: ExecutionArgs) => {
     let docId = documentIds.get(args.document);
-    if (docId === undefined) documentIds.set(args.document, (docId = nextDocumentId++));
+    if (docId === undefined) {
+      docId = nextDocumentId++;
+      documentIds.set(args.document, docId);
+    }
     const ctx = args.contextValue as Context;
     // The owner: today a subscriber only ever sees its own predictions, so no two owners share an
     // event, but a result that came to depend on the caller must never be served to another one.
@@ -35,14 +38,18 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
   const executeShared = (args: ExecutionArgs, key: string, event: unknown) => {
     if (event === null || typeof event !== 'object') return execute({ ...args, rootValue: event });
     let byOperation = results.get(event);
-    if (!byOperation) results.set(event, (byOperation = new Map()));
+    if (!byOperation) {
+      byOperation = new Map();
+      results.set(event, byOperation);
+    }
     let result = byOperation.get(key);
     if (!result) {
       const executed = execute({ ...args, rootValue: event });
       // Our resolvers are synchronous; an asynchronous result is returned unshared rather than
       // caching a promise that every subscriber would then await.
       if (executed instanceof Promise) return executed;
-      byOperation.set(key, (result = executed));
+      result = executed;
+      byOperation.set(key, result);
     }
     return result;
   };

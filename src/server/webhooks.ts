@@ -19,11 +19,17 @@ export function createWebhookHandler(store: PredictionStore, pollNow: (id: strin
     const reply = (status: number, message: string) => {
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ message }));
     };
-    if (req.method !== 'POST') return reply(405, 'webhooks are POSTed');
+    if (req.method !== 'POST') {
+      reply(405, 'webhooks are POSTed');
+      return;
+    }
     const id = decodeURIComponent(url.pathname.slice(WEBHOOK_PREFIX.length));
     const row = store.findById(id);
     const token = url.searchParams.get('token') ?? '';
-    if (!row?.webhookToken || !sameSecret(token, row.webhookToken)) return reply(404, 'no such webhook');
+    if (!row?.webhookToken || !sameSecret(token, row.webhookToken)) {
+      reply(404, 'no such webhook');
+      return;
+    }
     pollNow(id);
     reply(202, 'accepted');
   };

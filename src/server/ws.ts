@@ -7,7 +7,6 @@ import type { KeyStore } from '../auth/keys.js';
 import { authenticate, stillValid, UNAUTHENTICATED_MESSAGE, type Principal } from '../auth/principal.js';
 import type { Quotas } from '../auth/quotas.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
-import { tooManySockets } from './access.js';
 import type { OriginPolicy } from './origin.js';
 import type { Yoga } from './yoga.js';
 

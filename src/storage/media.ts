@@ -89,7 +89,8 @@ export class MediaStore {
       await pipeline(Readable.fromWeb(res.body as never), meter, createWriteStream(tmp)).catch((err: Error) => {
         throw err instanceof MediaError ? err : new MediaError(`downloading ${redact(url)}: ${err.message}`, true);
       });
-      const type = (res.headers.get('content-type') ?? '').split(';')[0]!.trim();
+      const [mediaType = ''] = (res.headers.get('content-type') ?? '').split(';');
+      const type = mediaType.trim();
       const name = `${hash.digest('hex')}.${EXTENSIONS[type] ?? 'bin'}`;
       await rename(tmp, join(this.dir, name));
       return name;

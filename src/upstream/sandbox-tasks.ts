@@ -18,12 +18,14 @@ export function encodeTaskId(createdAt: number, durationMs: number, fate: Fate):
 export function decodeTaskId(id: string): { createdAt: number; durationMs: number; fate: Fate } | undefined {
   const m = /^sbx-([0-9a-z]+)-([0-9a-z]+)-([cfh])-[0-9a-f]{12}$/.exec(id);
   if (!m) return undefined;
-  return { createdAt: parseInt(m[1]!, 36), durationMs: parseInt(m[2]!, 36), fate: m[3] as Fate };
+  const [, createdAt = '', durationMs = '', fate] = m; // the pattern matched, so every group is there
+  return { createdAt: parseInt(createdAt, 36), durationMs: parseInt(durationMs, 36), fate: fate as Fate };
 }
 
 /** The v3 prediction record of a task as it stands at `now`. */
 export function taskRecord(id: string, now: number, mountUrl: string) {
-  const task = decodeTaskId(id)!;
+  const task = decodeTaskId(id);
+  if (!task) throw new Error(`not a sandbox task id: ${id}`);
   const elapsed = now - task.createdAt;
   const finished = elapsed >= task.durationMs && task.fate !== 'h';
   const status = finished ? (task.fate === 'f' ? 'failed' : 'completed') : elapsed >= task.durationMs * 0.2 ? 'processing' : 'created';

@@ -303,7 +303,7 @@ export class SandboxUpstream {
     const id = /^\/media\/([^/]+)\.mp4$/.exec(pathname)?.[1];
     const task = id ? decodeTaskId(id) : undefined;
     const elapsed = task ? this.now() - task.createdAt : -1;
-    if (task?.fate !== 'c' || elapsed < task.durationMs || elapsed > RETENTION_MS || this.tasks.isDeleted(id!)) {
+    if (id === undefined || task?.fate !== 'c' || elapsed < task.durationMs || elapsed > RETENTION_MS || this.tasks.isDeleted(id)) {
       reply(res, 404, { code: 404, message: 'media not found', data: null });
       return;
     }

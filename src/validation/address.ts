@@ -31,7 +31,7 @@ export function isPublicAddress(address: string): boolean {
   if (ip.kind() === 'ipv4') return ip.range() === 'unicast';
   const v6 = ip as ipaddr.IPv6;
   if (v6.isIPv4MappedAddress()) return isPublicAddress(v6.toIPv4Address().toString());
-  const first = v6.parts[0]!;
+  const [first = 0] = v6.parts;
   return v6.range() === 'unicast' && first >= 0x2000 && first <= 0x3fff;
 }
 

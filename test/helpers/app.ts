@@ -28,12 +28,13 @@ export interface TestApp {
   app: App;
   url: string;
   dataDir: string;
+  // biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; tests read it loosely and assert the values at run time
   gql: <T = any>(query: string, variables?: Record<string, unknown>) => Promise<{ status: number; body: GqlResult<T> }>;
 }
 
 export interface GqlResult<T> {
   data?: T;
-  errors?: Array<{ message: string; extensions?: Record<string, any>; path?: unknown[] }>;
+  errors?: Array<{ message: string; extensions?: Record<string, unknown>; path?: unknown[] }>;
 }
 
 /** The real app (HTTP server, sandbox, poller, SQLite file in a temp dir) on a loopback port. */
@@ -45,6 +46,7 @@ export async function startApp(env: Record<string, string> = {}, overrides: AppO
   return { app, url, dataDir, gql: (query, variables) => postGraphql(url, query, variables) };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; tests read it loosely and assert the values at run time
 export async function postGraphql<T = any>(
   url: string,
   query: string,

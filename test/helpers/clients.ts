@@ -12,7 +12,7 @@ export interface Collected<T> {
 
 export function wsClient(url: string, connectionParams?: Record<string, unknown>): Client {
   const client = createWsClient({
-    url: url.replace(/^http/, 'ws') + '/graphql',
+    url: `${url.replace(/^http/, 'ws')}/graphql`,
     webSocketImpl: WebSocket,
     connectionParams,
     retryAttempts: 0,
@@ -25,6 +25,7 @@ export function wsClient(url: string, connectionParams?: Record<string, unknown>
 }
 
 /** Subscribes over graphql-ws and queues every message, so none is missed between awaits. */
+// biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; tests read it loosely and assert the values at run time
 export function wsSubscribe<T = any>(client: Client, query: string, variables?: Record<string, unknown>): Collected<T> {
   const values: T[] = [];
   const errors: unknown[] = [];
@@ -46,6 +47,7 @@ export function wsSubscribe<T = any>(client: Client, query: string, variables?: 
 }
 
 /** Subscribes through the graphql-sse client (yoga's distinct-connections mode). */
+// biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; tests read it loosely and assert the values at run time
 export function sseSubscribe<T = any>(url: string, query: string, variables?: Record<string, unknown>, headers?: Record<string, string>): Collected<T> {
   const client = createSseClient({ url: `${url}/graphql`, retryAttempts: 0, headers });
   onDispose(() => client.dispose());

@@ -6,5 +6,5 @@ export function onDispose(fn: () => unknown): void {
 }
 
 export async function drainDisposers(): Promise<void> {
-  while (disposers.length) await disposers.pop()!();
+  while (disposers.length) await disposers.pop()?.();
 }

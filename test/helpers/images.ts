@@ -1,5 +1,6 @@
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
+import { must } from './must.js';
 
 /** A real PNG of the given size (flat grey, fast to encode). */
 export function png(width: number, height: number): Buffer {
@@ -22,7 +23,7 @@ const crcTable = Array.from({ length: 256 }, (_, n) => {
 });
 function crc32(buf: Buffer): number {
   let c = 0xffffffff;
-  for (const b of buf) c = crcTable[(c ^ b) & 0xff]! ^ (c >>> 8);
+  for (const b of buf) c = must(crcTable[(c ^ b) & 0xff]) ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
 

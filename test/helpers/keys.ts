@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { must } from './must.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -22,7 +23,7 @@ export function cli(dataDir: string, args: string[], env: Record<string, string>
 export async function createKey(dataDir: string, name: string, extra: string[] = []): Promise<string> {
   const r = await cli(dataDir, ['keys', 'create', '--name', name, ...extra]);
   if (r.code !== 0) throw new Error(`keys create failed (${r.code}): ${r.stderr}`);
-  return r.stdout.trimEnd().split('\n').at(-1)!;
+  return must(r.stdout.trimEnd().split('\n').at(-1));
 }
 
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });

@@ -6,6 +6,12 @@ import { onDispose } from './dispose.js';
 export async function listen(handler: RequestListener): Promise<string> {
   const server = createServer(handler);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  onDispose(() => new Promise((r) => (server.closeAllConnections(), server.close(r))));
+  onDispose(
+    () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(r);
+      }),
+  );
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }

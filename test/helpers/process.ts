@@ -22,8 +22,8 @@ export async function spawnServer(env: Record<string, string>): Promise<ServerPr
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
-  child.stdout!.on('data', (d) => (log += d));
-  child.stderr!.on('data', (d) => (log += d));
+  child.stdout?.on('data', (d) => (log += d));
+  child.stderr?.on('data', (d) => (log += d));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   onDispose(async () => {
     if (child.exitCode === null && child.signalCode === null) {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { listen } from './listen.js';
+import { must } from './must.js';
 
 export type Route = 'submit' | 'list' | 'result' | 'other';
 
@@ -76,7 +77,7 @@ export async function stubUpstream(handlers: Partial<Record<Route, (ctx: StubCon
     let body = '';
     req.on('data', (d) => (body += d));
     req.on('end', () => {
-      const path = (req.url ?? '').split('?', 1)[0]!;
+      const path = must((req.url ?? '').split('?', 1)[0]);
       const route: Route =
         req.method === 'POST' && path === '/api/v3/minimax/video-01'
           ? 'submit'
