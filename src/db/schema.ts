@@ -99,6 +99,12 @@ export const apiKeys = sqliteTable(
     maxInFlight: integer('max_in_flight'),
     createdAt: timestamp('created_at').notNull(),
     revokedAt: timestamp('revoked_at'),
+    /**
+     * Signs this key's outgoing webhooks (Standard Webhooks, `whsec_` + base64). Kept in clear: it
+     * signs, so it must be usable; shown once by `keys create` and replaced by `keys rotate-webhook-secret`.
+     * Null for a key made before webhooks existed, until it is rotated.
+     */
+    webhookSecret: text('webhook_secret'),
   },
   // A name names one live key; a revoked key keeps its row (and its predictions their owner).
   (t) => [uniqueIndex('api_keys_live_name').on(t.name).where(sql`${t.revokedAt} is null`)],
@@ -119,4 +125,74 @@ export const idempotencyKeys = sqliteTable(
     createdAt: timestamp('created_at').notNull(),
   },
   (t) => [primaryKey({ columns: [t.owner, t.key] }), index('idempotency_keys_created_at').on(t.createdAt)],
+);
+
+/** A prediction's outgoing webhook (CreateVideoInput.webhookUrl), written with the prediction. */
+export const predictionWebhooks = sqliteTable('prediction_webhooks', {
+  predictionId: text('prediction_id')
+    .primaryKey()
+    .references(() => predictions.id, { onDelete: 'cascade' }),
+  url: text('url').notNull(),
+  /** The statuses that are delivered. */
+  events: text('events', { mode: 'json' }).$type<PredictionStatus[]>().notNull(),
+});
+
+/**
+ * The outbox: one message per prediction and status, written in the same transaction as the status
+ * change it reports, so a crash between that write and the POST still delivers after a restart.
+ */
+export const webhookMessages = sqliteTable(
+  'webhook_messages',
+  {
+    /** The `webhook-id` header: the same for every attempt, so receivers can drop duplicates. */
+    id: text('id').primaryKey(),
+    predictionId: text('prediction_id')
+      .notNull()
+      .references(() => predictions.id, { onDelete: 'cascade' }),
+    event: text('event', { enum: predictionStatuses }).notNull(),
+    url: text('url').notNull(),
+    /** The JSON body, as it was when the status was written. */
+    payload: text('payload').notNull(),
+    createdAt: timestamp('created_at').notNull(),
+    attempts: integer('attempts').notNull().default(0),
+    /** Next automatic attempt; null once delivered or given up (24 h after creation). */
+    nextAttemptAt: timestamp('next_attempt_at'),
+    deliveredAt: timestamp('delivered_at'),
+  },
+  (t) => [uniqueIndex('webhook_messages_prediction_event').on(t.predictionId, t.event), index('webhook_messages_next_attempt_at').on(t.nextAttemptAt)],
+);
+
+/** Every attempt to deliver a message (Prediction.webhookDeliveries); `id` is what redeliverWebhook takes. */
+export const webhookAttempts = sqliteTable(
+  'webhook_attempts',
+  {
+    id: text('id').primaryKey(),
+    messageId: text('message_id')
+      .notNull()
+      .references(() => webhookMessages.id, { onDelete: 'cascade' }),
+    predictionId: text('prediction_id')
+      .notNull()
+      .references(() => predictions.id, { onDelete: 'cascade' }),
+    attemptedAt: timestamp('attempted_at').notNull(),
+    /** The receiver's HTTP status; null when no answer came (refused, timed out, blocked). */
+    statusCode: integer('status_code'),
+    latencyMs: integer('latency_ms').notNull(),
+    error: text('error'),
+    /** Asked for by redeliverWebhook rather than made by the retry schedule. */
+    manual: integer('manual', { mode: 'boolean' }).notNull().default(false),
+  },
+  (t) => [index('webhook_attempts_prediction').on(t.predictionId, t.attemptedAt)],
+);
+
+export type WebhookMessageRow = typeof webhookMessages.$inferSelect;
+export type WebhookAttemptRow = typeof webhookAttempts.$inferSelect;
+
+/** `webhook-id`s of incoming upstream deliveries already acted on; kept a little longer than the 5-minute tolerance. */
+export const webhookReceipts = sqliteTable(
+  'webhook_receipts',
+  {
+    webhookId: text('webhook_id').primaryKey(),
+    receivedAt: timestamp('received_at').notNull(),
+  },
+  (t) => [index('webhook_receipts_received_at').on(t.receivedAt)],
 );
