@@ -28,7 +28,9 @@ import { createWebPage } from './server/page.js';
 import { createWebhookHandler, WEBHOOK_PREFIX, webhookUrl } from './server/webhooks.js';
 import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
+import { ImageStore } from './storage/images.js';
 import { MediaStore } from './storage/media.js';
+import { createRetention, type Retention } from './storage/retention.js';
 import { SandboxUpstream } from './upstream/sandbox.js';
 import { WaveSpeedClient } from './upstream/wavespeed.js';
 import { systemResolver, type ResolveHost } from './validation/address.js';
@@ -53,6 +55,10 @@ export interface App {
   /** Set once started. */
   /** Built with the app; it runs between start() and stop(). */
   readonly poller: Poller;
+  /** Data-URI images kept as files. */
+  readonly images: ImageStore;
+  /** Deletes old final predictions and their files (RETENTION_DAYS); swept daily once started. */
+  readonly retention: Retention;
   /** Listens, then starts the poller; resolves to the base URL (e.g. http://127.0.0.1:4000). */
   start(): Promise<string>;
   /** Stops the poller (letting in-flight writes land), closes sockets and the database. */
@@ -74,9 +80,10 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   const origins = createOriginPolicy({ corsOrigins: config.access.corsOrigins, publicUrl: config.publicUrl });
   const idempotency = new IdempotencyStore(db);
   const sandbox = config.sandbox
-    ? new SandboxUpstream({ taskSeconds: config.sandbox.taskSeconds, faults: config.sandbox.faults, clock, tasksFile: join(config.dataDir, 'sandbox.sqlite'), webhookPrefix: config.publicUrl && `${config.publicUrl}${WEBHOOK_PREFIX}` })
+    ? new SandboxUpstream({ taskSeconds: config.sandbox.taskSeconds, faults: config.sandbox.faults, clock, tasksFile: join(config.dataDir, 'sandbox.sqlite'), uploadsDir: join(config.dataDir, 'sandbox-uploads'), webhookPrefix: config.publicUrl && `${config.publicUrl}${WEBHOOK_PREFIX}` })
     : undefined;
   const resolveHost = overrides.resolveHost ?? systemResolver();
+  const images = new ImageStore(join(config.dataDir, 'images'));
   /** The upstream's base URL; the sandbox's is known only once the server listens. */
   let upstreamBaseUrl = config.upstream.baseUrl;
   const media = config.media.keep
@@ -113,6 +120,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     log,
     clock,
     media,
+    images,
     schedule: config.poll,
     concurrency: config.poll.concurrency,
     maxAgeMs: config.poll.maxAgeMs,
@@ -123,11 +131,13 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     webhookUrl: publicUrl ? (id, token) => webhookUrl(publicUrl, id, token) : undefined,
   });
   const stopQueueMoves = publishQueueMoves({ poller, store, pubsub });
+  const retention = createRetention({ db, images, media, log, now, retentionMs: config.retentionMs });
+  let stopRetention: (() => void) | undefined;
   const lifecycle: Lifecycle = {
     cancel: (id) => poller.cancel(id),
     estimate: (row) => admission.estimate(row, now(), () => queue.upstreamSubmittedAt(config.admission.maxConcurrent ?? 0)),
   };
-  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller.nudge(), quotas, idempotency, lifecycle };
+  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller.nudge(), quotas, idempotency, lifecycle, images };
   const context = (initial: InitialContext): Context => {
     // Set by the HTTP gate or by the socket's connection_init; nothing runs without it.
     const principal = initial.principal;
@@ -172,6 +182,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     pubsub,
     keys,
     poller,
+    images,
+    retention,
     async start() {
       if (keys.isEmpty()) {
         // No key means no protection: only this machine may reach an open gateway.
@@ -195,6 +207,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       const url = `http://${host}:${port}`;
       upstreamBaseUrl ??= `${url}${SANDBOX_PREFIX}`;
       poller.start();
+      stopRetention = retention.schedule();
       // Revoked keys (by the CLI, in its own process) lose their sockets and SSE streams within 200 ms.
       stopWatching = watchRevocations({
         keys,
@@ -206,6 +219,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     },
     async stop() {
       stopWatching?.();
+      stopRetention?.();
       await poller.stop();
       stopQueueMoves();
       sandbox?.close();

@@ -66,6 +66,12 @@ describe('decideFailure: finish, retry, pause or reconcile', () => {
     ['reconcile', 'gone', false, { action: 'retry' }],
     ['reconcile', 'account', false, { action: 'pauseAccount' }],
     ['reconcile', 'notSent', true, { action: 'fail', error: 'gave up: could not submit upstream within 60 s (last error: M)' }],
+    // An upload precedes any submission: nothing upstream to reconcile; a refusal is final.
+    ['upload', 'uncertain', false, { action: 'retry' }],
+    ['upload', 'rejected', false, { action: 'fail', error: 'upstream refused the image upload: M' }],
+    ['upload', 'gone', false, { action: 'fail', error: 'upstream refused the image upload: M' }],
+    ['upload', 'account', false, { action: 'pauseAccount' }],
+    ['upload', 'notSent', true, { action: 'fail', error: 'gave up: could not submit upstream within 60 s (last error: M)' }],
   ])('%s, %s, expired=%s', (step, cls, expired, expected) => {
     expect(decideFailure(step, cls, 'M', expired, giveUp)).toEqual(expected);
   });

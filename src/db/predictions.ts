@@ -8,11 +8,12 @@ export type PredictionPatch = Partial<
 >;
 
 /** What a new prediction is created with; everything else starts at its column default. */
-const insertKeys = ['id', 'model', 'status', 'prompt', 'image', 'hasImage', 'enablePromptExpansion', 'createdAt', 'updatedAt', 'nextPollAt', 'owner', 'deadlineAt'] as const;
+const insertKeys = ['id', 'model', 'status', 'prompt', 'image', 'hasImage', 'enablePromptExpansion', 'createdAt', 'updatedAt', 'nextPollAt', 'owner', 'deadlineAt', 'imageFile'] as const;
 /** `owner` is the creating key's id; absent or null for a prediction created in open mode. */
-export type PredictionInsert = Omit<Pick<Required<NewPrediction>, (typeof insertKeys)[number]>, 'owner' | 'deadlineAt'> & {
+export type PredictionInsert = Omit<Pick<Required<NewPrediction>, (typeof insertKeys)[number]>, 'owner' | 'deadlineAt' | 'imageFile'> & {
   owner?: string | null;
   deadlineAt?: Date | null;
+  imageFile?: string | null;
 };
 
 /** Every column but `image`: a waiting image-to-video row holds up to 27 MB of base64 that no reader needs. */
@@ -83,7 +84,7 @@ export class PredictionStore {
    * `.all()` steps to SQLITE_DONE, where the commit happens, and throws its error.
    */
   insert(row: PredictionInsert): PredictionRow {
-    return exactlyOne(this.insertStmt.all({ ...row, owner: row.owner ?? null, deadlineAtMs: row.deadlineAt?.getTime() ?? null }), 'insert');
+    return exactlyOne(this.insertStmt.all({ ...row, owner: row.owner ?? null, deadlineAtMs: row.deadlineAt?.getTime() ?? null, imageFile: row.imageFile ?? null }), 'insert');
   }
 
   /** The prediction that owns this upstream task, if any. */

@@ -2,7 +2,7 @@ import { MediaError } from '../storage/media.js';
 import { UpstreamError } from '../upstream/wavespeed.js';
 
 /** The step of a prediction's life that failed. */
-export type Step = 'submission' | 'reconcile' | 'poll';
+export type Step = 'submission' | 'reconcile' | 'poll' | 'upload';
 
 /**
  * What a failure says, judged once for every step:
@@ -57,6 +57,7 @@ export function decideFailure(step: Step, cls: FailureClass, message: string, ex
     if (cls === 'uncertain') return { action: 'reconcile' };
   }
   if (step === 'poll' && cls === 'gone') return { action: 'fail', error: `upstream no longer has this prediction: ${message}` };
+  if (step === 'upload' && (cls === 'rejected' || cls === 'gone')) return { action: 'fail', error: `upstream refused the image upload: ${message}` };
   if (expired) {
     const what = step === 'poll' ? 'no final status from upstream' : 'could not submit upstream';
     return { action: 'fail', error: `${giveUp(what)} (last error: ${message})` };

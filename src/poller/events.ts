@@ -9,6 +9,8 @@ export interface PollerEvents {
   uncertain: [{ id: string; error: string }];
   /** One result read: the status as upstream reported it. */
   polled: [{ id: string; status: string }];
+  /** A data-URI image was uploaded through upstream's media upload (once per prediction). */
+  uploaded: [{ id: string; url: string }];
   /** A visible change was written and published. */
   recorded: [{ id: string; status: PredictionStatus }];
   /** The prediction ended FAILED. */

@@ -6,6 +6,7 @@ import type { QueueStore } from '../db/queue.js';
 import { terminalStatuses, type PredictionRow } from '../db/schema.js';
 import type { Admission } from './admission.js';
 import type { Logger } from '../log.js';
+import type { ImageStore } from '../storage/images.js';
 import type { MediaStore } from '../storage/media.js';
 import type { WaveSpeedClient } from '../upstream/wavespeed.js';
 import type { PollerEvents } from './events.js';
@@ -40,6 +41,8 @@ export interface PollerOptions {
   reconcileGraceMs: number;
   /** Builds the webhook URL handed to upstream; webhooks are off without it. */
   webhookUrl?: (predictionId: string, token: string) => string;
+  /** Where data-URI images are kept as files (uploaded through upstream's media upload before submission). */
+  images?: ImageStore;
   /** Where completed outputs are copied; outputs are not kept without it. */
   media?: MediaStore;
   /** @default systemClock */

@@ -11,14 +11,30 @@ export interface Recorder {
    */
   reschedule(
     id: string,
-    patch: Pick<PredictionPatch, 'nextPollAt' | 'attempts' | 'pollCount' | 'webhookToken' | 'submitAttempts' | 'submitStartedAt'>,
+    patch: Pick<PredictionPatch, 'nextPollAt' | 'attempts' | 'pollCount' | 'webhookToken' | 'submitAttempts' | 'submitStartedAt' | 'imageUploadUrl'>,
   ): boolean;
 }
 
-export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date): Recorder {
+/**
+ * Work that must commit or fail with a visible change (the webhook outbox): `afterWrite` runs inside
+ * `transaction`, after the row is written, so a crash can never keep the one without the other.
+ */
+export interface RecordHook {
+  transaction<T>(write: () => T): T;
+  afterWrite(row: PredictionRow, patch: PredictionPatch): void;
+}
+
+export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date, hook?: RecordHook): Recorder {
+  const write = (id: string, patch: PredictionPatch) => store.update(id, patch, now());
   return {
     record(id, patch) {
-      const row = store.update(id, patch, now());
+      const row = hook
+        ? hook.transaction(() => {
+            const written = write(id, patch);
+            if (written) hook.afterWrite(written, patch);
+            return written;
+          })
+        : write(id, patch);
       if (row) pubsub.publish('prediction:updated', id, row);
       return row;
     },

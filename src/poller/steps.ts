@@ -57,13 +57,30 @@ export class PredictionSteps {
       else if (step === 'reconcile' && row.submitStartedAt) await this.reconcileOne(row, row.submitStartedAt);
       else await this.submitOne(row);
       this.d.resume('rate'); // upstream answered normally: a rate-limit pause is over
-    } catch (err) {
+    } catch (thrown) {
+      // An upload failed before any submission: judged as an upload, never as an uncertain submission.
+      const [failed, err] = thrown instanceof UploadFailed ? (['upload', thrown.cause] as const) : ([step, thrown] as const);
       if (isStorageError(err)) throw err;
       // A poll or download cancelled by stop(): not upstream's fault, so no attempt is spent; due
       // again at once on restart. (Submissions are never cancelled, so their errors count as usual.)
-      if (this.d.signal.aborted && step !== 'submission') this.d.recorder.reschedule(row.id, { nextPollAt: this.d.clock.now() });
-      else this.onFailure(row, err, step);
+      if (this.d.signal.aborted && failed !== 'submission') this.d.recorder.reschedule(row.id, { nextPollAt: this.d.clock.now() });
+      else this.onFailure(row, err, failed);
     }
+  }
+
+  /**
+   * The image a submission carries: a URL the client gave, or for a data-URI image kept as a file,
+   * the URL upstream's media upload gave it. Uploaded once: the URL is stored before it is used.
+   */
+  private async imageToSend(row: PredictionRow): Promise<string | undefined> {
+    if (!row.imageFile) return this.d.store.imageOf(row.id) ?? undefined;
+    if (row.imageUploadUrl) return row.imageUploadUrl;
+    const images = this.d.images;
+    if (!images) throw new Error('an image file with no image store configured');
+    const url = await this.d.client.uploadMedia(images.read(row.imageFile), row.imageFile, images.contentType(row.imageFile), { signal: this.d.signal });
+    this.d.recorder.reschedule(row.id, { imageUploadUrl: url });
+    this.d.emit('uploaded', { id: row.id, url });
+    return url;
   }
 
   private expired(row: PredictionRow): boolean {
@@ -82,7 +99,12 @@ export class PredictionSteps {
       token = randomBytes(32).toString('base64url');
       recorder.reschedule(row.id, { webhookToken: token });
     }
-    const image = store.imageOf(row.id) ?? undefined;
+    let image: string | undefined;
+    try {
+      image = await this.imageToSend(row);
+    } catch (err) {
+      throw new UploadFailed(err);
+    }
     // The intent, durably, before a byte leaves: if this write fails, nothing is sent; if the
     // process dies after it, the next one reconciles instead of sending again.
     const startedAt = this.d.clock.now();
@@ -141,7 +163,7 @@ export class PredictionSteps {
     const { client, store, recorder } = this.d;
     const found = await findSubmittedTask(client, {
       prompt: row.prompt,
-      image: row.hasImage ? store.imageOf(row.id) : null,
+      image: row.hasImage ? (row.imageUploadUrl ?? store.imageOf(row.id)) : null,
       since: startedAt,
       isTaken: (upstreamId) => store.findByUpstreamId(upstreamId) !== undefined,
     });
@@ -256,5 +278,12 @@ export class PredictionSteps {
         log.warn({ predictionId: row.id, err: message, attempts: retry.attempts, retryInMs: delay }, `${step} failed; will retry`);
       }
     }
+  }
+}
+
+/** Marks a failure of the media upload that precedes a submission (see run()). */
+class UploadFailed extends Error {
+  constructor(override readonly cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause));
   }
 }

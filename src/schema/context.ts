@@ -3,6 +3,7 @@ import type { Quotas } from '../auth/quotas.js';
 import type { IdempotencyStore } from '../db/idempotency.js';
 import type { PredictionStore } from '../db/predictions.js';
 import type { PredictionRow } from '../db/schema.js';
+import type { ImageStore } from '../storage/images.js';
 import type { Estimate } from '../db/queue.js';
 import type { PredictionPubSub } from '../pubsub.js';
 import type { ResolveHost } from '../validation/address.js';
@@ -24,6 +25,8 @@ export interface Context {
   quotas: Quotas;
   idempotency: IdempotencyStore;
   lifecycle: Lifecycle;
+  /** Where data-URI images are kept as files. */
+  images: ImageStore;
 }
 
 /** Control over a prediction's life beyond creating it. */

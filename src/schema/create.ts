@@ -48,6 +48,9 @@ builder.mutationField('createVideo', (t) =>
       }
       const imageInput = input.image;
       const image = imageInput == null ? null : await validated(() => checkImage(imageInput, ctx.resolveHost));
+      // A data URI becomes a file before the row exists (the row only names it): an insert that fails
+      // leaves at most a file no row refers to (content-addressed: the same image sent again reuses it).
+      const file = image !== null && image.startsWith('data:') ? stored(() => ctx.images.put(image)) : undefined;
       const now = ctx.now();
       const row = stored(() => ctx.idempotency.atomically(() => {
         // Checked again where nothing can interleave: a twin request may have landed during validation.
@@ -59,7 +62,8 @@ builder.mutationField('createVideo', (t) =>
           model: MODEL,
           status: 'CREATED',
           prompt,
-          image,
+          image: file ? null : image,
+          imageFile: file?.name ?? null,
           hasImage: image !== null,
           enablePromptExpansion: input.enablePromptExpansion ?? true,
           createdAt: now,

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -139,6 +139,13 @@ export class MediaStore {
     }
     const blocked = addresses.find((a) => !isPublicAddress(a));
     if (blocked !== undefined || !addresses.length) throw refuse(`it points at a non-public address (${blocked ?? 'none'})`);
+  }
+
+  /** Removes a kept file; false for a name this store would never have made, or one already gone. */
+  remove(name: string): boolean {
+    if (!this.has(name)) return false;
+    rmSync(join(this.dir, name), { force: true });
+    return true;
   }
 
   /** Whether `name` is a kept file; false for any name this store would never have made. */

@@ -1,4 +1,7 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import send from 'send';
@@ -18,6 +21,8 @@ export interface SandboxOptions {
   fetch?: typeof fetch;
   /** Where task inputs are kept for the list endpoint, so they survive a restart. @default in memory */
   tasksFile?: string;
+  /** Where media uploads are kept (`POST /api/v3/media/upload/binary`). @default a temporary directory */
+  uploadsDir?: string;
   /**
    * The only webhook target accepted: this gateway's own webhook route (PUBLIC_URL + /webhooks/wavespeed/).
    * Any other `?webhook=` is refused with 400, so the sandbox cannot be made to POST elsewhere.
@@ -30,6 +35,8 @@ export interface SandboxStats {
   submissions: number;
   /** List requests (`POST /api/v3/predictions`). */
   listRequests: number;
+  /** Media uploads received. */
+  uploads: number;
   /** Delete requests, and the task ids they named. */
   deleteRequests: number;
   deleted: Set<string>;
@@ -53,6 +60,7 @@ export class SandboxUpstream {
   readonly stats: SandboxStats = {
     submissions: 0,
     listRequests: 0,
+    uploads: 0,
     deleteRequests: 0,
     deleted: new Set(),
     resultRequests: new Map(),
@@ -64,12 +72,14 @@ export class SandboxUpstream {
   private rateLimitedUntil = 0;
   private unauthorizedUntil = 0;
   private readonly tasks: SandboxTaskStore;
+  private readonly uploadsDir: string;
   private readonly timers = new Set<{ clear(): void }>();
 
   constructor(private readonly options: SandboxOptions) {
     this.clock = options.clock ?? systemClock;
     this.faults = this.setFaults({ ...noFaults, ...options.faults });
     this.tasks = new SandboxTaskStore(options.tasksFile);
+    this.uploadsDir = options.uploadsDir ?? join(tmpdir(), 'cinegraph-sandbox-uploads');
   }
 
   private now(): number {
@@ -93,6 +103,7 @@ export class SandboxUpstream {
   /** Handles one request; `path` is relative to the mount point (`/api/v3/...`). */
   async handle(req: IncomingMessage, res: ServerResponse, path: string, mountUrl: string): Promise<void> {
     const url = new URL(path, 'http://sandbox');
+    if (req.method === 'GET' && url.pathname.startsWith('/media/uploads/')) return this.serveUpload(req, res, url.pathname);
     if (req.method === 'GET' && url.pathname.startsWith('/media/')) return this.serveMedia(req, res, url.pathname);
     // Everything but the media answers only this machine: the sandbox stores what it is sent (up to
     // 32 MiB a submission), and a gateway on a public HOST must not be a free disk for strangers.
@@ -111,6 +122,7 @@ export class SandboxUpstream {
     if (req.method === 'POST' && url.pathname === `/api/v3/${MODEL}`) return this.submit(req, res, mountUrl, url.searchParams.get('webhook'));
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions') return this.list(req, res, mountUrl);
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions/delete') return this.delete(req, res);
+    if (req.method === 'POST' && url.pathname === '/api/v3/media/upload/binary') return this.upload(req, res, mountUrl);
     const resultOf = /^\/api\/v3\/predictions\/([^/]+)\/result$/.exec(url.pathname)?.[1];
     if (req.method === 'GET' && resultOf !== undefined) return this.result(res, decodeURIComponent(resultOf), mountUrl);
     return reply(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
@@ -206,6 +218,47 @@ export class SandboxUpstream {
       if (res.destroyed) return;
     }
     return reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
+  }
+
+  /**
+   * `POST /api/v3/media/upload/binary`, multipart with a `file` part: keeps the file (by content
+   * hash) and answers where it can be downloaded, as upstream's media upload does.
+   */
+  private async upload(req: IncomingMessage, res: ServerResponse, mountUrl: string): Promise<void> {
+    const type = req.headers['content-type'] ?? '';
+    if (!/^multipart\/form-data/i.test(type)) {
+      reply(res, 400, { code: 400, message: 'send the file as multipart/form-data with a part named file', data: null });
+      return;
+    }
+    let file: FormDataEntryValue | null;
+    try {
+      const body = await readBody(req, MAX_BODY_BYTES);
+      file = (await new Response(new Uint8Array(body), { headers: { 'content-type': type } }).formData()).get('file');
+    } catch (err) {
+      const tooLarge = (err as Error).message === 'too large';
+      reply(res, tooLarge ? 413 : 400, { code: tooLarge ? 413 : 400, message: tooLarge ? 'file too large' : 'not a readable multipart body', data: null });
+      return;
+    }
+    if (!file || typeof file === 'string') {
+      reply(res, 400, { code: 400, message: 'a part named file is required', data: null });
+      return;
+    }
+    const bytes = Buffer.from(await file.arrayBuffer());
+    const ext = file.type === 'image/png' ? 'png' : file.type === 'image/jpeg' ? 'jpg' : 'bin';
+    const name = `${createHash('sha256').update(bytes).digest('hex')}.${ext}`;
+    mkdirSync(this.uploadsDir, { recursive: true });
+    writeFileSync(join(this.uploadsDir, name), bytes);
+    this.stats.uploads++;
+    reply(res, 200, { code: 200, message: 'success', data: { type: file.type, download_url: `${mountUrl}/media/uploads/${name}`, filename: file.name, size: bytes.length } });
+  }
+
+  private serveUpload(req: IncomingMessage, res: ServerResponse, pathname: string): void {
+    const name = pathname.slice('/media/uploads/'.length);
+    if (!/^[0-9a-f]{64}\.(png|jpg|bin)$/.test(name) || !existsSync(join(this.uploadsDir, name))) {
+      reply(res, 404, { code: 404, message: 'media not found', data: null });
+      return;
+    }
+    send(req, name, { root: this.uploadsDir }).pipe(res);
   }
 
   /** `POST /api/v3/predictions/delete` with `{"ids": [...]}`: the tasks stop and read as not found from then on. */

@@ -88,6 +88,8 @@ export class UpstreamError extends Error {
 
 /** Largest upstream JSON body read: records are a few KB; a huge body is refused, never buffered. */
 export const MAX_UPSTREAM_BODY_BYTES = 1024 * 1024;
+/** Shortest timeout of a media upload. */
+const UPLOAD_TIMEOUT_MS = 120_000;
 
 export interface WaveSpeedClientOptions {
   /** e.g. `https://api.wavespeed.ai` or `http://127.0.0.1:4000/sandbox`. */
@@ -136,9 +138,33 @@ export class WaveSpeedClient {
     return data.data.items.map((item) => toRecord(item, 'POST', path));
   }
 
+  /**
+   * Uploads a file through upstream's media upload (`POST /api/v3/media/upload/binary`, multipart
+   * `file`) and returns the URL upstream keeps it at, which a submission can carry instead of the
+   * bytes. Given at least two minutes: a 20 MiB image on a slow uplink is no timeout.
+   */
+  async uploadMedia(bytes: Uint8Array, filename: string, contentType: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
+    const path = '/api/v3/media/upload/binary';
+    const form = new FormData();
+    form.append('file', new Blob([new Uint8Array(bytes)], { type: contentType }), filename);
+    const data = await this.request('POST', path, form, opts.signal, Math.max(this.options.timeoutMs, UPLOAD_TIMEOUT_MS));
+    const url = (data as { download_url?: unknown } | null)?.download_url;
+    if (typeof url !== 'string' || !URL.canParse(url)) throw new UpstreamError('protocol', `upstream answered POST ${path} without a download_url`);
+    return url;
+  }
+
   /** Deletes tasks and their outputs upstream (`POST /api/v3/predictions/delete`); used when a prediction is canceled. */
   async deletePredictions(upstreamIds: string[], opts: { signal?: AbortSignal } = {}): Promise<void> {
     await this.request('POST', '/api/v3/predictions/delete', { ids: upstreamIds }, opts.signal);
+  }
+
+  /** The account's webhook signing secret (`GET /api/v3/webhook/secret`), `whsec_` prefix included. */
+  async getWebhookSecret(opts: { signal?: AbortSignal } = {}): Promise<string> {
+    const path = '/api/v3/webhook/secret';
+    const data = await this.request('GET', path, undefined, opts.signal);
+    const secret = typeof data === 'string' ? data : (data as { secret?: unknown } | null)?.secret;
+    if (typeof secret !== 'string' || secret.length < 8) throw new UpstreamError('protocol', `upstream answered GET ${path} without a secret`);
+    return secret;
   }
 
   /**
@@ -146,8 +172,10 @@ export class WaveSpeedClient {
    * per-request timeout applies either way. Messages name the route without its query string,
    * which may carry a webhook token.
    */
-  private async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
+  private async request(method: string, path: string, body?: unknown, signal?: AbortSignal, timeoutMs = this.options.timeoutMs): Promise<unknown> {
     const doFetch = this.options.fetch ?? fetch;
+    // A form (a media upload) sets its own multipart content type and boundary.
+    const form = body instanceof FormData;
     const route = `${method} ${path.split('?', 1)[0]}`;
     let response: Response;
     let text: string;
@@ -157,10 +185,10 @@ export class WaveSpeedClient {
         headers: {
           authorization: `Bearer ${this.options.apiKey}`,
           accept: 'application/json',
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...(body === undefined || form ? {} : { 'content-type': 'application/json' }),
         },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: withTimeout(this.options.timeoutMs, signal),
+        body: body === undefined ? undefined : form ? body : JSON.stringify(body),
+        signal: withTimeout(timeoutMs, signal),
         // The v3 API does not redirect; following one would turn a POST into a GET elsewhere.
         redirect: 'manual',
       });
@@ -172,7 +200,7 @@ export class WaveSpeedClient {
       const e = err as Error & { cause?: { code?: string } };
       if (signal?.aborted) throw new UpstreamError('network', `${route}: cancelled (shutting down)`);
       if (e.name === 'TimeoutError' || e.name === 'AbortError') {
-        throw new UpstreamError('timeout', `${route}: no answer within ${this.options.timeoutMs} ms`);
+        throw new UpstreamError('timeout', `${route}: no answer within ${timeoutMs} ms`);
       }
       const code = e.cause?.code ?? (e as { code?: string }).code;
       throw new UpstreamError('network', `${route}: ${e.message}${code ? ` (${code})` : ''}`, undefined, undefined, code);
