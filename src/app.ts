@@ -26,6 +26,11 @@ import { createHttpServer, SANDBOX_PREFIX } from './server/http.js';
 import { createOriginPolicy, isLoopbackHost } from './server/origin.js';
 import { createWebPage } from './server/page.js';
 import { createWebhookHandler, WEBHOOK_PREFIX, webhookUrl } from './server/webhooks.js';
+import { WebhookStore } from './db/outbox.js';
+import { WebhookDispatcher } from './webhooks/dispatcher.js';
+import { UpstreamSecret } from './webhooks/incoming.js';
+import { createOutgoing } from './webhooks/outgoing.js';
+import { openModeSecret } from './webhooks/secrets.js';
 import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
 import { ImageStore } from './storage/images.js';
@@ -59,6 +64,8 @@ export interface App {
   readonly images: ImageStore;
   /** Deletes old final predictions and their files (RETENTION_DAYS); swept daily once started. */
   readonly retention: Retention;
+  /** Outgoing webhooks: the outbox and the dispatcher that delivers it (tests await its events). */
+  readonly webhooks: { store: WebhookStore; dispatcher: WebhookDispatcher };
   /** Listens, then starts the poller; resolves to the base URL (e.g. http://127.0.0.1:4000). */
   start(): Promise<string>;
   /** Stops the poller (letting in-flight writes land), closes sockets and the database. */
@@ -73,8 +80,24 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   const db = openDatabase(join(config.dataDir, 'cinegraph.sqlite'));
   const store = new PredictionStore(db);
   const pubsub = createPredictionPubSub();
-  const recorder = createRecorder(store, pubsub, now);
   const keys = new KeyStore(db);
+  const webhookStore = new WebhookStore(db);
+  /** Where the server listens, once it does: the origin of links in webhook payloads without PUBLIC_URL. */
+  let listenUrl = '';
+  const outgoing = createOutgoing(
+    {
+      store: webhookStore,
+      predictions: store,
+      keys,
+      openSecret: () => openModeSecret(config.dataDir, config.webhooks.signingSecret),
+      baseUrl: () => config.publicUrl ?? listenUrl,
+      now,
+      allowPrivate: config.webhooks.allowPrivate,
+    },
+    () => dispatcher,
+  );
+  // Every status change also queues its outgoing webhook, in the same transaction.
+  const recorder = createRecorder(store, pubsub, now, outgoing.hook);
   const quotas = new Quotas(config.access.quotas);
   const connections = new Connections();
   const origins = createOriginPolicy({ corsOrigins: config.access.corsOrigins, publicUrl: config.publicUrl });
@@ -83,6 +106,16 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     ? new SandboxUpstream({ taskSeconds: config.sandbox.taskSeconds, faults: config.sandbox.faults, clock, tasksFile: join(config.dataDir, 'sandbox.sqlite'), uploadsDir: join(config.dataDir, 'sandbox-uploads'), webhookPrefix: config.publicUrl && `${config.publicUrl}${WEBHOOK_PREFIX}` })
     : undefined;
   const resolveHost = overrides.resolveHost ?? systemResolver();
+  const dispatcher = new WebhookDispatcher({
+    store: webhookStore,
+    secretFor: outgoing.secretFor,
+    log,
+    resolveHost,
+    clock,
+    allowPrivate: config.webhooks.allowPrivate,
+    retryBaseMs: config.webhooks.retryBaseMs,
+    timeoutMs: config.webhooks.timeoutMs,
+  });
   const images = new ImageStore(join(config.dataDir, 'images'));
   /** The upstream's base URL; the sandbox's is known only once the server listens. */
   let upstreamBaseUrl = config.upstream.baseUrl;
@@ -137,7 +170,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     cancel: (id) => poller.cancel(id),
     estimate: (row) => admission.estimate(row, now(), () => queue.upstreamSubmittedAt(config.admission.maxConcurrent ?? 0)),
   };
-  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller.nudge(), quotas, idempotency, lifecycle, images };
+  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller.nudge(), quotas, idempotency, lifecycle, images, webhooks: outgoing.api };
   const context = (initial: InitialContext): Context => {
     // Set by the HTTP gate or by the socket's connection_init; nothing runs without it.
     const principal = initial.principal;
@@ -154,7 +187,21 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   };
   // GraphiQL prefills an Authorization header in its tabs once keys exist.
   const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() });
-  const onWebhook = config.publicUrl ? createWebhookHandler(store, (id) => poller.pollNow(id)) : undefined;
+  const onWebhook = config.publicUrl
+    ? createWebhookHandler({
+        store,
+        pollNow: (id) => poller.pollNow(id),
+        secret: new UpstreamSecret(
+          () => client.getWebhookSecret(),
+          (err) => log.warn({ err: (err as Error).message }, 'could not fetch the webhook secret from upstream; deliveries are refused until it can be'),
+        ),
+        // Ids are kept 10 minutes: past the 5-minute tolerance a replay is refused by its timestamp anyway.
+        firstDelivery: (webhookId) => webhookStore.rememberReceipt(webhookId, new Date(), new Date(Date.now() - 10 * 60_000)),
+        // Signatures are about real time, not the poller's (possibly scaled) clock.
+        now: () => new Date(),
+        log,
+      })
+    : undefined;
   const access = { keys, origins, connections, quotas };
   const ping = db.$client.prepare('SELECT 1');
   /** Why the gateway cannot do its work right now (for /readyz); a rate-limit pause is normal operation. */
@@ -184,6 +231,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     poller,
     images,
     retention,
+    webhooks: { store: webhookStore, dispatcher },
     async start() {
       if (keys.isEmpty()) {
         // No key means no protection: only this machine may reach an open gateway.
@@ -206,7 +254,9 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       const host = loopbackHost.includes(':') ? `[${loopbackHost}]` : loopbackHost;
       const url = `http://${host}:${port}`;
       upstreamBaseUrl ??= `${url}${SANDBOX_PREFIX}`;
+      listenUrl = url;
       poller.start();
+      dispatcher.start();
       stopRetention = retention.schedule();
       // Revoked keys (by the CLI, in its own process) lose their sockets and SSE streams within 200 ms.
       stopWatching = watchRevocations({
@@ -221,6 +271,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       stopWatching?.();
       stopRetention?.();
       await poller.stop();
+      await dispatcher.stop();
       stopQueueMoves();
       sandbox?.close();
       await closeWs();

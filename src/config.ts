@@ -30,7 +30,7 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   WAVESPEED_API_KEY: optionalString,
   WAVESPEED_BASE_URL: optionalString.pipe(z.string().url().optional()),
-  PUBLIC_URL: optionalString.pipe(z.string().url().optional()),
+  PUBLIC_URL: optionalString.pipe(z.string().url().optional()).superRefine(checkPublicUrl),
   UPSTREAM_TIMEOUT_MS: int(100, 15_000),
   SANDBOX_TASK_SECONDS: num(0, 8),
   SANDBOX_FAILURE_RATE: rate(),
@@ -63,6 +63,10 @@ const envSchema = z.object({
   KEY_MAX_IN_FLIGHT: int(1, 20),
   MAX_SUBSCRIPTIONS_PER_SOCKET: int(1, 100),
   MAX_SOCKETS_PER_KEY: int(1, 50),
+  WEBHOOK_ALLOW_PRIVATE: bool(false),
+  WEBHOOK_SIGNING_SECRET: optionalString.pipe(z.string().regex(/^whsec_[A-Za-z0-9+/]{32,}={0,2}$/, 'must be whsec_ followed by at least 24 bytes of base64').optional()),
+  WEBHOOK_RETRY_BASE_MS: int(10, 5_000),
+  WEBHOOK_TIMEOUT_MS: int(100, 10_000),
 }).refine((e) => e.POLL_INITIAL_MS <= e.POLL_MAX_MS, { message: 'must not exceed POLL_MAX_MS', path: ['POLL_INITIAL_MS'] });
 
 export type Env = z.infer<typeof envSchema>;
@@ -103,6 +107,16 @@ export interface Config {
   /** Final predictions older than this are deleted with their files; 0 keeps everything. */
   retentionMs: number;
   media: { keep: boolean; maxBytes: number };
+  /** Outgoing webhooks (CreateVideoInput.webhookUrl). */
+  webhooks: {
+    /** Deliver to loopback and private addresses too (tests, private deployments). */
+    allowPrivate: boolean;
+    /** Open mode's signing secret; unset: one generated into DATA_DIR. */
+    signingSecret?: string;
+    /** First retry delay; each later one doubles, up to an hour, for 24 h. */
+    retryBaseMs: number;
+    timeoutMs: number;
+  };
   access: {
     /** Browser origins allowed besides the server's own (and PUBLIC_URL's). */
     corsOrigins: string[];
@@ -111,6 +125,20 @@ export interface Config {
 }
 
 export class ConfigError extends Error {}
+
+/**
+ * Upstream posts webhooks only to HTTPS URLs, and the signature protects nothing a plain-HTTP
+ * path can tamper with in transit: http:// is allowed only for this machine (tests, a local proxy).
+ */
+function checkPublicUrl(value: string | undefined, ctx: z.RefinementCtx): void {
+  if (value === undefined || !URL.canParse(value)) return; // the url() check has said so already
+  const url = new URL(value);
+  if (url.protocol === 'https:') return;
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+  if (url.protocol === 'http:' && loopback) return;
+  ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be an https:// URL (http:// only for a loopback address such as http://127.0.0.1:4000); got ${url.protocol}//${url.host}` });
+}
 
 /** `https://a.example, http://localhost:5173` → exact origins; anything but a bare origin is an error. */
 function parseOrigins(value: string, ctx: z.RefinementCtx): string[] {
@@ -180,6 +208,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     admission: { maxConcurrent: e.UPSTREAM_MAX_CONCURRENT, maxPerMinute: e.UPSTREAM_MAX_PER_MINUTE },
     retentionMs: e.RETENTION_DAYS * 86_400_000,
     media: { keep: e.KEEP_OUTPUTS, maxBytes: e.MEDIA_MAX_BYTES },
+    webhooks: {
+      allowPrivate: e.WEBHOOK_ALLOW_PRIVATE,
+      signingSecret: e.WEBHOOK_SIGNING_SECRET,
+      retryBaseMs: e.WEBHOOK_RETRY_BASE_MS,
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+    },
     access: {
       corsOrigins: e.CORS_ORIGINS,
       quotas: {

@@ -1,7 +1,16 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, test } from 'vitest';
-import { startApp, waitFor } from './helpers/app.js';
-import { freePort } from './helpers/process.js';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { decodeTaskId } from '../src/upstream/sandbox-tasks.js';
+import { SANDBOX_WEBHOOK_ATTEMPTS } from '../src/upstream/sandbox-webhooks.js';
+import { SandboxUpstream } from '../src/upstream/sandbox.js';
+import { signUpstreamDelivery } from '../src/webhooks/incoming.js';
+import { startApp, waitFor, type TestApp } from './helpers/app.js';
+import { onDispose } from './helpers/dispose.js';
+import { listen } from './helpers/listen.js';
 import { must } from './helpers/must.js';
+import { freePort } from './helpers/process.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const GET = `query($id: ID!) { prediction(id: $id) { status upstreamId updatedAt } }`;
@@ -12,35 +21,161 @@ async function webhookApp(env: Record<string, string> = {}) {
   return startApp({ PORT: String(port), PUBLIC_URL: `http://127.0.0.1:${port}`, POLL_WEBHOOK_FALLBACK_MS: '600000', ...env });
 }
 
-describe('webhooks', () => {
-  test('a webhook delivery makes the prediction be read upstream, with no schedule-driven polling', async () => {
+interface Delivery {
+  id?: string;
+  /** Unix seconds. @default now */
+  timestamp?: number;
+  /** @default the sandbox's own secret */
+  secret?: string;
+  body?: string;
+  /** Replaces the computed signature header. */
+  signature?: string;
+  omit?: 'webhook-id' | 'webhook-timestamp' | 'webhook-signature';
+}
+
+/** POSTs a delivery as upstream does: signed `v3,<hex>` over "{id}.{timestamp}.{body}". */
+async function deliver(t: TestApp, path: string, d: Delivery = {}): Promise<Response> {
+  const id = d.id ?? crypto.randomUUID();
+  const timestamp = d.timestamp ?? Math.floor(Date.now() / 1000);
+  const body = d.body ?? '{"status":"completed"}';
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    'webhook-id': id,
+    'webhook-timestamp': String(timestamp),
+    'webhook-signature': d.signature ?? signUpstreamDelivery(d.secret ?? must(t.app.sandbox).webhookSecret, id, timestamp, body),
+  };
+  if (d.omit) delete headers[d.omit];
+  return fetch(`${t.url}${path}`, { method: 'POST', headers, body });
+}
+
+/** A prediction submitted upstream (with a task that runs for minutes), as stored. */
+async function submitted(t: TestApp, prompt: string) {
+  const { id } = (await t.gql(CREATE, { p: prompt })).body.data.createVideo;
+  return waitFor(() => must(t.app.store.findById(id)), (r) => r.upstreamId !== null);
+}
+
+describe('incoming webhooks: verified', () => {
+  test('PUBLIC_URL must be https:// unless it is a loopback address', () => {
+    for (const ok of ['https://cine.example.com', 'http://127.0.0.1:4000', 'http://localhost:4000', 'http://[::1]:4000']) {
+      expect(loadConfig({ PUBLIC_URL: ok }).publicUrl).toBe(ok);
+    }
+    for (const bad of ['http://cine.example.com', 'http://10.0.0.5:4000', 'ftp://127.0.0.1']) {
+      expect(() => loadConfig({ PUBLIC_URL: bad })).toThrow(ConfigError);
+      expect(() => loadConfig({ PUBLIC_URL: bad })).toThrow(/PUBLIC_URL: must be an https:\/\/ URL/);
+    }
+  });
+
+  test("the sandbox's signed terminal delivery completes the prediction within a second of the task's end, with one upstream read", async () => {
     const t = await webhookApp({ SANDBOX_TASK_SECONDS: '1' });
     const { id } = (await t.gql(CREATE, { p: 'by webhook' })).body.data.createVideo;
     const row = await waitFor(() => must(t.app.store.findById(id)), (r) => r.status === 'COMPLETED', 15_000);
+    const task = must(decodeTaskId(must(row.upstreamId)));
+    const endedAt = task.createdAt + task.durationMs;
+    // Nothing was polled on a schedule (the safety net is 10 minutes away): the one delivery, at the end, did it.
+    expect(must(row.completedAt).getTime() - endedAt).toBeLessThan(1000);
+    expect(t.app.sandbox?.stats.webhooksDelivered).toBe(1);
+    expect(t.app.sandbox?.stats.webhookAttempts).toBe(1);
+    expect(t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId))).toBe(1);
     expect(row.webhookToken).toMatch(/^[\w-]{43}$/);
-    // Two deliveries (processing at 0.2 s, completed at 1 s), each re-read upstream once; the
-    // second read waits for the end of the 5 s gap between forced reads of one prediction.
-    expect(t.app.sandbox?.stats.webhooksDelivered).toBe(2);
-    expect(t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId))).toBe(2);
-    expect(must(row.completedAt).getTime() - row.createdAt.getTime()).toBeGreaterThanOrEqual(5000);
-    expect(must(row.completedAt).getTime() - row.createdAt.getTime()).toBeLessThan(10_000);
+  });
+
+  test('a bad signature, a wrong secret, a tampered body, missing headers or a timestamp over 5 minutes away are refused with 401 and change nothing', async () => {
+    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
+    const row = await submitted(t, 'target');
+    const path = `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`;
+    const reads = () => t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0;
+    const now = Math.floor(Date.now() / 1000);
+    const secret = must(t.app.sandbox).webhookSecret;
+    const goodSig = signUpstreamDelivery(secret, 'fixed-id', now, '{}');
+    const refused = [
+      await deliver(t, path, { secret: 'whsec_not-the-account-secret' }),
+      await deliver(t, path, { secret: secret.slice('whsec_'.length, -1) }), // the key, one character short
+      await deliver(t, path, { id: 'fixed-id', timestamp: now, body: '{"status":"failed"}', signature: goodSig }), // signed for another body
+      await deliver(t, path, { id: 'other-id', timestamp: now, body: '{}', signature: goodSig }), // signed for another id
+      await deliver(t, path, { signature: goodSig.replace('v3,', 'v1,') }),
+      await deliver(t, path, { signature: 'v3,' }),
+      await deliver(t, path, { signature: `v3,${'0'.repeat(64)}` }),
+      await deliver(t, path, { omit: 'webhook-signature' }),
+      await deliver(t, path, { omit: 'webhook-id' }),
+      await deliver(t, path, { omit: 'webhook-timestamp' }),
+      await deliver(t, path, { timestamp: now - 301 }), // correctly signed, too old
+      await deliver(t, path, { timestamp: now + 301 }), // correctly signed, too far ahead
+      await deliver(t, path, { timestamp: Number.NaN }),
+    ];
+    expect(refused.map((r) => r.status)).toEqual(refused.map(() => 401));
+    expect(await refused[10]?.json()).toEqual({ message: 'delivery not verified: webhook-timestamp is more than 5 minutes away' });
+    await t.app.poller.runOnce();
+    expect(t.app.store.findById(row.id)).toEqual(row);
+    expect(reads()).toBe(0);
+    // A delivery 4 minutes old is within the tolerance.
+    expect((await deliver(t, path, { timestamp: now - 240 })).status).toBe(202);
+    await waitFor(reads, (n) => n === 1);
+  });
+
+  test('a replayed webhook-id is acknowledged and dropped: no upstream read is scheduled', async () => {
+    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
+    const row = await submitted(t, 'replayed');
+    const path = `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`;
+    const polled = new Promise((resolve) => t.app.poller.once('polled', resolve));
+    const first = { id: 'wh-once', timestamp: Math.floor(Date.now() / 1000), body: '{"status":"completed"}' };
+    expect((await deliver(t, path, first)).status).toBe(202);
+    await polled;
+    await t.app.poller.runOnce();
+    const afterFirst = must(t.app.store.findById(row.id));
+    // Back on the 10-minute safety net after the forced read.
+    expect(must(afterFirst.nextPollAt).getTime()).toBeGreaterThan(Date.now() + 60_000);
+    // The very same delivery again, and the same id with a fresh timestamp and signature.
+    const replays = [await deliver(t, path, first), await deliver(t, path, { id: 'wh-once' })];
+    expect(replays.map((r) => r.status)).toEqual([200, 200]);
+    expect(await replays[0]?.json()).toEqual({ message: 'duplicate delivery: already acted on' });
+    // A delivery that got through would have pulled the next read to the end of the 5 s gap.
+    expect(t.app.store.findById(row.id)).toEqual(afterFirst);
+    expect(t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId))).toBe(1);
+    // Remembered in SQLite, not in memory.
+    expect(t.app.db.$client.prepare('SELECT count(*) AS n FROM webhook_receipts WHERE webhook_id = ?').get('wh-once')).toEqual({ n: 1 });
+  });
+
+  test('a signed delivery still needs the prediction\'s own token: a wrong or missing one is 404 and changes nothing; GET is 405', async () => {
+    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
+    const row = await submitted(t, 'target');
+    const other = await submitted(t, 'other');
+    const reads = () => t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0;
+    const refused = [
+      await deliver(t, `/webhooks/wavespeed/${row.id}`),
+      await deliver(t, `/webhooks/wavespeed/${row.id}?token=`),
+      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${'A'.repeat(43)}`),
+      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${other.webhookToken}`),
+      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${row.webhookToken?.slice(0, -1)}`),
+      await deliver(t, `/webhooks/wavespeed/no-such-id?token=${row.webhookToken}`),
+    ];
+    expect(refused.map((r) => r.status)).toEqual([404, 404, 404, 404, 404, 404]);
+    expect((await fetch(`${t.url}/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`)).status).toBe(405);
+    await t.app.poller.runOnce();
+    expect(t.app.store.findById(row.id)).toEqual(row);
+    expect(reads()).toBe(0);
+
+    // The genuine delivery triggers a re-read upstream; the body's claim of completion is ignored.
+    const forged = JSON.stringify({ id: row.upstreamId, status: 'completed', outputs: ['http://evil.example/x.mp4'] });
+    expect((await deliver(t, `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`, { body: forged })).status).toBe(202);
+    await waitFor(reads, (n) => n === 1);
+    await t.app.poller.runOnce();
+    expect((await t.gql(GET, { id: row.id })).body.data.prediction.status).not.toBe('COMPLETED');
+    expect(t.app.store.findById(row.id)?.outputs).toEqual([]);
   });
 
   test('a flood of genuine deliveries forces at most one upstream read per prediction per 5 s', async () => {
     const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
-    const { id } = (await t.gql(CREATE, { p: 'flooded' })).body.data.createVideo;
-    const row = await waitFor(() => must(t.app.store.findById(id)), (r) => r.upstreamId !== null);
+    const row = await submitted(t, 'flooded');
     const reads = () => t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0;
     const polled = new Promise((resolve) => t.app.poller.once('polled', resolve));
     for (let i = 0; i < 20; i++) {
-      const res = await fetch(`${t.url}/webhooks/wavespeed/${id}?token=${row.webhookToken}`, { method: 'POST', body: '{}' });
-      expect(res.status).toBe(202);
+      expect((await deliver(t, `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`)).status).toBe(202);
     }
     await polled;
     await t.app.poller.runOnce();
     expect(reads()).toBe(1);
     // The rest of the flood is one read at the end of the gap, not 19.
-    expect(t.app.store.findById(id)?.nextPollAt?.getTime()).toBeGreaterThan(Date.now() + 3000);
+    expect(t.app.store.findById(row.id)?.nextPollAt?.getTime()).toBeGreaterThan(Date.now() + 3000);
   });
 
   test('when deliveries are lost, the safety-net poll still completes the prediction', async () => {
@@ -52,52 +187,74 @@ describe('webhooks', () => {
     expect(t.app.sandbox?.stats.webhooksDelivered).toBe(0);
   });
 
-  test('forged deliveries are refused and change nothing; even the right token cannot write a status', async () => {
-    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
-    const { id } = (await t.gql(CREATE, { p: 'target' })).body.data.createVideo;
-    const { id: otherId } = (await t.gql(CREATE, { p: 'other' })).body.data.createVideo;
-    await waitFor(() => [must(t.app.store.findById(id)), must(t.app.store.findById(otherId))], (rs) => rs.every((r) => r.upstreamId !== null));
-    const row = must(t.app.store.findById(id));
-    const other = must(t.app.store.findById(otherId));
-    const getsBefore = t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0;
-    const forgedBody = JSON.stringify({ id: row.upstreamId, status: 'completed', outputs: ['http://evil.example/x.mp4'] });
-    const post = (path: string, method = 'POST') =>
-      fetch(`${t.url}${path}`, { method, headers: { 'content-type': 'application/json' }, body: method === 'POST' ? forgedBody : undefined });
-
-    const refused = [
-      await post(`/webhooks/wavespeed/${id}`),
-      await post(`/webhooks/wavespeed/${id}?token=`),
-      await post(`/webhooks/wavespeed/${id}?token=${'A'.repeat(43)}`),
-      await post(`/webhooks/wavespeed/${id}?token=${other.webhookToken}`),
-      await post(`/webhooks/wavespeed/${id}?token=${row.webhookToken?.slice(0, -1)}`),
-      await post(`/webhooks/wavespeed/no-such-id?token=${row.webhookToken}`),
-    ];
-    expect(refused.map((r) => r.status)).toEqual([404, 404, 404, 404, 404, 404]);
-    expect((await post(`/webhooks/wavespeed/${id}?token=${row.webhookToken}`, 'GET')).status).toBe(405);
+  test('a genuine delivery replayed (new ids) after the prediction finished changes nothing and asks upstream nothing', async () => {
+    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '0.5' });
+    const { id } = (await t.gql(CREATE, { p: 'finished' })).body.data.createVideo;
+    const done = await waitFor(() => must(t.app.store.findById(id)), (r) => r.status === 'COMPLETED', 10_000);
+    const gets = t.app.sandbox?.stats.resultRequests.get(must(done.upstreamId));
+    for (let i = 0; i < 3; i++) expect((await deliver(t, `/webhooks/wavespeed/${id}?token=${done.webhookToken}`)).status).toBe(202);
     await t.app.poller.runOnce();
-    expect(t.app.store.findById(id)).toEqual(row);
-    expect(t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0).toBe(getsBefore);
+    expect(t.app.store.findById(id)).toEqual(done);
+    expect(t.app.sandbox?.stats.resultRequests.get(must(done.upstreamId))).toBe(gets);
+  });
 
-    // The genuine token triggers a re-read upstream; the body's claim of completion is ignored.
-    expect((await post(`/webhooks/wavespeed/${id}?token=${row.webhookToken}`)).status).toBe(202);
-    await waitFor(() => t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0, (n) => n === getsBefore + 1);
-    await t.app.poller.runOnce();
-    const after = (await t.gql(GET, { id })).body.data.prediction;
-    expect(after.status).not.toBe('COMPLETED');
-    expect(t.app.store.findById(id)?.outputs).toEqual([]);
+  test('a gateway whose upstream cannot give the secret refuses deliveries with 503 and changes nothing', async () => {
+    // A stub upstream with no /api/v3/webhook/secret route (404), like an account without webhooks.
+    const upstream = await listen((req, res) => {
+      req.resume();
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"code":404,"message":"no route","data":null}');
+    });
+    const port = await freePort();
+    const t = await startApp({ PORT: String(port), PUBLIC_URL: `http://127.0.0.1:${port}`, WAVESPEED_API_KEY: 'k', WAVESPEED_BASE_URL: upstream });
+    const res = await fetch(`${t.url}/webhooks/wavespeed/x?token=y`, { method: 'POST', headers: { 'webhook-id': 'a', 'webhook-timestamp': '1', 'webhook-signature': 'v3,00' }, body: '{}' });
+    expect(res.status).toBe(503);
+    expect(t.app.db.$client.prepare('SELECT count(*) AS n FROM webhook_receipts').get()).toEqual({ n: 0 });
   });
 });
 
-test('a genuine webhook replayed after the prediction finished changes nothing and asks upstream nothing', async () => {
-  const t = await webhookApp({ SANDBOX_TASK_SECONDS: '0.5' });
-  const { id } = (await t.gql(CREATE, { p: 'replayed' })).body.data.createVideo;
-  const done = await waitFor(() => must(t.app.store.findById(id)), (r) => r.status === 'COMPLETED', 10_000);
-  const gets = t.app.sandbox?.stats.resultRequests.get(must(done.upstreamId));
-  for (let i = 0; i < 3; i++) {
-    const res = await fetch(`${t.url}/webhooks/wavespeed/${id}?token=${done.webhookToken}`, { method: 'POST', body: '{}' });
-    expect(res.status).toBe(202);
-  }
-  await t.app.poller.runOnce();
-  expect(t.app.store.findById(id)).toEqual(done);
-  expect(t.app.sandbox?.stats.resultRequests.get(must(done.upstreamId))).toBe(gets);
+describe('the sandbox as a webhook sender', () => {
+  test('serves its secret on the API, signs, posts only at the end, and retries a failed delivery with the same id', async () => {
+    const seen: { headers: Record<string, string | string[] | undefined>; body: string }[] = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        seen.push({ headers: req.headers, body });
+        res.writeHead(seen.length < 3 ? 500 : 204).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    onDispose(() => new Promise((r) => receiver.close(r)));
+    const receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+    const sandbox = new SandboxUpstream({ taskSeconds: 0.3, webhookPrefix: `${receiverUrl}/webhooks/wavespeed/`, webhookRetryMs: 50 });
+    onDispose(() => sandbox.close());
+    const mount = await listen((req, res) => void sandbox.handle(req, res, req.url ?? '/', 'http://sandbox'));
+    const auth = { authorization: 'Bearer k' };
+
+    const secret = await (await fetch(`${mount}/api/v3/webhook/secret`, { headers: auth })).json();
+    expect(secret).toEqual({ code: 200, message: 'success', data: { secret: sandbox.webhookSecret } });
+    expect(sandbox.webhookSecret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+    expect((await fetch(`${mount}/api/v3/webhook/secret`)).status).toBe(401);
+
+    const submit = await fetch(`${mount}/api/v3/minimax/video-01?webhook=${encodeURIComponent(`${receiverUrl}/webhooks/wavespeed/p1?token=t`)}`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'p' }),
+    });
+    const task = (await submit.json()).data;
+    await waitFor(() => seen.length, (n) => n === 3, 10_000);
+    await waitFor(() => sandbox.stats.webhooksDelivered, (n) => n === 1);
+    expect(sandbox.stats.webhookAttempts).toBe(3);
+    // Every attempt: the terminal record only (no "processing" delivery), one id, each validly signed.
+    const ids = new Set(seen.map((s) => s.headers['webhook-id']));
+    expect(ids.size).toBe(1);
+    for (const s of seen) {
+      expect(JSON.parse(s.body)).toMatchObject({ id: task.id, status: 'completed' });
+      const id = String(s.headers['webhook-id']);
+      const ts = Number(s.headers['webhook-timestamp']);
+      expect(Math.abs(ts - Date.now() / 1000)).toBeLessThan(60);
+      expect(s.headers['webhook-signature']).toBe(signUpstreamDelivery(sandbox.webhookSecret, id, ts, s.body));
+    }
+    expect(SANDBOX_WEBHOOK_ATTEMPTS).toBeGreaterThanOrEqual(3);
+  });
 });

@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray, isNull, sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { apiKeys, type ApiKeyRow } from '../db/schema.js';
+import { generateSigningSecret } from '../webhooks/secrets.js';
 
 /** What a key is called on the command line and in logs; never the secret. */
 export const KEY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -66,7 +67,7 @@ export class KeyStore {
     return this.liveById.get({ id }) !== undefined;
   }
 
-  /** Creates a key; the returned `key` is the only time the secret exists outside the client. */
+  /** Creates a key and its webhook signing secret; the returned `key` is the only time the key exists outside the client. */
   create(name: string, limits: KeyLimits = {}, now = new Date()): { key: string; row: ApiKeyRow } {
     if (!KEY_NAME.test(name)) throw new KeyError(`invalid key name "${name}": 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
     const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
@@ -81,6 +82,7 @@ export class KeyStore {
           perMinute: limits.perMinute ?? null,
           maxInFlight: limits.maxInFlight ?? null,
           createdAt: now,
+          webhookSecret: generateSigningSecret(),
         })
         .returning()
         .get();
@@ -108,6 +110,24 @@ export class KeyStore {
     if (!row) throw new KeyError(`no live key named "${name}"`);
     this.localWrites++;
     return row;
+  }
+
+  /** Replaces the webhook signing secret of the live key of that name; webhooks sent from now on use the new one. */
+  rotateWebhookSecret(name: string): { secret: string; row: ApiKeyRow } {
+    const secret = generateSigningSecret();
+    const row = this.db
+      .update(apiKeys)
+      .set({ webhookSecret: secret })
+      .where(and(eq(apiKeys.name, name), isNull(apiKeys.revokedAt)))
+      .returning()
+      .all()[0];
+    if (!row) throw new KeyError(`no live key named "${name}"`);
+    return { secret, row };
+  }
+
+  /** The secret that signs the webhooks of this key's predictions; undefined for a key made before webhooks existed. */
+  webhookSecretOf(id: string): string | undefined {
+    return this.db.select({ secret: apiKeys.webhookSecret }).from(apiKeys).where(eq(apiKeys.id, id)).get()?.secret ?? undefined;
   }
 
   /** Which of these key ids are revoked (or gone): their open connections must close. */

@@ -42,7 +42,10 @@ export function registerKeys(program: Command): void {
         const perMinute = row.perMinute ?? `${defaults.perMinute} (default)`;
         const inFlight = row.maxInFlight ?? `${defaults.maxInFlight} (default)`;
         console.log(`created key "${row.name}": ${perMinute} createVideo per minute, ${inFlight} in flight`);
-        console.log('send it as "Authorization: Bearer <key>"; it is shown only now:');
+        // The webhook secret on its own line, before the key: the key stays alone on the last line.
+        console.log('outgoing webhooks of this key are signed with (Standard Webhooks; `keys rotate-webhook-secret` replaces it):');
+        console.log(row.webhookSecret);
+        console.log('send the key as "Authorization: Bearer <key>"; it is shown only now:');
         console.log(key);
       }),
     );
@@ -69,6 +72,18 @@ export function registerKeys(program: Command): void {
         const widths = header.map((_, i) => Math.max(...table.map((r) => r[i]?.length ?? 0)));
         for (const r of table) console.log(r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
         console.log('* the server default');
+      }),
+    );
+
+  keys
+    .command('rotate-webhook-secret')
+    .description("replace a key's webhook signing secret; webhooks sent from now on are signed with the new one, printed alone on the last line")
+    .argument('<name>', 'the live key of that name')
+    .action((name: string) =>
+      withKeys((store) => {
+        const { secret, row } = store.rotateWebhookSecret(name);
+        console.log(`new webhook signing secret of key "${row.name}" (${row.prefix}…); the old one no longer signs anything:`);
+        console.log(secret);
       }),
     );
 

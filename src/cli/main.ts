@@ -5,6 +5,7 @@ import { CliError, ExitCode } from './exit.js';
 import { registerKeys } from './keys.js';
 import { registerPredictions } from './predictions.js';
 import { registerServe } from './serve.js';
+import { registerWebhookSecret } from './webhook-secret.js';
 
 /**
  * The `cinegraph` command. Each command group lives in its own file and registers itself here;
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerPredictions(program);
   registerKeys(program);
+  registerWebhookSecret(program);
   return program;
 }
 

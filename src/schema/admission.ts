@@ -13,6 +13,8 @@ export interface RawCreateInput {
   enablePromptExpansion?: boolean | null;
   deadlineSeconds?: number | null;
   idempotencyKey?: string | null;
+  webhookUrl?: string | null;
+  webhookEvents?: readonly string[] | null;
 }
 
 function quotaError(code: ErrorCode, message: string, status: number, extensions: Record<string, unknown> = {}, headers?: Record<string, string>) {
@@ -33,7 +35,9 @@ export function idempotencyKeyOf(input: RawCreateInput): string | undefined {
 export function fingerprint(input: RawCreateInput): string {
   // A deadline is part of what was asked for; absent, the fingerprint is what it was before deadlines existed.
   const deadline = input.deadlineSeconds == null ? [] : [input.deadlineSeconds];
-  const canonical = JSON.stringify([input.prompt, input.image ?? null, input.enablePromptExpansion ?? true, ...deadline]);
+  // Likewise a webhook: absent, the fingerprint stays what it was before webhooks existed.
+  const webhook = input.webhookUrl == null ? [] : [input.webhookUrl, input.webhookEvents ?? null];
+  const canonical = JSON.stringify([input.prompt, input.image ?? null, input.enablePromptExpansion ?? true, ...deadline, ...webhook]);
   return createHash('sha256').update(canonical).digest('hex');
 }
 

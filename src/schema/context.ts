@@ -7,6 +7,7 @@ import type { ImageStore } from '../storage/images.js';
 import type { Estimate } from '../db/queue.js';
 import type { PredictionPubSub } from '../pubsub.js';
 import type { ResolveHost } from '../validation/address.js';
+import type { WebhookApi } from '../webhooks/outgoing.js';
 
 /** What every resolver may use; built per request by the composition root. */
 export interface Context {
@@ -27,6 +28,8 @@ export interface Context {
   lifecycle: Lifecycle;
   /** Where data-URI images are kept as files. */
   images: ImageStore;
+  /** Outgoing webhooks: subscriptions, delivery log, redelivery. */
+  webhooks: WebhookApi;
 }
 
 /** Control over a prediction's life beyond creating it. */

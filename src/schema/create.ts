@@ -8,7 +8,8 @@ import { stored, userError, validated } from './errors.js';
 
 const MIN_DEADLINE_SECONDS = 1;
 const MAX_DEADLINE_SECONDS = 24 * 3600;
-import { Prediction } from './prediction.js';
+import { Prediction, PredictionStatus } from './prediction.js';
+import { checkWebhookInput } from './webhooks.js';
 
 const CreateVideoInput = builder.inputType('CreateVideoInput', {
   fields: (t) => ({
@@ -20,6 +21,14 @@ const CreateVideoInput = builder.inputType('CreateVideoInput', {
     enablePromptExpansion: t.boolean({ defaultValue: true, description: 'Let the model rewrite the prompt for quality.' }),
     deadlineSeconds: t.int({
       description: `Cancel the prediction if it is not final this many seconds after creation (${MIN_DEADLINE_SECONDS} to ${MAX_DEADLINE_SECONDS}); it then ends CANCELED with an error saying so.`,
+    }),
+    webhookUrl: t.string({
+      description:
+        'Where the gateway POSTs the prediction as JSON when it reaches one of webhookEvents, signed per Standard Webhooks with your key\'s webhook secret (`cinegraph keys create` prints it). http(s), at most 2048 characters, public addresses only (unless WEBHOOK_ALLOW_PRIVATE); retried with exponential backoff for 24 h.',
+    }),
+    webhookEvents: t.field({
+      type: [PredictionStatus],
+      description: 'The statuses that are delivered to webhookUrl; default the final ones: COMPLETED, FAILED, CANCELED.',
     }),
     idempotencyKey: t.string({
       description: `Makes retries safe: another call with the same key and the same input within 24 hours returns the same prediction and submits nothing; with a different input it fails with IDEMPOTENCY_CONFLICT. Per API key; 1 to ${MAX_IDEMPOTENCY_KEY_CHARS} characters.`,
@@ -50,6 +59,7 @@ builder.mutationField('createVideo', (t) =>
       const image = imageInput == null ? null : await validated(() => checkImage(imageInput, ctx.resolveHost));
       // A data URI becomes a file before the row exists (the row only names it): an insert that fails
       // leaves at most a file no row refers to (content-addressed: the same image sent again reuses it).
+      const webhook = await checkWebhookInput(ctx, input);
       const file = image !== null && image.startsWith('data:') ? stored(() => ctx.images.put(image)) : undefined;
       const now = ctx.now();
       const row = stored(() => ctx.idempotency.atomically(() => {
@@ -72,6 +82,7 @@ builder.mutationField('createVideo', (t) =>
           owner: ctx.principal.owner,
           deadlineAt: deadlineSeconds === null ? null : new Date(now.getTime() + deadlineSeconds * 1000),
         });
+        if (webhook) ctx.webhooks.subscribe(created, webhook.url, webhook.events);
         if (idempotencyKey !== undefined) ctx.idempotency.remember(ctx.principal.owner, idempotencyKey, { predictionId: created.id, inputHash }, now);
         return created;
       }));

@@ -3,7 +3,7 @@ import { isStorageError } from '../db/errors.js';
 import { InputError, type InputErrorCode } from '../validation/errors.js';
 
 /** Stable, machine-readable error codes, carried in `extensions.code`. */
-export type ErrorCode = InputErrorCode | 'NOT_FOUND' | 'STORAGE_UNAVAILABLE' | 'RATE_LIMITED' | 'TOO_MANY_IN_FLIGHT' | 'IDEMPOTENCY_CONFLICT' | 'ALREADY_FINAL';
+export type ErrorCode = InputErrorCode | 'NOT_FOUND' | 'STORAGE_UNAVAILABLE' | 'RATE_LIMITED' | 'TOO_MANY_IN_FLIGHT' | 'IDEMPOTENCY_CONFLICT' | 'ALREADY_FINAL' | 'WEBHOOK_SECRET_MISSING';
 
 /** An error a client caused and can fix: its `code` and offending `field` ride in the extensions. */
 export function userError(code: ErrorCode, message: string, field?: string): GraphQLError {

@@ -4,6 +4,7 @@ import './prediction.js';
 import './connection.js';
 import './create.js';
 import './cancel.js';
+import './webhooks.js';
 
 let schema: GraphQLSchema | undefined;
 

@@ -1,42 +1,119 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PredictionStore } from '../db/predictions.js';
+import type { Logger } from '../log.js';
+import { verifyUpstreamDelivery, type UpstreamSecret } from '../webhooks/incoming.js';
 
 export const WEBHOOK_PREFIX = '/webhooks/wavespeed/';
+
+/** Largest delivery body read: a prediction record is a few KB. */
+const MAX_BODY_BYTES = 256 * 1024;
 
 export function webhookUrl(publicUrl: string, predictionId: string, token: string): string {
   return `${publicUrl}${WEBHOOK_PREFIX}${encodeURIComponent(predictionId)}?token=${token}`;
 }
 
+export interface WebhookHandlerOptions {
+  store: PredictionStore;
+  /** Makes the poller read the prediction upstream soon. */
+  pollNow: (id: string) => void;
+  /** The account's webhook secret, from upstream. */
+  secret: UpstreamSecret;
+  /** Remembers a delivery's `webhook-id`; false when it was seen before. */
+  firstDelivery: (webhookId: string) => boolean;
+  now: () => Date;
+  log: Logger;
+}
+
 /**
- * Receives upstream's webhook for one prediction. The body is never trusted: a delivery with the
- * right token only makes the poller re-read the authoritative result upstream, so even a leaked
- * token cannot write a status. A wrong token or unknown id changes nothing.
+ * Receives upstream's webhook for one prediction. A delivery must carry upstream's signature
+ * (checked against the account's secret, within 5 minutes of its timestamp: 401 otherwise), this
+ * prediction's URL token (404 otherwise) and a `webhook-id` not seen before (a duplicate is
+ * acknowledged and dropped). Even then the body is not trusted: the delivery only makes the
+ * poller re-read the authoritative result upstream. A refused delivery changes nothing.
  */
-export function createWebhookHandler(store: PredictionStore, pollNow: (id: string) => void) {
-  return (req: IncomingMessage, res: ServerResponse, url: URL): void => {
-    req.resume(); // the payload is not read; drain it so the connection can be reused
+export function createWebhookHandler(o: WebhookHandlerOptions) {
+  const handle = async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     const reply = (status: number, message: string) => {
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ message }));
     };
     if (req.method !== 'POST') {
+      req.resume(); // drain, so the connection can be reused
       reply(405, 'webhooks are POSTed');
       return;
     }
+    let body: Buffer;
+    try {
+      body = await readBody(req, MAX_BODY_BYTES);
+    } catch {
+      reply(413, `a delivery is at most ${MAX_BODY_BYTES} bytes`);
+      return;
+    }
+    const headers = {
+      id: header(req, 'webhook-id'),
+      timestamp: header(req, 'webhook-timestamp'),
+      signature: header(req, 'webhook-signature'),
+    };
+    const secret = await o.secret.get();
+    if (secret === undefined) {
+      reply(503, 'the webhook secret could not be fetched from upstream; deliveries cannot be verified right now');
+      return;
+    }
+    let verdict = verifyUpstreamDelivery(secret, headers, body, o.now());
+    if (!verdict.ok && verdict.reason === 'no valid signature') {
+      // Upstream may have rotated the secret: fetch it again (at most once a minute) and retry.
+      const fresh = await o.secret.refresh();
+      if (fresh !== undefined && fresh !== secret) verdict = verifyUpstreamDelivery(fresh, headers, body, o.now());
+    }
+    if (!verdict.ok) {
+      o.log.warn({ reason: verdict.reason }, 'refused an unverified webhook delivery');
+      reply(401, `delivery not verified: ${verdict.reason}`);
+      return;
+    }
     const id = decodeURIComponent(url.pathname.slice(WEBHOOK_PREFIX.length));
-    const row = store.findById(id);
+    const row = o.store.findById(id);
     const token = url.searchParams.get('token') ?? '';
     if (!row?.webhookToken || !sameSecret(token, row.webhookToken)) {
       reply(404, 'no such webhook');
       return;
     }
-    pollNow(id);
+    if (!o.firstDelivery(headers.id as string)) {
+      reply(200, 'duplicate delivery: already acted on');
+      return;
+    }
+    o.pollNow(id);
     reply(202, 'accepted');
   };
+  return (req: IncomingMessage, res: ServerResponse, url: URL): void => {
+    handle(req, res, url).catch((err: unknown) => {
+      // A storage failure, say: upstream retries a delivery that was not acknowledged.
+      o.log.error({ err }, 'handling a webhook delivery failed');
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end('{"message":"internal error"}');
+    });
+  };
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(' ') : v;
 }
 
 function sameSecret(given: string, expected: string): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(expected);
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    // Reads past the limit (dropping the bytes) so the sender still gets its 413.
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) chunks.push(chunk);
+    });
+    req.on('end', () => (size > limit ? reject(new Error('too large')) : resolve(Buffer.concat(chunks))));
+    req.on('error', reject);
+  });
 }

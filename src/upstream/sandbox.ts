@@ -9,6 +9,8 @@ import { systemClock, type Clock } from '../clock.js';
 import { invalidFaultSetting, noFaults, type SandboxFaults } from './sandbox-faults.js';
 import { RETENTION_MS, decodeTaskId, encodeTaskId, taskRecord, type Fate } from './sandbox-tasks.js';
 import { SandboxTaskStore } from './sandbox-store.js';
+import { deliverSigned } from './sandbox-webhooks.js';
+import { generateSigningSecret } from '../webhooks/secrets.js';
 import { MODEL } from './wavespeed.js';
 
 export interface SandboxOptions {
@@ -29,6 +31,8 @@ export interface SandboxOptions {
    * @default undefined (no webhooks accepted)
    */
   webhookPrefix?: string;
+  /** First retry of a failed webhook delivery, in the clock's time; later ones double. @default 1000 */
+  webhookRetryMs?: number;
 }
 
 export interface SandboxStats {
@@ -44,7 +48,9 @@ export interface SandboxStats {
   resultRequests: Map<string, number>;
   /** Requests answered with an injected fault, by kind. */
   faults: { serverError: number; rateLimited: number; slow: number; malformed: number; unauthorized: number; acceptedThenStalled: number; acceptedThenFailed: number };
+  /** Webhook deliveries answered 2xx, and every attempt (retries included). */
   webhooksDelivered: number;
+  webhookAttempts: number;
 }
 
 
@@ -66,7 +72,10 @@ export class SandboxUpstream {
     resultRequests: new Map(),
     faults: { serverError: 0, rateLimited: 0, slow: 0, malformed: 0, unauthorized: 0, acceptedThenStalled: 0, acceptedThenFailed: 0 },
     webhooksDelivered: 0,
+    webhookAttempts: 0,
   };
+  /** Signs webhook deliveries; served at /api/v3/webhook/secret like the account secret upstream. */
+  readonly webhookSecret = generateSigningSecret();
   private faults: SandboxFaults;
   private readonly clock: Clock;
   private rateLimitedUntil = 0;
@@ -123,6 +132,7 @@ export class SandboxUpstream {
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions') return this.list(req, res, mountUrl);
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions/delete') return this.delete(req, res);
     if (req.method === 'POST' && url.pathname === '/api/v3/media/upload/binary') return this.upload(req, res, mountUrl);
+    if (req.method === 'GET' && url.pathname === '/api/v3/webhook/secret') return reply(res, 200, { code: 200, message: 'success', data: { secret: this.webhookSecret } });
     const resultOf = /^\/api\/v3\/predictions\/([^/]+)\/result$/.exec(url.pathname)?.[1];
     if (req.method === 'GET' && resultOf !== undefined) return this.result(res, decodeURIComponent(resultOf), mountUrl);
     return reply(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
@@ -315,31 +325,32 @@ export class SandboxUpstream {
     }
   }
 
-  /** POSTs the record to `webhook` when the task starts processing and when it ends, as WaveSpeed does. */
+  /**
+   * POSTs the record to `webhook` once the task ends (completed or failed), signed with the secret
+   * served at /api/v3/webhook/secret and retried with backoff, as WaveSpeed does. A task that hangs
+   * never ends, so it sends nothing.
+   */
   private scheduleWebhooks(id: string, webhook: string, mountUrl: string): void {
     const task = decodeTaskId(id);
-    if (!task) return;
-    const moments = task.fate === 'h' ? [task.durationMs * 0.2] : [task.durationMs * 0.2, task.durationMs];
-    for (const at of moments) {
-      const timer = this.clock.setTimeout(() => {
-        this.timers.delete(timer);
-        if (this.tasks.isDeleted(id)) return; // a deleted task has nothing more to say
-        const deliver = this.options.fetch ?? fetch;
-        deliver(webhook, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(taskRecord(id, this.now(), mountUrl)),
-          signal: AbortSignal.timeout(10_000),
-        }).then(
-          (r) => {
-            if (r.ok) this.stats.webhooksDelivered++;
-            return r.body?.cancel();
-          },
-          () => undefined, // a missed webhook is what the gateway's safety-net polling is for
-        );
-      }, Math.max(0, task.createdAt + at - this.now()) + 1);
-      this.timers.add(timer);
-    }
+    if (!task || task.fate === 'h') return;
+    const timer = this.clock.setTimeout(() => {
+      this.timers.delete(timer);
+      deliverSigned({
+        url: webhook,
+        secret: this.webhookSecret,
+        body: () => JSON.stringify(taskRecord(id, this.now(), mountUrl)),
+        clock: this.clock,
+        fetch: this.options.fetch ?? fetch,
+        retryMs: this.options.webhookRetryMs ?? 1000,
+        timers: this.timers,
+        cancelled: () => this.tasks.isDeleted(id), // a deleted task has nothing more to say
+        onAttempt: (ok) => {
+          this.stats.webhookAttempts++;
+          if (ok) this.stats.webhooksDelivered++;
+        },
+      });
+    }, Math.max(0, task.createdAt + task.durationMs - this.now()) + 1);
+    this.timers.add(timer);
   }
 
   private result(res: ServerResponse, id: string, mountUrl: string): void {

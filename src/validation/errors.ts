@@ -7,7 +7,10 @@ export type InputErrorCode =
   | 'IMAGE_TOO_LARGE'
   | 'IMAGE_URL_INVALID'
   | 'IMAGE_URL_FORBIDDEN'
-  | 'IMAGE_URL_UNRESOLVABLE';
+  | 'IMAGE_URL_UNRESOLVABLE'
+  | 'WEBHOOK_URL_INVALID'
+  | 'WEBHOOK_URL_FORBIDDEN'
+  | 'WEBHOOK_URL_UNRESOLVABLE';
 
 /** Thrown by validators; the schema turns it into a GraphQL error with `code` and `field`. */
 export class InputError extends Error {

@@ -1,0 +1,222 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { Webhook } from 'standardwebhooks';
+import { systemClock, type Clock } from '../clock.js';
+import type { WebhookStore } from '../db/outbox.js';
+import type { PredictionStatus, WebhookAttemptRow, WebhookMessageRow } from '../db/schema.js';
+import type { Logger } from '../log.js';
+import type { ResolveHost } from '../validation/address.js';
+import { blockedAddress } from './target.js';
+
+/** What the dispatcher does, as typed events: tests await them instead of sleeping. */
+export interface DispatcherEvents {
+  /** One POST was tried (or refused before it left). */
+  attempted: [{ deliveryId: string; messageId: string; predictionId: string; event: PredictionStatus; ok: boolean; statusCode: number | null; error: string | null; manual: boolean }];
+  /** A message reached its receiver (2xx). */
+  delivered: [{ messageId: string; predictionId: string }];
+  /** A message is no longer retried: 24 h passed, or it can never be sent. */
+  gaveUp: [{ messageId: string; predictionId: string; reason: string }];
+}
+
+export interface DispatcherOptions {
+  store: WebhookStore;
+  /** The signing secret of the prediction's owner; undefined when there is none. */
+  secretFor: (predictionId: string) => string | undefined;
+  log: Logger;
+  resolveHost: ResolveHost;
+  /** Deliver to loopback and private addresses too (WEBHOOK_ALLOW_PRIVATE). */
+  allowPrivate: boolean;
+  /** The first retry's delay; each later one doubles, up to MAX_GAP_MS. */
+  retryBaseMs: number;
+  timeoutMs: number;
+  clock?: Clock;
+  fetch?: typeof fetch;
+  /** POSTs in flight at once. @default 8 */
+  concurrency?: number;
+}
+
+/** Messages are retried this long after they were written, then given up. */
+export const RETRY_WINDOW_MS = 24 * 3600 * 1000;
+/** Longest gap between two attempts. */
+const MAX_GAP_MS = 3600 * 1000;
+/** Longest sleep when nothing is due; a nudge wakes the loop sooner. */
+const IDLE_MS = 5000;
+
+type Outcome = { statusCode: number | null; error: string | null; ok: boolean; permanent: boolean; latencyMs: number };
+
+/**
+ * Delivers the outbox: every message due is POSTed to its URL, signed per Standard Webhooks with
+ * its owner's secret, and retried with exponential backoff for 24 h. All state is in SQLite, so a
+ * new process delivers whatever a dead one left (at least once: receivers drop duplicates by
+ * `webhook-id`, which stays the same across attempts).
+ */
+export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
+  private readonly clock: Clock;
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private running = false;
+  private loopPromise?: Promise<void>;
+  private wakeUp?: () => void;
+
+  constructor(private readonly o: DispatcherOptions) {
+    super();
+    this.clock = o.clock ?? systemClock;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loopPromise = this.loop();
+  }
+
+  /** Stops taking messages and waits for the POSTs in flight (each bounded by the timeout) to be recorded. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wakeUp?.();
+    await this.loopPromise;
+    await Promise.allSettled(this.inFlight.values());
+  }
+
+  /** A message was written: look now rather than at the next timer. */
+  nudge(): void {
+    setImmediate(() => this.wakeUp?.());
+  }
+
+  /**
+   * Sends the message of an earlier attempt once more, now, outside the retry schedule, and
+   * returns the new attempt. A success marks a still-pending message delivered.
+   */
+  async redeliver(attemptId: string): Promise<WebhookAttemptRow | undefined> {
+    const attempt = this.o.store.attempt(attemptId);
+    const message = attempt && this.o.store.message(attempt.messageId);
+    if (!message) return undefined;
+    const deliveryId = await this.send(message, true);
+    return this.o.store.attempt(deliveryId);
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      try {
+        this.startDue();
+      } catch (err) {
+        this.o.log.error({ err }, 'webhook dispatcher pass failed; retrying');
+      }
+      await this.sleep(this.delay());
+    }
+  }
+
+  private startDue(): void {
+    const free = (this.o.concurrency ?? 8) - this.inFlight.size;
+    if (free <= 0) return;
+    const due = this.o.store.due(this.clock.now(), free + this.inFlight.size).filter((m) => !this.inFlight.has(m.id));
+    for (const message of due.slice(0, free)) {
+      const work = this.send(message, false)
+        .then(() => undefined)
+        .catch((err) => this.o.log.error({ err, messageId: message.id }, 'recording a webhook attempt failed'))
+        .finally(() => {
+          this.inFlight.delete(message.id);
+          this.wakeUp?.();
+        });
+      this.inFlight.set(message.id, work);
+    }
+  }
+
+  private delay(): number {
+    if (this.inFlight.size >= (this.o.concurrency ?? 8)) return IDLE_MS; // a finishing POST wakes the loop
+    const next = this.o.store.nextDueAt();
+    if (!next) return IDLE_MS;
+    // Due but in flight: its end wakes the loop.
+    const ms = next.getTime() - this.clock.now().getTime();
+    return ms <= 0 ? (this.inFlight.size ? IDLE_MS : 0) : Math.min(ms, IDLE_MS);
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = this.clock.setTimeout(done, ms);
+      function done() {
+        timer.clear();
+        resolve();
+      }
+      this.wakeUp = done;
+    });
+  }
+
+  /** One attempt, recorded with the message's next step; returns the attempt's id. */
+  private async send(message: WebhookMessageRow, manual: boolean): Promise<string> {
+    const outcome = await this.post(message);
+    const now = this.clock.now();
+    const deliveryId = randomUUID();
+    const attempts = message.attempts + (manual ? 0 : 1);
+    let next: { attempts?: number; nextAttemptAt?: Date | null; deliveredAt?: Date } = {};
+    let gaveUp: string | undefined;
+    if (outcome.ok) {
+      if (!message.deliveredAt) next = { deliveredAt: now, nextAttemptAt: null, attempts };
+    } else if (!manual) {
+      const gap = Math.min(this.o.retryBaseMs * 2 ** (attempts - 1), MAX_GAP_MS);
+      const at = now.getTime() + gap;
+      if (outcome.permanent) gaveUp = outcome.error ?? 'cannot be sent';
+      else if (at > message.createdAt.getTime() + RETRY_WINDOW_MS) gaveUp = `no success in ${RETRY_WINDOW_MS / 3_600_000} h`;
+      next = { attempts, nextAttemptAt: gaveUp ? null : new Date(at) };
+    }
+    this.o.store.recordAttempt(
+      { id: deliveryId, messageId: message.id, predictionId: message.predictionId, attemptedAt: now, statusCode: outcome.statusCode, latencyMs: outcome.latencyMs, error: outcome.error, manual },
+      next,
+    );
+    const base = { messageId: message.id, predictionId: message.predictionId };
+    this.emit('attempted', { ...base, deliveryId, event: message.event, ok: outcome.ok, statusCode: outcome.statusCode, error: outcome.error, manual });
+    if (outcome.ok && next.deliveredAt) this.emit('delivered', base);
+    if (gaveUp) {
+      this.o.log.warn({ ...base, url: redact(message.url), reason: gaveUp }, 'webhook given up');
+      this.emit('gaveUp', { ...base, reason: gaveUp });
+    }
+    return deliveryId;
+  }
+
+  private async post(message: WebhookMessageRow): Promise<Outcome> {
+    const started = performance.now();
+    const done = (o: Omit<Outcome, 'latencyMs'>): Outcome => ({ ...o, latencyMs: Math.round(performance.now() - started) });
+    const secret = this.o.secretFor(message.predictionId);
+    if (!secret) return done({ ok: false, statusCode: null, error: 'no signing secret for the owner of this prediction', permanent: true });
+    const url = new URL(message.url);
+    if (!this.o.allowPrivate) {
+      // Checked again at every attempt: a name may resolve elsewhere than when the prediction was created.
+      let blocked: string | undefined;
+      try {
+        blocked = await blockedAddress(url, this.o.resolveHost);
+      } catch (err) {
+        return done({ ok: false, statusCode: null, error: `host could not be resolved: ${(err as Error).message}`, permanent: false });
+      }
+      if (blocked !== undefined) return done({ ok: false, statusCode: null, error: `refused: ${url.hostname} points at a non-public address (${blocked})`, permanent: true });
+    }
+    const timestamp = this.clock.now();
+    try {
+      const res = await (this.o.fetch ?? fetch)(url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'cinegraph-webhooks',
+          'webhook-id': message.id,
+          'webhook-timestamp': String(Math.floor(timestamp.getTime() / 1000)),
+          'webhook-signature': new Webhook(secret).sign(message.id, timestamp, message.payload),
+        },
+        body: message.payload,
+        // A redirect is an answer, not a place to send the payload (it could point anywhere).
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.o.timeoutMs),
+      });
+      await res.body?.cancel().catch(() => undefined);
+      const ok = res.status >= 200 && res.status < 300;
+      return done({ ok, statusCode: res.status, error: ok ? null : `receiver answered HTTP ${res.status}`, permanent: false });
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string } };
+      const why = e.name === 'TimeoutError' ? `no answer within ${this.o.timeoutMs} ms` : `${e.message}${e.cause?.code ? ` (${e.cause.code})` : ''}`;
+      return done({ ok: false, statusCode: null, error: why, permanent: false });
+    }
+  }
+}
+
+/** A URL for logs: its query string may carry the receiver's own token. */
+function redact(raw: string): string {
+  const url = new URL(raw);
+  return `${url.origin}${url.pathname}`;
+}
