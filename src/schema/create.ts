@@ -57,9 +57,9 @@ builder.mutationField('createVideo', (t) =>
       }
       const imageInput = input.image;
       const image = imageInput == null ? null : await validated(() => checkImage(imageInput, ctx.resolveHost));
+      const webhook = await checkWebhookInput(ctx, input);
       // A data URI becomes a file before the row exists (the row only names it): an insert that fails
       // leaves at most a file no row refers to (content-addressed: the same image sent again reuses it).
-      const webhook = await checkWebhookInput(ctx, input);
       const file = image !== null && image.startsWith('data:') ? stored(() => ctx.images.put(image)) : undefined;
       const now = ctx.now();
       const row = stored(() => ctx.idempotency.atomically(() => {
