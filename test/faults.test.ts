@@ -8,6 +8,8 @@ import { decodeTaskId } from '../src/upstream/sandbox-tasks.js';
 import { startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { listen } from './helpers/listen.js';
 import { must } from './helpers/must.js';
+import { nextPollerEvent } from './helpers/events.js';
+import { record, stubUpstream } from './helpers/stub-upstream.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const GET = `query($id: ID!) { prediction(id: $id) { id status upstreamId outputs keptOutputs error completedAt } }`;
@@ -90,23 +92,33 @@ describe('under heavy upstream faults', () => {
   });
 
   test('a 429 with Retry-After holds the whole poller back, not just the request that got it', async () => {
-    const seen: number[] = [];
-    const upstream = await listen((_req, res) => {
-      seen.push(Date.now());
-      res.writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' }).end('{"code":429,"message":"slow down"}');
+    // Upstream answers the first submission 429 (Retry-After: 2) and accepts every later one.
+    const submits: number[] = [];
+    const stub = await stubUpstream({
+      submit: ({ res, body, n, stub }) => {
+        submits.push(Date.now());
+        if (n === 1) res.writeHead(429, { 'retry-after': '2', 'content-type': 'application/json' }).end('{"code":429,"message":"slow down"}');
+        else stub.ok(res, record(stub.create(body)));
+      },
     });
-    const t = await startApp({ WAVESPEED_BASE_URL: upstream });
-    await createBatch(t, 1);
-    await waitFor(() => seen.length, (n) => n >= 1);
-    const first = must(seen[0]);
+    const t = await startApp({ WAVESPEED_BASE_URL: stub.url });
+    const submitted = new Set<string>();
+    t.app.poller.on('submitted', ({ id }) => submitted.add(id));
+    const paused = nextPollerEvent(t.app.poller, 'paused', (p) => p.kind === 'rate');
+    const [first] = await createBatch(t, 1);
+    const [pause] = await paused;
+    const resumed = nextPollerEvent(t.app.poller, 'resumed', (r) => r.kind === 'rate');
+    expect(pause.until - must(submits[0])).toBeGreaterThanOrEqual(2000);
     // A prediction created during the pause has no failure of its own to wait out: only the
     // poller-wide pause keeps it from being submitted at once.
-    await new Promise((r) => setTimeout(r, 200));
-    await createBatch(t, 1);
-    await new Promise((r) => setTimeout(r, 1500));
-    await t.app.poller.stop();
-    expect(seen.filter((at) => at > first + 50 && at < first + 950)).toEqual([]);
-    expect(seen.filter((at) => at >= first + 950).length).toBeGreaterThanOrEqual(2);
+    const [second] = await createBatch(t, 1);
+    expect(Date.now()).toBeLessThan(pause.until);
+    await resumed;
+    await waitFor(() => submitted.size, (n) => n === 2);
+    expect([...submitted].sort()).toEqual([must(first), must(second)].sort());
+    // Nothing reached upstream during the pause; then each prediction was submitted once.
+    expect(submits.slice(1).filter((at) => at < pause.until)).toEqual([]);
+    expect(submits).toHaveLength(3);
   });
 });
 

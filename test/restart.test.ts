@@ -1,15 +1,37 @@
-import { expect, test } from 'vitest';
+import { expect, onTestFailed, test } from 'vitest';
 import { distinct, wsClient, wsSubscribe } from './helpers/clients.js';
 import { postGraphql, tempDir, waitFor } from './helpers/app.js';
-import { freePort, spawnServer } from './helpers/process.js';
+import { freePort, type ServerProcess, spawnServer } from './helpers/process.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const GET = `query($id: ID!) { prediction(id: $id) { status upstreamId outputs } }`;
 const FOLLOW = `subscription($id: ID!) { predictionUpdated(id: $id) { status outputs } }`;
 
-test('a server killed with SIGKILL mid-flight is restarted on the same database and every prediction completes', async () => {
+/**
+ * Each test starts two server processes one after the other (the second on the first's database),
+ * and spawnServer allows each 30 s to answer /healthz. Unloaded a start takes about a second, but
+ * under a parallel suite on two cores it was measured at 10 s and more, and the default 60 s test
+ * timeout then ran out while the restarted server was still starting, leaving predictions CREATED.
+ * So the budget covers both starts and the waits that follow them.
+ */
+const TWO_STARTS = { timeout: 150_000 };
+
+/** On failure, prints what each tracked server said: the state of the database alone does not tell why. */
+function logsOnFailure(): <S extends ServerProcess>(server: S) => S {
+  const servers: ServerProcess[] = [];
+  onTestFailed(() => {
+    for (const [i, s] of servers.entries()) console.error(`server ${i + 1} output:\n${s.output()}`);
+  });
+  return (server) => {
+    servers.push(server);
+    return server;
+  };
+}
+
+test('a server killed with SIGKILL mid-flight is restarted on the same database and every prediction completes', TWO_STARTS, async () => {
   const env = { DATA_DIR: tempDir(), PORT: String(await freePort()), SANDBOX_TASK_SECONDS: '2' };
-  const first = await spawnServer(env);
+  const track = logsOnFailure();
+  const first = track(await spawnServer(env));
   const ids: string[] = [];
   for (let i = 0; i < 3; i++) ids.push((await postGraphql(first.url, CREATE, { p: `restart ${i}` })).body.data.createVideo.id);
 
@@ -20,7 +42,7 @@ test('a server killed with SIGKILL mid-flight is restarted on the same database 
   first.child.kill('SIGKILL');
   await first.exited;
 
-  const second = await spawnServer(env);
+  const second = track(await spawnServer(env));
   const client = wsClient(second.url);
   const streams = ids.map((id) => wsSubscribe(client, FOLLOW, { id }));
   const results = await Promise.all(streams.map((s) => s.done));
@@ -35,18 +57,23 @@ test('a server killed with SIGKILL mid-flight is restarted on the same database 
   }
 });
 
-test('SIGKILL in the middle of a faulty batch, then a restart on the same database: every prediction ends where its task did', async () => {
+test('SIGKILL in the middle of a faulty batch, then a restart on the same database: every prediction ends where its task did', TWO_STARTS, async () => {
   // Faults that strike before a task exists still count as uncertain submissions: allow more of them than the default 3.
   const faults = { SANDBOX_ERROR_RATE: '0.3', SANDBOX_MALFORMED_RATE: '0.1', SANDBOX_FAILURE_RATE: '0.2', SANDBOX_TASK_SECONDS: '1.5', MAX_SUBMISSIONS_PER_PREDICTION: '12' };
   const env = { DATA_DIR: tempDir(), PORT: String(await freePort()), ...faults };
-  const first = await spawnServer(env);
+  const track = logsOnFailure();
+  const first = track(await spawnServer(env));
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) ids.push((await postGraphql(first.url, CREATE, { p: `batch ${i}` })).body.data.createVideo.id);
-  await new Promise((r) => setTimeout(r, 300 + Math.random() * 700));
+  // Kill mid-flight: once some predictions have a task upstream while others are not final yet.
+  await waitFor(
+    () => Promise.all(ids.map(async (id) => (await postGraphql(first.url, GET, { id })).body.data.prediction)),
+    (ps) => ps.some((p) => p.upstreamId !== null) && ps.some((p) => p.status !== 'COMPLETED' && p.status !== 'FAILED'),
+  );
   first.child.kill('SIGKILL');
   await first.exited;
 
-  const second = await spawnServer(env);
+  const second = track(await spawnServer(env));
   const final = await waitFor(
     () => Promise.all(ids.map(async (id) => (await postGraphql(second.url, `query($id: ID!) { prediction(id: $id) { status upstreamId error } }`, { id })).body.data.prediction)),
     (ps) => ps.every((p) => p.status === 'COMPLETED' || p.status === 'FAILED'),
@@ -58,9 +85,10 @@ test('SIGKILL in the middle of a faulty batch, then a restart on the same databa
   }
 });
 
-test('SIGTERM lets in-flight work land, closes subscriptions cleanly and exits 0; a restart finishes the rest', async () => {
+test('SIGTERM lets in-flight work land, closes subscriptions cleanly and exits 0; a restart finishes the rest', TWO_STARTS, async () => {
   const env = { DATA_DIR: tempDir(), PORT: String(await freePort()), SANDBOX_TASK_SECONDS: '2' };
-  const first = await spawnServer(env);
+  const track = logsOnFailure();
+  const first = track(await spawnServer(env));
   const { id } = (await postGraphql(first.url, CREATE, { p: 'graceful' })).body.data.createVideo;
   const closed = new Promise<number>((resolve) => {
     const client = wsClient(first.url);
@@ -72,7 +100,7 @@ test('SIGTERM lets in-flight work land, closes subscriptions cleanly and exits 0
   expect(await first.exited).toBe(0);
   expect(await closed).toBe(1001);
 
-  const second = await spawnServer(env);
+  const second = track(await spawnServer(env));
   const values = await wsSubscribe(wsClient(second.url), FOLLOW, { id }).done;
   expect(values.at(-1).predictionUpdated.status).toBe('COMPLETED');
 });

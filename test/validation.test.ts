@@ -203,6 +203,21 @@ describe('image as a URL: http(s), no credentials, public addresses only, never 
 });
 
 describe('request limits', () => {
+  test('idle connections are kept 65 s (Keep-Alive: timeout=65): a client that pauses between two large requests is not reset', async () => {
+    // With Node's 5 s default, the second request of "20 MiB exactly…" below was reset ("other side
+    // closed") whenever submitting the first image upstream kept the connection idle for 5 s.
+    const t = await start();
+    const headers = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      request(`${t.url}/healthz`, (res) => {
+        res.resume();
+        resolve(res.headers);
+      })
+        .on('error', reject)
+        .end();
+    });
+    expect(headers['keep-alive']).toBe('timeout=65');
+  });
+
   test('a body over the limit is 413 REQUEST_ENTITY_TOO_LARGE, with or without Content-Length, and stores nothing', async () => {
     const t = await start();
     const image = 'A'.repeat(MAX_REQUEST_BYTES);

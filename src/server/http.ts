@@ -28,9 +28,19 @@ const MEDIA_PREFIX = '/media/';
 
 export const SANDBOX_PREFIX = '/sandbox';
 
+/**
+ * An idle keep-alive connection is closed after 65 s, not Node's default 5 s. A client that sends
+ * its next request just as the server closes the connection gets a reset (fetch: "other side
+ * closed"), and a POST is not retried. Clients and proxies avoid that by closing first, which they
+ * can only do if their own idle limit is shorter than the server's: nginx keeps upstream connections
+ * 60 s, and undici follows the server's Keep-Alive hint but misses it when its event loop is busy
+ * (a 20 MiB body being parsed). headersTimeout must stay above keepAliveTimeout.
+ */
+const SERVER_OPTIONS = { keepAliveTimeout: 65_000, headersTimeout: 66_000 };
+
 /** The one HTTP server: /graphql (yoga), /healthz, and /sandbox when mounted. */
 export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, access, notReady }: HttpDeps): Server {
-  return createServer((req, res) => {
+  return createServer(SERVER_OPTIONS, (req, res) => {
     route(req, res).catch((err) => {
       // The path only: a query string may carry a secret (a webhook token, say).
       log.error({ err, path: (req.url ?? '/').split('?', 1)[0] }, 'request failed');
