@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { systemClock, type Clock } from './clock.js';
 import { Connections, watchRevocations } from './auth/connections.js';
 import { KeyStore } from './auth/keys.js';
-import { UNAUTHENTICATED_MESSAGE } from './auth/principal.js';
+import { authenticate, UNAUTHENTICATED_MESSAGE } from './auth/principal.js';
 import { Quotas } from './auth/quotas.js';
 import { ConfigError, type Config } from './config.js';
 import { IdempotencyStore } from './db/idempotency.js';
@@ -24,6 +24,7 @@ import { buildSchema } from './schema/index.js';
 import { createAccessGate } from './server/access.js';
 import { createHttpServer, SANDBOX_PREFIX } from './server/http.js';
 import { createOriginPolicy, isLoopbackHost } from './server/origin.js';
+import { createMetrics } from './server/metrics.js';
 import { createWebPage } from './server/page.js';
 import { createWebhookHandler, WEBHOOK_PREFIX, webhookUrl } from './server/webhooks.js';
 import { WebhookStore } from './db/outbox.js';
@@ -80,6 +81,15 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   const db = openDatabase(join(config.dataDir, 'cinegraph.sqlite'));
   const store = new PredictionStore(db);
   const pubsub = createPredictionPubSub();
+  // Prometheus metrics; their gauges read the store, connections and keys at scrape time.
+  const metrics = createMetrics({
+    db,
+    now,
+    token: config.metricsToken,
+    connections: () => connections.total(),
+    subscriptions: () => pubsub.count(),
+    authenticated: (authorization) => authenticate(keys, authorization) !== undefined,
+  });
   const keys = new KeyStore(db);
   const webhookStore = new WebhookStore(db);
   /** Where the server listens, once it does: the origin of links in webhook payloads without PUBLIC_URL. */
@@ -97,7 +107,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     () => dispatcher,
   );
   // Every status change also queues its outgoing webhook, in the same transaction.
-  const recorder = createRecorder(store, pubsub, now, outgoing.hook);
+  // Each visible change timed from its write to its publish (cinegraph_event_delivery_seconds).
+  const recorder = metrics.observeRecorder(createRecorder(store, pubsub, now, outgoing.hook));
   const quotas = new Quotas(config.access.quotas);
   const connections = new Connections();
   const origins = createOriginPolicy({ corsOrigins: config.access.corsOrigins, publicUrl: config.publicUrl });
@@ -140,6 +151,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     apiKey: config.upstream.apiKey,
     timeoutMs: config.upstream.timeoutMs,
     fetch: overrides.fetch,
+    observe: metrics.observeUpstream,
   });
   const publicUrl = config.publicUrl;
   const queue = new QueueStore(db);
@@ -216,7 +228,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     }
     return reasons;
   };
-  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage({ log }), access: createAccessGate(access), notReady });
+  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage({ log }), access: createAccessGate(access), notReady, metrics: metrics.handle });
   const closeWs = attachGraphqlWs(server, yoga, access);
   let stopWatching: (() => void) | undefined;
 

@@ -63,6 +63,7 @@ const envSchema = z.object({
   KEY_MAX_IN_FLIGHT: int(1, 20),
   MAX_SUBSCRIPTIONS_PER_SOCKET: int(1, 100),
   MAX_SOCKETS_PER_KEY: int(1, 50),
+  METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'must be at least 16 characters').optional()),
   WEBHOOK_ALLOW_PRIVATE: bool(false),
   WEBHOOK_SIGNING_SECRET: optionalString.pipe(z.string().regex(/^whsec_[A-Za-z0-9+/]{32,}={0,2}$/, 'must be whsec_ followed by at least 24 bytes of base64').optional()),
   WEBHOOK_RETRY_BASE_MS: int(10, 5_000),
@@ -78,6 +79,8 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
   /** Where upstream can reach this gateway; enables webhooks. No trailing slash. */
   publicUrl?: string;
+  /** A bearer token a Prometheus scraper may send to GET /metrics, besides any live API key. */
+  metricsToken?: string;
   upstream: {
     /** Undefined when the embedded sandbox is used: its URL is only known once the server listens. */
     baseUrl?: string;
@@ -170,6 +173,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: resolve(e.DATA_DIR),
     logLevel: e.LOG_LEVEL,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    metricsToken: e.METRICS_TOKEN,
     upstream: {
       baseUrl: e.WAVESPEED_BASE_URL ?? (useSandbox ? undefined : 'https://api.wavespeed.ai'),
       // The sandbox accepts any non-empty key; a fixed one keeps the real auth path exercised.

@@ -29,6 +29,13 @@ export class Connections {
     return this.byOwner.get(owner)?.size ?? 0;
   }
 
+  /** Every open connection, all owners together (for metrics). */
+  total(): number {
+    let n = 0;
+    for (const set of this.byOwner.values()) n += set.size;
+    return n;
+  }
+
   /** Closes every connection of these owners. */
   closeOwners(owners: Iterable<string | null>): number {
     let closed = 0;

@@ -5,6 +5,7 @@ import type { MediaStore } from '../storage/media.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
 import type { AccessGate } from './access.js';
 import type { WebPage } from './page.js';
+import { createRequestLogging } from './request-id.js';
 import { WEBHOOK_PREFIX } from './webhooks.js';
 import type { Yoga } from './yoga.js';
 
@@ -22,6 +23,8 @@ export interface HttpDeps {
   page?: WebPage;
   /** Browser-origin screening for every route and API keys for /graphql. */
   access: AccessGate;
+  /** GET /metrics (Prometheus), which checks its own credentials. */
+  metrics?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 }
 
 const MEDIA_PREFIX = '/media/';
@@ -39,11 +42,13 @@ export const SANDBOX_PREFIX = '/sandbox';
 const SERVER_OPTIONS = { keepAliveTimeout: 65_000, headersTimeout: 66_000 };
 
 /** The one HTTP server: /graphql (yoga), /healthz, and /sandbox when mounted. */
-export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, access, notReady }: HttpDeps): Server {
+export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, access, notReady, metrics }: HttpDeps): Server {
+  // Every request gets an id (x-request-id, echoed) and a logger that puts it on each of its lines.
+  const withRequestLog = createRequestLogging(log);
   return createServer(SERVER_OPTIONS, (req, res) => {
-    route(req, res).catch((err) => {
+    withRequestLog(req, res, () => route(req, res)).catch((err) => {
       // The path only: a query string may carry a secret (a webhook token, say).
-      log.error({ err, path: (req.url ?? '/').split('?', 1)[0] }, 'request failed');
+      req.log.error({ err, path: (req.url ?? '/').split('?', 1)[0] }, 'request failed');
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
       res.end('internal error');
     });
@@ -64,6 +69,7 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
       return;
     }
     if (!access.screen(req, res, pathname)) return;
+    if (metrics && pathname === '/metrics') return metrics(req, res);
     if (sandbox && (pathname === SANDBOX_PREFIX || pathname.startsWith(`${SANDBOX_PREFIX}/`))) {
       const mountUrl = `http://${req.headers.host ?? 'localhost'}${SANDBOX_PREFIX}`;
       return sandbox.handle(req, res, path.slice(SANDBOX_PREFIX.length) || '/', mountUrl);

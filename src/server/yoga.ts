@@ -11,6 +11,7 @@ import type { Context } from '../schema/context.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
 import { graphiqlOptions, renderLocalGraphiQL, type GraphiqlSettings } from './graphiql.js';
 import { useBrowserRules } from './browser.js';
+import { currentLog } from './request-id.js';
 import { useResultCostLimit } from './result-cost.js';
 import { useSharedSubscriptionExecution } from './shared-execution.js';
 
@@ -92,11 +93,12 @@ export function createGraphqlHandler(
     // Rendered from the installed package (src/server/graphiql.ts), so it works offline.
     graphiql: () => graphiqlOptions(graphiql),
     renderGraphiQL: renderLocalGraphiQL,
+    // Through the current request's logger when there is one, so yoga's lines carry its id.
     logging: {
-      debug: (...args) => log.debug({ args }, 'yoga'),
-      info: (...args) => log.info({ args }, 'yoga'),
-      warn: (...args) => log.warn({ args }, 'yoga'),
-      error: (...args) => log.error({ args }, 'yoga'),
+      debug: (...args) => currentLog(log).debug({ args }, 'yoga'),
+      info: (...args) => currentLog(log).info({ args }, 'yoga'),
+      warn: (...args) => currentLog(log).warn({ args }, 'yoga'),
+      error: (...args) => currentLog(log).error({ args }, 'yoga'),
     },
   });
 }

@@ -99,6 +99,28 @@ export interface WaveSpeedClientOptions {
   timeoutMs: number;
   /** Injected for tests that count or fail requests; defaults to the global fetch. */
   fetch?: typeof fetch;
+  /** Told of every request once it is done (metrics): which endpoint, how long, and its error if it failed. */
+  observe?: (o: UpstreamObservation) => void;
+}
+
+export type UpstreamEndpoint = 'submit' | 'result' | 'list' | 'upload' | 'delete' | 'webhook_secret' | 'other';
+
+export interface UpstreamObservation {
+  endpoint: UpstreamEndpoint;
+  durationMs: number;
+  error?: unknown;
+}
+
+/** A route's name without its ids or query, so it can label a metric. */
+export function upstreamEndpoint(path: string): UpstreamEndpoint {
+  const p = path.split('?', 1)[0] ?? '';
+  if (p === `/api/v3/${MODEL}`) return 'submit';
+  if (p === '/api/v3/predictions') return 'list';
+  if (p === '/api/v3/predictions/delete') return 'delete';
+  if (/^\/api\/v3\/predictions\/[^/]+\/result$/.test(p)) return 'result';
+  if (p === '/api/v3/media/upload/binary') return 'upload';
+  if (p === '/api/v3/webhook/secret') return 'webhook_secret';
+  return 'other';
 }
 
 /** HTTP client for the WaveSpeed v3 contract: `{code, message, data}` envelopes, Bearer auth. */
@@ -110,6 +132,23 @@ export class WaveSpeedClient {
     const base = options.baseUrl;
     let memo: string | undefined;
     this.baseUrl = typeof base === 'string' ? () => base.replace(/\/+$/, '') : () => (memo ??= base().replace(/\/+$/, ''));
+    const observe = options.observe;
+    if (observe) {
+      // Every request timed around the whole exchange (body read and envelope checked included).
+      const send = this.request.bind(this);
+      this.request = async (method, path, ...rest) => {
+        const started = performance.now();
+        const done = (error?: unknown) => observe({ endpoint: upstreamEndpoint(path), durationMs: performance.now() - started, error });
+        try {
+          const data = await send(method, path, ...rest);
+          done();
+          return data;
+        } catch (error) {
+          done(error);
+          throw error;
+        }
+      };
+    }
   }
 
   submit(input: VideoRequest, opts: { webhook?: string } = {}): Promise<UpstreamPrediction> {

@@ -1,0 +1,185 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { and, count, isNotNull, lte, min, sql } from 'drizzle-orm';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { UNAUTHENTICATED_MESSAGE } from '../auth/principal.js';
+import type { Db } from '../db/client.js';
+import { predictions, predictionStatuses } from '../db/schema.js';
+import type { Recorder } from '../poller/record.js';
+import { UpstreamError, type UpstreamObservation } from '../upstream/wavespeed.js';
+import { refuse } from './origin.js';
+
+export interface MetricsDeps {
+  db: Db;
+  /** The poller's clock: `nextPollAt` is in its time, so the lag must be too. */
+  now: () => Date;
+  /** Open graphql-ws sockets and SSE streams. */
+  connections: () => number;
+  /** Open `predictionUpdated` subscriptions (pubsub listeners). */
+  subscriptions: () => number;
+  /** Whether an Authorization header names a live API key (always true in open mode, on loopback only). */
+  authenticated: (authorization: string | undefined) => boolean;
+  /** METRICS_TOKEN: a scraper's bearer token, accepted besides any live API key. */
+  token?: string;
+}
+
+export interface Metrics {
+  readonly registry: Registry;
+  /** For WaveSpeedClient's `observe` option: one upstream request done. */
+  observeUpstream(o: UpstreamObservation): void;
+  /** Wraps a recorder so each visible change is timed from its write to its publish, and counted. */
+  observeRecorder(recorder: Recorder): Recorder;
+  /** GET /metrics: the Prometheus text format, behind a key or METRICS_TOKEN once keys exist. */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+}
+
+/** How upstream answered, in a handful of values (a label must not take unbounded values). */
+export function upstreamOutcome(error: unknown): string {
+  if (error === undefined) return 'ok';
+  if (!(error instanceof UpstreamError)) return 'error';
+  if (error.kind !== 'http') return error.kind; // network | timeout | protocol
+  const status = error.status ?? 0;
+  if (status === 429) return 'rate_limited';
+  return status >= 500 ? 'server_error' : 'client_error';
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/**
+ * Prometheus metrics in a registry of their own (so several apps in one process, as in tests, do not
+ * collide). Gauges that describe stored state are read at scrape time, by one GROUP BY and one
+ * indexed range query, rather than kept in step with every write.
+ */
+export function createMetrics({ db, now, connections, subscriptions, authenticated, token }: MetricsDeps): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const byStatus = db
+    .select({ status: predictions.status, n: count() })
+    .from(predictions)
+    .groupBy(predictions.status)
+    .prepare();
+  // The poller's own definition of due (PredictionStore.due): a next poll time that has come.
+  const due = db
+    .select({ n: count(), oldest: min(predictions.nextPollAt) })
+    .from(predictions)
+    .where(and(isNotNull(predictions.nextPollAt), lte(predictions.nextPollAt, sql.placeholder('now'))))
+    .prepare();
+
+  new Gauge({
+    name: 'cinegraph_predictions',
+    help: 'Predictions in the database, by status',
+    labelNames: ['status'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const status of predictionStatuses) this.set({ status }, 0);
+      for (const { status, n } of byStatus.all()) this.set({ status }, n);
+    },
+  });
+  let dueNow: { n: number; oldest: Date | null } | undefined;
+  const readDue = () => (dueNow ??= due.all({ now: now().getTime() })[0] ?? { n: 0, oldest: null });
+  new Gauge({
+    name: 'cinegraph_poller_due_predictions',
+    help: 'Predictions whose next step (submission, reconciliation or poll) is due now: the poller queue depth',
+    registers: [registry],
+    collect() {
+      this.set(readDue().n);
+    },
+  });
+  new Gauge({
+    name: 'cinegraph_poller_lag_seconds',
+    help: 'How late the oldest due prediction is: now minus its nextPollAt (0 when none is due)',
+    registers: [registry],
+    collect() {
+      const oldest = readDue().oldest;
+      this.set(oldest ? Math.max(0, now().getTime() - oldest.getTime()) / 1000 : 0);
+    },
+  });
+  new Gauge({
+    name: 'cinegraph_open_connections',
+    help: 'Open long-lived connections: graphql-ws sockets and SSE streams',
+    registers: [registry],
+    collect() {
+      this.set(connections());
+    },
+  });
+  new Gauge({
+    name: 'cinegraph_subscriptions',
+    help: 'Open predictionUpdated subscriptions, over graphql-ws and SSE',
+    registers: [registry],
+    collect() {
+      this.set(subscriptions());
+    },
+  });
+  const upstreamRequests = new Counter({
+    name: 'cinegraph_upstream_requests_total',
+    help: 'Requests to the upstream API, by endpoint (submit, result, list) and outcome',
+    labelNames: ['endpoint', 'outcome'],
+    registers: [registry],
+  });
+  const upstreamSeconds = new Histogram({
+    name: 'cinegraph_upstream_request_duration_seconds',
+    help: 'Latency of upstream API requests, by endpoint and outcome',
+    labelNames: ['endpoint', 'outcome'],
+    buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30],
+    registers: [registry],
+  });
+  const changes = new Counter({
+    name: 'cinegraph_prediction_changes_total',
+    help: 'Visible prediction changes written and published, by the status they left the prediction in',
+    labelNames: ['status'],
+    registers: [registry],
+  });
+  const deliverySeconds = new Histogram({
+    name: 'cinegraph_event_delivery_seconds',
+    help: 'From the start of writing a visible change to its publication to every in-process subscriber',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+
+  const tokenDigest = token === undefined ? undefined : digest(`Bearer ${token}`);
+  /** METRICS_TOKEN, any live key, or open mode (which listens on loopback only). */
+  const allowed = (authorization: string | undefined) =>
+    (tokenDigest !== undefined && authorization !== undefined && timingSafeEqual(digest(authorization.trim()), tokenDigest)) ||
+    authenticated(authorization);
+
+  return {
+    registry,
+    observeUpstream({ endpoint, durationMs, error }) {
+      const labels = { endpoint, outcome: upstreamOutcome(error) };
+      upstreamRequests.inc(labels);
+      upstreamSeconds.observe(labels, durationMs / 1000);
+    },
+    observeRecorder(recorder) {
+      // The recorder's other methods are inherited as they are, whatever it grows.
+      const observed: Recorder = Object.create(recorder);
+      observed.record = (id, patch) => {
+        const started = performance.now();
+        const row = recorder.record(id, patch);
+        if (row) {
+          deliverySeconds.observe((performance.now() - started) / 1000);
+          changes.inc({ status: row.status });
+        }
+        return row;
+      };
+      return observed;
+    },
+    async handle(req, res) {
+      req.resume();
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
+        return;
+      }
+      if (!allowed(req.headers.authorization)) {
+        refuse(res, 401, 'UNAUTHENTICATED', `${UNAUTHENTICATED_MESSAGE} (or the METRICS_TOKEN)`, { 'www-authenticate': 'Bearer' });
+        return;
+      }
+      dueNow = undefined; // one due query per scrape, shared by its two gauges
+      const body = await registry.metrics();
+      res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    },
+  };
+}

@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+import { startApp } from './helpers/app.js';
+import { capturedLogger } from './helpers/stub-upstream.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/** The real app with its log lines kept (pino at debug, so yoga's own lines show too). */
+async function withLogs() {
+  const { log, lines } = capturedLogger();
+  const t = await startApp({}, { log });
+  const parsed = () => lines.map((l) => JSON.parse(l) as Record<string, unknown> & { msg?: string; requestId?: string });
+  return { t, parsed };
+}
+
+const post = (url: string, headers: Record<string, string> = {}) =>
+  fetch(`${url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ query: '{ __typename }' }) });
+
+describe('request ids', () => {
+  it('keep a sane incoming x-request-id, echo it, and put it on every line the request logs', async () => {
+    const { t, parsed } = await withLogs();
+    const res = await post(t.url, { 'x-request-id': 'trace-42.abc:7' });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-request-id')).toBe('trace-42.abc:7');
+    await res.text();
+    const mine = parsed().filter((l) => l.requestId === 'trace-42.abc:7');
+    // yoga's own lines, logged while it handled the request, and the completion line.
+    expect(mine.filter((l) => l.msg === 'yoga').length).toBeGreaterThan(0);
+    const completed = mine.find((l) => l.msg === 'request completed');
+    expect(completed).toMatchObject({ req: { method: 'POST', path: '/graphql' }, res: { statusCode: 200 }, responseTime: expect.any(Number) });
+    // No yoga line of this request went out without its id.
+    expect(parsed().filter((l) => l.msg === 'yoga' && l.requestId === undefined)).toEqual([]);
+  });
+
+  it('generate a UUID when there is none or the incoming one is not sane, different per request', async () => {
+    const { t, parsed } = await withLogs();
+    const ids: string[] = [];
+    for (const header of [undefined, 'has spaces in it', 'x'.repeat(129), 'quote"d', '']) {
+      const res = await post(t.url, header === undefined ? {} : { 'x-request-id': header });
+      await res.text();
+      const id = res.headers.get('x-request-id') ?? '';
+      expect(id).toMatch(UUID);
+      expect(parsed().some((l) => l.msg === 'request completed' && l.requestId === id)).toBe(true);
+      ids.push(id);
+    }
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(JSON.stringify(parsed())).not.toContain('has spaces in it');
+  });
+
+  it('are on every route; completions log the path without its query string; probes are not logged', async () => {
+    const { t, parsed } = await withLogs();
+    const secret = 'token-that-must-not-be-logged';
+    const [graphqlGet, health, missing] = await Promise.all([
+      fetch(`${t.url}/graphql?query=${encodeURIComponent('{ __typename }')}&token=${secret}`),
+      fetch(`${t.url}/healthz`, { headers: { 'x-request-id': 'probe-1' } }),
+      fetch(`${t.url}/nowhere?token=${secret}`),
+    ]);
+    for (const r of [graphqlGet, health, missing]) await r.text();
+    expect(graphqlGet.headers.get('x-request-id')).toMatch(UUID);
+    expect(health.headers.get('x-request-id')).toBe('probe-1');
+    expect(missing.status).toBe(404);
+    const completed = parsed().filter((l) => l.msg === 'request completed');
+    expect(completed.find((l) => l.requestId === missing.headers.get('x-request-id'))).toMatchObject({ req: { path: '/nowhere' }, res: { statusCode: 404 } });
+    expect(completed.find((l) => l.requestId === graphqlGet.headers.get('x-request-id'))).toMatchObject({ req: { method: 'GET', path: '/graphql' } });
+    expect(completed.some((l) => l.requestId === 'probe-1')).toBe(false);
+    expect(JSON.stringify(parsed())).not.toContain(secret);
+  });
+});
