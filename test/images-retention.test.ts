@@ -4,9 +4,10 @@ import { describe, expect, test } from 'vitest';
 import { MAX_IMAGE_BYTES } from '../src/validation/limits.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
 import { pngOfSize } from './helpers/images.js';
+import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!, $i: String) { createVideo(input: { prompt: $p, image: $i }) { id } }`;
-const row = (t: TestApp, id: string) => t.app.store.findById(id)!;
+const row = (t: TestApp, id: string) => must(t.app.store.findById(id));
 const completed = (t: TestApp, id: string) => waitFor(() => row(t, id), (r) => r.status === 'COMPLETED', 30_000);
 
 /** Moves a final prediction's end into the past, as if it had completed `days` ago. */
@@ -36,7 +37,7 @@ describe('images as files', () => {
     expect(url).toMatch(new RegExp(`^${t.url}/sandbox/media/uploads/[0-9a-f]{64}\\.png$`));
     const done = await completed(t, id);
     expect(done).toMatchObject({ imageUploadUrl: url, hasImage: true });
-    expect(t.app.sandbox!.stats.uploads).toBe(1);
+    expect(t.app.sandbox?.stats.uploads).toBe(1);
     // What upstream was asked to animate is the uploaded file, byte for byte.
     const list = await fetch(`${t.url}/sandbox/api/v3/predictions`, { method: 'POST', headers: { authorization: 'Bearer x' }, body: '{"page":1,"page_size":5}' });
     const items = ((await list.json()) as { data: { items: { id: string; input: { image?: string } }[] } }).data.items;
@@ -51,15 +52,15 @@ describe('images as files', () => {
 
   test('an uncertain submission after the upload does not upload again', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.5' });
-    t.app.sandbox!.setFaults({ acceptThenErrorRate: 1 });
+    must(t.app.sandbox).setFaults({ acceptThenErrorRate: 1 });
     const image = pngOfSize(640, 360, 50_000);
     const id = (await t.gql(CREATE, { p: 'uploaded then 502', i: `data:image/png;base64,${image.toString('base64')}` })).body.data.createVideo.id;
-    await waitFor(() => t.app.sandbox!.stats.faults.acceptedThenFailed, (n) => n === 1);
-    t.app.sandbox!.setFaults({ acceptThenErrorRate: 0 });
+    await waitFor(() => t.app.sandbox?.stats.faults.acceptedThenFailed, (n) => n === 1);
+    must(t.app.sandbox).setFaults({ acceptThenErrorRate: 0 });
     const done = await completed(t, id);
     expect(done.submitAttempts).toBe(1);
-    expect(t.app.sandbox!.stats.uploads).toBe(1);
-    expect(t.app.sandbox!.stats.submissions).toBe(1);
+    expect(t.app.sandbox?.stats.uploads).toBe(1);
+    expect(t.app.sandbox?.stats.submissions).toBe(1);
   });
 
   test('an upload the sandbox refuses (no file part) is a 400 with a reason', async () => {
@@ -71,7 +72,7 @@ describe('images as files', () => {
     expect(((await res.json()) as { message: string }).message).toBe('a part named file is required');
     const notMultipart = await fetch(`${t.url}/sandbox/api/v3/media/upload/binary`, { method: 'POST', headers: { authorization: 'Bearer x', 'content-type': 'application/json' }, body: '{}' });
     expect(notMultipart.status).toBe(400);
-    expect(t.app.sandbox!.stats.uploads).toBe(0);
+    expect(t.app.sandbox?.stats.uploads).toBe(0);
   });
 });
 
@@ -83,9 +84,9 @@ describe('retention', () => {
     const oldShared = (await t.gql(CREATE, { p: 'old, output shared' })).body.data.createVideo.id;
     const recent = (await t.gql(CREATE, { p: 'recent' })).body.data.createVideo.id;
     for (const id of [withImage, oldShared, recent]) await completed(t, id);
-    const imageFile = row(t, withImage).imageFile!;
+    const imageFile = must(row(t, withImage).imageFile);
     // The sandbox's outputs are all the same MP4: one kept file, shared by all three.
-    const kept = row(t, recent).keptOutputs[0]!.replace('/media/', '');
+    const kept = must(row(t, recent).keptOutputs[0]).replace('/media/', '');
     expect(row(t, withImage).keptOutputs).toEqual([`/media/${kept}`]);
     age(t, withImage, 31);
     age(t, oldShared, 45);

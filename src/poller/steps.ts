@@ -92,7 +92,7 @@ export class PredictionSteps {
   }
 
   private async submitOne(row: PredictionRow): Promise<void> {
-    const { client, recorder, webhookUrl, store } = this.d;
+    const { client, recorder, webhookUrl } = this.d;
     // The token is stored before the URL leaves the process, so a crash cannot orphan a webhook.
     let token = row.webhookToken;
     if (webhookUrl && !token) {

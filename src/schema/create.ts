@@ -60,7 +60,7 @@ builder.mutationField('createVideo', (t) =>
       const webhook = await checkWebhookInput(ctx, input);
       // A data URI becomes a file before the row exists (the row only names it): an insert that fails
       // leaves at most a file no row refers to (content-addressed: the same image sent again reuses it).
-      const file = image !== null && image.startsWith('data:') ? stored(() => ctx.images.put(image)) : undefined;
+      const file = image?.startsWith('data:') ? stored(() => ctx.images.put(image)) : undefined;
       const now = ctx.now();
       const row = stored(() => ctx.idempotency.atomically(() => {
         // Checked again where nothing can interleave: a twin request may have landed during validation.

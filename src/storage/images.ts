@@ -26,7 +26,7 @@ export class ImageStore {
     const header = DATA_URI.exec(dataUri);
     if (!header) throw new Error('not a JPEG or PNG data URI');
     const bytes = Buffer.from(dataUri.slice(header[0].length), 'base64');
-    const png = header[1]!.toLowerCase() === 'png';
+    const png = header[1]?.toLowerCase() === 'png';
     const name = `${createHash('sha256').update(bytes).digest('hex')}.${png ? 'png' : 'jpg'}`;
     const path = join(this.dir, name);
     if (!existsSync(path)) {
