@@ -57,6 +57,8 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
   private running = false;
   private loopPromise?: Promise<void>;
   private wakeUp?: () => void;
+  /** Aborts POSTs in flight on stop: shutdown does not wait for slow receivers. */
+  private readonly shutdown = new AbortController();
 
   constructor(private readonly o: DispatcherOptions) {
     super();
@@ -69,9 +71,13 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
     this.loopPromise = this.loop();
   }
 
-  /** Stops taking messages and waits for the POSTs in flight (each bounded by the timeout) to be recorded. */
+  /**
+   * Stops taking messages and aborts the POSTs in flight; an aborted attempt is not recorded, so
+   * its message stays due and is sent again by the next process (receivers drop the duplicate).
+   */
   async stop(): Promise<void> {
     this.running = false;
+    this.shutdown.abort();
     this.wakeUp?.();
     await this.loopPromise;
     await Promise.allSettled(this.inFlight.values());
@@ -91,7 +97,7 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
     const message = attempt && this.o.store.message(attempt.messageId);
     if (!message) return undefined;
     const deliveryId = await this.send(message, true);
-    return this.o.store.attempt(deliveryId);
+    return deliveryId === undefined ? undefined : this.o.store.attempt(deliveryId);
   }
 
   private async loop(): Promise<void> {
@@ -141,9 +147,10 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
     });
   }
 
-  /** One attempt, recorded with the message's next step; returns the attempt's id. */
-  private async send(message: WebhookMessageRow, manual: boolean): Promise<string> {
+  /** One attempt, recorded with the message's next step; returns the attempt's id (undefined when cut off by stop()). */
+  private async send(message: WebhookMessageRow, manual: boolean): Promise<string | undefined> {
     const outcome = await this.post(message);
+    if (this.shutdown.signal.aborted && !outcome.ok) return undefined; // cut off by stop(): not an attempt
     const now = this.clock.now();
     const deliveryId = randomUUID();
     const attempts = message.attempts + (manual ? 0 : 1);
@@ -202,7 +209,7 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
         body: message.payload,
         // A redirect is an answer, not a place to send the payload (it could point anywhere).
         redirect: 'manual',
-        signal: AbortSignal.timeout(this.o.timeoutMs),
+        signal: AbortSignal.any([AbortSignal.timeout(this.o.timeoutMs), this.shutdown.signal]),
       });
       await res.body?.cancel().catch(() => undefined);
       const ok = res.status >= 200 && res.status < 300;
