@@ -5,7 +5,9 @@ import { Webhook } from 'standardwebhooks';
 import { describe, expect, test } from 'vitest';
 import type { ResolveHost } from '../src/validation/address.js';
 import { generateSigningSecret } from '../src/webhooks/secrets.js';
-import { postGraphql, startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { fastEnv, postGraphql, startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { bearer, cli } from './helpers/keys.js';
 import { listen } from './helpers/listen.js';
 import { must } from './helpers/must.js';
@@ -210,6 +212,47 @@ describe('outgoing webhooks: Standard Webhooks to the client', () => {
   });
 });
 
+describe('outgoing webhooks: giving up', () => {
+  test('a receiver that never succeeds is given up 24 h after the event, and contacted no more', async () => {
+    const t = await startApp({ WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_RETRY_BASE_MS: '50', SANDBOX_TASK_SECONDS: '0.3' });
+    const r = await receiver(() => 500);
+    const firstFailure = new Promise((resolve) => t.app.webhooks.dispatcher.once('attempted', resolve));
+    const { id } = (await t.gql(CREATE, { input: { prompt: 'p', webhookUrl: r.url } })).body.data.createVideo;
+    await firstFailure;
+    // As if the event were a day old: the next failure is past the retry window.
+    t.app.db.$client.prepare('UPDATE webhook_messages SET created_at = created_at - 86400000').run();
+    const gaveUp = await new Promise<{ reason: string; predictionId: string }>((resolve) => t.app.webhooks.dispatcher.once('gaveUp', resolve));
+    expect(gaveUp).toMatchObject({ predictionId: id, reason: 'no success in 24 h' });
+    const attempts = r.got.length;
+    expect(t.app.db.$client.prepare('SELECT next_attempt_at AS next, delivered_at AS done FROM webhook_messages').get()).toEqual({ next: null, done: null });
+    await t.app.webhooks.dispatcher.stop(); // nothing is due any more: stop returns with nothing sent
+    expect(r.got.length).toBe(attempts);
+    const list = (await t.gql(DELIVERIES, { id })).body.data.prediction.webhookDeliveries;
+    expect(list).toHaveLength(attempts);
+    expect(list.every((d: { succeeded: boolean }) => !d.succeeded)).toBe(true);
+  });
+
+  test('a host that resolves to a private address by delivery time is refused then, without a connection, and not retried', async () => {
+    const dns: Record<string, string[]> = { 'rebind.invalid': ['93.184.216.34'] };
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3' }, { resolveHost: async (host) => dns[host] ?? Promise.reject(new Error('no DNS')) });
+    const gaveUp = new Promise<{ reason: string }>((resolve) => t.app.webhooks.dispatcher.once('gaveUp', resolve));
+    const { id } = (await t.gql(CREATE, { input: { prompt: 'p', webhookUrl: 'http://rebind.invalid/hook' } })).body.data.createVideo;
+    dns['rebind.invalid'] = ['127.0.0.1']; // before the prediction completes: the only event is COMPLETED
+    expect((await gaveUp).reason).toBe('refused: rebind.invalid points at a non-public address (127.0.0.1)');
+    const [attempt] = (await t.gql(DELIVERIES, { id })).body.data.prediction.webhookDeliveries;
+    expect(attempt).toMatchObject({ statusCode: null, succeeded: false, error: 'refused: rebind.invalid points at a non-public address (127.0.0.1)' });
+  });
+
+  test('webhookDeliveries(first:) outside 1–100 is refused', async () => {
+    const t = await startApp({ WEBHOOK_ALLOW_PRIVATE: 'true' });
+    const { id } = (await t.gql(CREATE, { input: { prompt: 'p', webhookUrl: 'http://127.0.0.1:9/h' } })).body.data.createVideo;
+    for (const first of [0, 101, -1]) {
+      const res = await t.gql(`query($id: ID!, $f: Int) { prediction(id: $id) { webhookDeliveries(first: $f) { id } } }`, { id, f: first });
+      expect(res.body.errors?.[0]).toMatchObject({ message: 'first must be between 1 and 100', extensions: { code: 'BAD_USER_INPUT', field: 'first' } });
+    }
+  });
+});
+
 describe('outgoing webhooks: refused inputs', () => {
   const dns: Record<string, string[]> = { 'hooks.example': ['10.0.0.7'], 'mixed.example': ['93.184.216.34', '127.0.0.1'], 'v6.example': ['fd00::1'] };
   const resolveHost: ResolveHost = async (host) => dns[host] ?? Promise.reject(new Error(`test: no DNS for ${host}`));
@@ -272,6 +315,36 @@ describe('outgoing webhooks: refused inputs', () => {
 });
 
 describe('outgoing webhooks: durable', () => {
+  test('stop() does not wait for a receiver that never answers: the cut-off POST is no attempt, and the next process sends it', async () => {
+    const secret = generateSigningSecret();
+    const dataDir = tempDir();
+    let answering = false;
+    const got: Received[] = [];
+    const hook = await listen((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        got.push({ headers: req.headers, body });
+        if (answering) res.writeHead(204).end(); // else never answered: the socket closes when the sender gives up
+      });
+    });
+    const env = { ...fastEnv, DATA_DIR: dataDir, WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_SIGNING_SECRET: secret, SANDBOX_TASK_SECONDS: '0.3', WEBHOOK_TIMEOUT_MS: '600000' };
+    const first = buildApp(loadConfig(env));
+    const firstUrl = await first.start();
+    const { id } = (await postGraphql(firstUrl, CREATE, { input: { prompt: 'p', webhookUrl: `${hook}/h` } })).body.data.createVideo;
+    await waitFor(() => got.length, (n) => n === 1, 15_000);
+    await first.stop(); // returns although the receiver holds the POST for up to 10 minutes
+    answering = true;
+    const t = await startApp(env);
+    const list = await waitFor(
+      async () => (await t.gql(DELIVERIES, { id })).body.data.prediction.webhookDeliveries,
+      (l) => l.length > 0,
+    );
+    expect(list.map((d: { statusCode: number }) => d.statusCode)).toEqual([204]);
+    expect(got).toHaveLength(2);
+    expect(got[1]?.headers['webhook-id']).toBe(got[0]?.headers['webhook-id']);
+  });
+
   test('a SIGKILL while the final status is being delivered still delivers it, once the server is back', async () => {
     const secret = generateSigningSecret();
     const dataDir = tempDir();
