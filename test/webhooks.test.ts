@@ -101,9 +101,12 @@ describe('incoming webhooks: verified', () => {
       await deliver(t, path, { timestamp: now - 301 }), // correctly signed, too old
       await deliver(t, path, { timestamp: now + 301 }), // correctly signed, too far ahead
       await deliver(t, path, { timestamp: Number.NaN }),
+      await deliver(t, path, { id: 'x'.repeat(300) }), // correctly signed, an absurd id
     ];
     expect(refused.map((r) => r.status)).toEqual(refused.map(() => 401));
     expect(await refused[10]?.json()).toEqual({ message: 'delivery not verified: webhook-timestamp is more than 5 minutes away' });
+    // A body over 256 KiB is not read into memory, let alone verified.
+    expect((await deliver(t, path, { body: JSON.stringify({ pad: 'x'.repeat(300 * 1024) }) })).status).toBe(413);
     await t.app.poller.runOnce();
     expect(t.app.store.findById(row.id)).toEqual(row);
     expect(reads()).toBe(0);
