@@ -8,6 +8,7 @@ const sections: Record<string, () => Promise<Section>> = {
   fanout: async () => (await import('./fanout.js')).run,
   store: async () => (await import('./store.js')).run,
   pollcost: async () => (await import('./pollcost.js')).run,
+  queue: async () => (await import('./queue.js')).run,
 };
 
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');

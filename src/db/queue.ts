@@ -11,14 +11,17 @@ export interface Estimate {
 /**
  * A prediction is queued while it has no upstream task and no submission under way: CREATED, no
  * `upstream_id`, no `submit_started_at`. The queue is fair: oldest first within each owner (an API
- * key, or open mode), and owners take turns — the n-th waiting prediction of every owner comes
- * before the (n+1)-th of any. Plain SQL through better-sqlite3: window functions and row-value
- * comparisons say this in one statement each, where the query builder would need several.
+ * key, or open mode), and owners take turns — each prediction gets a turn at creation (its
+ * owner's last waiting turn + 1, never before the queue's head: see PredictionStore.insert), and the
+ * queue is ordered by (turn, seq). Plain SQL through better-sqlite3: row values and partial indexes
+ * say this in one statement each. The conditions are written exactly as the partial indexes in
+ * db/schema.ts have them, which is what lets SQLite use those indexes.
  */
-const QUEUED = `status = 'CREATED' AND upstream_id IS NULL AND submit_started_at IS NULL`;
-const RANKED = `SELECT id, seq, next_poll_at, row_number() OVER (PARTITION BY owner ORDER BY seq) AS turn FROM predictions WHERE ${QUEUED}`;
+export const QUEUED = `status = 'CREATED' AND upstream_id IS NULL AND submit_started_at IS NULL`;
 /** Has (or may have) a task upstream and is not final: what counts against the account's concurrency. */
 const UPSTREAM = `status IN ('CREATED', 'PROCESSING') AND (upstream_id IS NOT NULL OR submit_started_at IS NOT NULL)`;
+
+
 /** Ids passed as one JSON array parameter. */
 const NOT_IN = `id NOT IN (SELECT value FROM json_each(?))`;
 
@@ -37,21 +40,31 @@ export class QueueStore {
 
   constructor(db: Db) {
     const c = db.$client;
-    this.dueStmt = c.prepare(`SELECT id FROM (${RANKED}) WHERE next_poll_at <= ? AND ${NOT_IN} ORDER BY turn, seq LIMIT ?`).pluck();
+    // INDEXED BY: without statistics the planner reads `upstream_id IS NULL` off the unique index on
+    // upstream_id, a scan of every waiting row; naming the partial index keeps each pass O(result).
+    this.dueStmt = c
+      .prepare(`SELECT id FROM predictions INDEXED BY predictions_queue WHERE ${QUEUED} AND next_poll_at <= ? AND ${NOT_IN} ORDER BY queue_turn, seq LIMIT ?`)
+      .pluck();
     this.positionStmt = c
-      .prepare(`WITH q AS (${RANKED}) SELECT (SELECT count(*) FROM q WHERE (q.turn, q.seq) < (me.turn, me.seq)) + 1 FROM q AS me WHERE me.id = ?`)
+      .prepare(
+        `SELECT (SELECT count(*) FROM predictions INDEXED BY predictions_queue WHERE ${QUEUED} AND (queue_turn, seq) < (me.queue_turn, me.seq)) + 1 FROM predictions AS me WHERE me.id = ? AND me.status = 'CREATED' AND me.upstream_id IS NULL AND me.submit_started_at IS NULL`,
+      )
       .pluck();
     this.upstreamTimesStmt = c
-      .prepare(`SELECT coalesce(submitted_at, submit_started_at) AS at FROM predictions WHERE ${UPSTREAM} ORDER BY at LIMIT ?`)
+      .prepare(`SELECT coalesce(submitted_at, submit_started_at) AS at FROM predictions INDEXED BY predictions_upstream_live WHERE ${UPSTREAM} ORDER BY at LIMIT ?`)
       .pluck();
-    this.nextQueuedStmt = c.prepare(`SELECT min(next_poll_at) FROM predictions WHERE ${QUEUED} AND ${NOT_IN}`).pluck();
-    this.lengthStmt = c.prepare(`SELECT count(*) FROM predictions WHERE ${QUEUED}`).pluck();
-    this.upstreamStmt = c.prepare(`SELECT count(*) FROM predictions WHERE ${UPSTREAM} AND ${NOT_IN}`).pluck();
+    this.nextQueuedStmt = c
+      .prepare(`SELECT next_poll_at FROM predictions INDEXED BY predictions_queue_due WHERE ${QUEUED} AND ${NOT_IN} ORDER BY next_poll_at LIMIT 1`)
+      .pluck();
+    this.lengthStmt = c.prepare(`SELECT count(*) FROM predictions INDEXED BY predictions_queue WHERE ${QUEUED}`).pluck();
+    this.upstreamStmt = c.prepare(`SELECT count(*) FROM predictions INDEXED BY predictions_upstream_live WHERE ${UPSTREAM} AND ${NOT_IN}`).pluck();
     this.submittedSinceStmt = c
-      .prepare(`SELECT count(*) FROM predictions WHERE (submit_started_at >= ? OR (submit_started_at IS NULL AND submitted_at >= ?)) AND ${NOT_IN}`)
+      // A row's latest submission is its submit_started_at while one is under way, else its
+      // submitted_at (accepting clears the former): either in the window counts the row once.
+      .prepare(`SELECT count(*) FROM predictions WHERE (submit_started_at >= ? OR submitted_at >= ?) AND ${NOT_IN}`)
       .pluck();
     this.oldestSubmissionSinceStmt = c
-      .prepare(`SELECT min(coalesce(submit_started_at, submitted_at)) FROM predictions WHERE (submit_started_at >= ? OR (submit_started_at IS NULL AND submitted_at >= ?))`)
+      .prepare(`SELECT min(coalesce(submit_started_at, submitted_at)) FROM predictions WHERE (submit_started_at >= ? OR submitted_at >= ?)`)
       .pluck();
     this.pastDeadlineStmt = c
       .prepare(`SELECT id FROM predictions WHERE deadline_at <= ? AND status IN ('CREATED', 'PROCESSING') ORDER BY deadline_at LIMIT ?`)
@@ -76,8 +89,8 @@ export class QueueStore {
 
   /** When the earliest queued prediction not in `busy` is due, if any. */
   nextDue(busy: Iterable<string> = []): Date | undefined {
-    const at = this.nextQueuedStmt.get(JSON.stringify([...busy])) as number | null;
-    return at === null ? undefined : new Date(at);
+    const at = this.nextQueuedStmt.get(JSON.stringify([...busy])) as number | null | undefined;
+    return at == null ? undefined : new Date(at);
   }
 
   /** Submission times of the predictions that hold a task upstream, oldest first. */
