@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { startApp, tempDir } from './helpers/app.js';
+import { startApp, tempDir, waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { png } from './helpers/images.js';
 import { cli, createKey } from './helpers/keys.js';
@@ -145,6 +145,26 @@ describe('cinegraph create', () => {
     expect(unknownOption.stderr).toContain("unknown option '--frobnicate'");
     expect(badUrl.code).toBe(2);
     expect(t.app.store.count()).toBe(1);
+  });
+});
+
+describe('cinegraph create, queued', () => {
+  it('shows the place in the admission queue while the prediction waits for the tier', async () => {
+    const t = await startApp({ UPSTREAM_MAX_CONCURRENT: '1' });
+    // The one slot is held by a task that never finishes, until it is canceled.
+    await fetch(`${t.url}/sandbox/_control/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"hangRate":1}' });
+    const { body } = await t.gql<{ createVideo: { id: string } }>('mutation { createVideo(input: { prompt: "holds the slot" }) { id } }');
+    const holder = body.data?.createVideo.id ?? expect.fail(JSON.stringify(body));
+    await waitFor(() => t.app.store.findById(holder)?.upstreamId, (u) => Boolean(u));
+    const cli = run(t.url, ['create', 'waits its turn', '--wait']);
+    // The CLI's subscription is open, so it has been sent the queued state; then the slot frees.
+    await waitFor(() => t.app.pubsub.count(), (n) => n >= 1);
+    await fetch(`${t.url}/sandbox/_control/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"hangRate":0}' });
+    expect((await t.gql('mutation ($id: ID!) { cancelPrediction(id: $id) { status } }', { id: holder })).body.errors).toBeUndefined();
+    const r = await cli;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/ CREATED \(queue 1\) after [\d.]+ s\n/);
+    expect(r.stderr).toMatch(/ COMPLETED after [\d.]+ s\n$/);
   });
 });
 

@@ -18,11 +18,13 @@ export interface Prediction {
   outputs: string[];
   keptOutputs: string[];
   upstreamId: string | null;
+  /** Place in the admission queue (1 is next) while it waits for the account's tier; null once submitted. */
+  queuePosition: number | null;
   input: { prompt: string; hasImage: boolean; enablePromptExpansion: boolean };
 }
 
 export const PREDICTION_FIELDS = `fragment P on Prediction {
-  id status createdAt updatedAt completedAt error outputs keptOutputs upstreamId
+  id status createdAt updatedAt completedAt error outputs keptOutputs upstreamId queuePosition
   input { prompt hasImage enablePromptExpansion }
 }`;
 

@@ -32,6 +32,7 @@ function describe(p: Prediction): string {
   const rows: [string, string | null | undefined][] = [
     ['id', p.id],
     ['status', p.status],
+    ['queue', p.queuePosition ? `${p.queuePosition} (1 is next)` : null],
     ['prompt', p.input.prompt],
     ['image', p.input.hasImage ? 'yes' : 'no'],
     ['created', p.createdAt],

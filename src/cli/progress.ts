@@ -11,6 +11,9 @@ export interface Progress {
   stop(final?: Prediction): void;
 }
 
+/** ` (queue 3)` while the prediction waits for admission, else nothing. */
+const queued = (p: Prediction) => (p.queuePosition ? ` (queue ${p.queuePosition})` : '');
+
 export function formatElapsed(ms: number): string {
   const s = Math.max(0, ms) / 1000;
   if (s < 60) return `${s.toFixed(1)} s`;
@@ -33,9 +36,10 @@ export function createProgress({ json, since, stream = process.stderr }: { json:
     let shown: string | undefined;
     return {
       update(p) {
-        if (p.status === shown) return;
-        shown = p.status;
-        stream.write(`${p.id} ${p.status} after ${elapsed()}\n`);
+        const state = `${p.status}${queued(p)}`;
+        if (state === shown) return;
+        shown = state;
+        stream.write(`${p.id} ${state} after ${elapsed()}\n`);
       },
       print,
       stop() {},
@@ -43,7 +47,7 @@ export function createProgress({ json, since, stream = process.stderr }: { json:
   }
 
   let current: Prediction | undefined;
-  const text = () => (current ? `${current.status} · ${elapsed()} · ${current.id}` : `connecting · ${elapsed()}`);
+  const text = () => (current ? `${current.status}${queued(current)} · ${elapsed()} · ${current.id}` : `connecting · ${elapsed()}`);
   // discardStdin off: a spinner has no business swallowing keys, and Ctrl-C must reach us.
   const spinner: Ora = ora({ text: text(), stream, discardStdin: false }).start();
   // ora redraws the frame on its own; the elapsed time in the text is ours to refresh.
