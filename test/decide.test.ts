@@ -33,6 +33,11 @@ describe('classify: what a failure says about the request', () => {
     ['a connect timeout', network('UND_ERR_CONNECT_TIMEOUT'), 'notSent'],
     ['a network error without a code', new UpstreamError('network', 'fetch failed'), 'uncertain'],
     ['an unexpected exception', new TypeError('boom'), 'uncertain'],
+    // Only an UpstreamError is read: another error that merely looks like one proves nothing.
+    ['an unexpected exception that looks not sent', Object.assign(new Error('boom'), { kind: 'network', notSent: true }), 'uncertain'],
+    ['an unexpected exception that looks like a 400', Object.assign(new Error('boom'), { kind: 'http', status: 400 }), 'uncertain'],
+    ['an HTTP status below 400 (a redirect not followed)', http(302), 'uncertain'],
+    ['a 400 asking to "topup"', http(400, 'upstream answered code 400: please topup'), 'account'],
     ['a transient download failure', new MediaError('HTTP 503', true), 'transient'],
     ['a permanent download failure', new MediaError('too large', false), 'lost'],
   ])('%s → %s', (_name, err, expected) => {
