@@ -200,8 +200,12 @@ describe('outgoing webhooks: Standard Webhooks to the client', () => {
     expect(() => verify(secret, must(r.got[1]))).toThrow();
 
     const unknown = await cli(dataDir, ['keys', 'rotate-webhook-secret', 'nobody']);
-    expect(unknown.code).not.toBe(0);
+    expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('no live key named "nobody"');
+    const unnamed = await cli(dataDir, ['keys', 'rotate-webhook-secret']);
+    expect(unnamed.code).toBe(2);
+    expect(unnamed.stderr).toContain("missing required argument 'name'");
+    expect(unknown.stdout + unnamed.stdout).not.toContain('whsec_');
 
     // A key from before webhooks (no secret) is told how to get one; nothing is created.
     t.app.db.$client.prepare('UPDATE api_keys SET webhook_secret = NULL WHERE name = ?').run('bob');
@@ -311,6 +315,8 @@ describe('outgoing webhooks: refused inputs', () => {
     expect(() => loadConfig({ WEBHOOK_SIGNING_SECRET: 'hunter2' })).toThrow(/WEBHOOK_SIGNING_SECRET: must be whsec_/);
     expect(() => loadConfig({ WEBHOOK_RETRY_BASE_MS: '0' })).toThrow(/WEBHOOK_RETRY_BASE_MS/);
     expect(() => loadConfig({ WEBHOOK_ALLOW_PRIVATE: 'perhaps' })).toThrow(/WEBHOOK_ALLOW_PRIVATE/);
+    expect(() => loadConfig({ WEBHOOK_TIMEOUT_MS: 'soon' })).toThrow(/WEBHOOK_TIMEOUT_MS/);
+    expect(loadConfig({ WEBHOOK_SIGNING_SECRET: `whsec_${'A'.repeat(43)}=` }).webhooks.signingSecret).toBe(`whsec_${'A'.repeat(43)}=`);
   });
 });
 
