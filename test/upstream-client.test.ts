@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
-import { UpstreamError, WaveSpeedClient, parseRetryAfter } from '../src/upstream/wavespeed.js';
+import { parseRetryAfter } from '../src/http-helpers.js';
+import { UpstreamError, WaveSpeedClient } from '../src/upstream/wavespeed.js';
 import { startApp } from './helpers/app.js';
 import { listen } from './helpers/listen.js';
 import { freePort } from './helpers/process.js';

@@ -4,7 +4,7 @@ import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isRetryableStatus, withTimeout } from '../upstream/wavespeed.js';
+import { isRetryableStatus, withTimeout } from '../http-helpers.js';
 import { addressesOf, isPublicAddress, type ResolveHost } from '../validation/address.js';
 
 export interface MediaStoreOptions {

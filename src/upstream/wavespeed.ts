@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isRetryableStatus, parseRetryAfter, withTimeout } from '../http-helpers.js';
 
 export const MODEL = 'minimax/video-01';
 
@@ -48,9 +49,6 @@ export interface VideoRequest {
   image?: string;
   enablePromptExpansion: boolean;
 }
-
-/** HTTP statuses after which the same request may well succeed later. */
-export const isRetryableStatus = (status: number) => status >= 500 || status === 429 || status === 408;
 
 export type UpstreamErrorKind = 'network' | 'timeout' | 'http' | 'protocol';
 
@@ -310,24 +308,10 @@ async function readCapped(response: Response, maxBytes: number): Promise<string>
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export function withTimeout(ms: number, signal?: AbortSignal): AbortSignal {
-  const timeout = AbortSignal.timeout(ms);
-  return signal ? AbortSignal.any([timeout, signal]) : timeout;
-}
-
 function safeJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
     return undefined;
   }
-}
-
-/** Retry-After is either delta-seconds or an HTTP date. */
-export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
-  if (!value) return undefined;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds) && seconds >= 0) return Math.round(seconds * 1000);
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
