@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import type { MediaStore } from '../storage/media.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
 import type { AccessGate } from './access.js';
+import { sendJson } from './json.js';
 import type { WebPage } from './page.js';
 import { createRequestLogging } from './request-id.js';
 import { WEBHOOK_PREFIX } from './webhooks.js';
@@ -58,14 +59,13 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
     const path = req.url ?? '/';
     const [pathname = path] = path.split('?', 1); // split always yields one element
     if (pathname === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+      sendJson(res, 200, { status: 'ok' });
       return;
     }
     if (pathname === '/readyz') {
       // Liveness stays /healthz; this says whether work can be done, and if not, why.
       const reasons = notReady();
-      const body = JSON.stringify(reasons.length ? { status: 'unavailable', reasons } : { status: 'ready' });
-      res.writeHead(reasons.length ? 503 : 200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(body);
+      sendJson(res, reasons.length ? 503 : 200, reasons.length ? { status: 'unavailable', reasons } : { status: 'ready' }, { 'cache-control': 'no-store' });
       return;
     }
     if (!access.screen(req, res, pathname)) return;
@@ -94,5 +94,5 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
 }
 
 function notFound(res: ServerResponse): void {
-  res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
+  sendJson(res, 404, { error: 'not found' });
 }

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import ipaddr from 'ipaddr.js';
+import { sendJson } from './json.js';
 
 /** `localhost`, 127.0.0.0/8 or ::1 (with or without brackets): reachable from this machine only. */
 export function isLoopbackHost(host: string): boolean {
@@ -61,6 +62,5 @@ export type OriginPolicy = ReturnType<typeof createOriginPolicy>;
 
 /** A refusal in the shape of a GraphQL error response, so GraphQL clients read its code. */
 export function refuse(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
-  const body = JSON.stringify({ errors: [{ message, extensions: { code } }] });
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), ...headers }).end(body);
+  sendJson(res, status, { errors: [{ message, extensions: { code } }] }, headers);
 }

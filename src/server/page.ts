@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import type { Logger } from '../log.js';
+import { sendJson } from './json.js';
 
 const WEB_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../web');
 
@@ -88,7 +89,7 @@ export function createWebPage({ log, dir = WEB_DIR }: { log: Logger; dir?: strin
     handles: (pathname) => Object.hasOwn(loaders, pathname),
     async serve(req, res, pathname) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'application/json' }).end('{"error":"method not allowed"}');
+        sendJson(res, 405, { error: 'method not allowed' }, { allow: 'GET, HEAD' });
         return;
       }
       let asset: Asset;

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PredictionStore } from '../db/predictions.js';
 import type { Logger } from '../log.js';
 import { verifyUpstreamDelivery, type UpstreamSecret } from '../webhooks/incoming.js';
+import { sendJson } from './json.js';
 
 export const WEBHOOK_PREFIX = '/webhooks/wavespeed/';
 
@@ -35,7 +36,7 @@ export interface WebhookHandlerOptions {
 export function createWebhookHandler(o: WebhookHandlerOptions) {
   const handle = async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     const reply = (status: number, message: string) => {
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ message }));
+      sendJson(res, status, { message });
     };
     if (req.method !== 'POST') {
       req.resume(); // drain, so the connection can be reused
@@ -88,7 +89,7 @@ export function createWebhookHandler(o: WebhookHandlerOptions) {
     handle(req, res, url).catch((err: unknown) => {
       // A storage failure, say: upstream retries a delivery that was not acknowledged.
       o.log.error({ err }, 'handling a webhook delivery failed');
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end('{"message":"internal error"}');
+      if (!res.headersSent) sendJson(res, 500, { message: 'internal error' });
     });
   };
 }

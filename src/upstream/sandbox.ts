@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import send from 'send';
 import { systemClock, type Clock } from '../clock.js';
+import { sendJson } from '../server/json.js';
 import { invalidFaultSetting, noFaults, type SandboxFaults } from './sandbox-faults.js';
 import { RETENTION_MS, decodeTaskId, encodeTaskId, taskRecord, type Fate } from './sandbox-tasks.js';
 import { SandboxTaskStore } from './sandbox-store.js';
@@ -117,25 +118,25 @@ export class SandboxUpstream {
     // Everything but the media answers only this machine: the sandbox stores what it is sent (up to
     // 32 MiB a submission), and a gateway on a public HOST must not be a free disk for strangers.
     if (!isDirectLoopback(req)) {
-      return reply(res, 403, { code: 403, message: 'the sandbox API answers only direct requests from this machine', data: null });
+      return sendJson(res, 403, { code: 403, message: 'the sandbox API answers only direct requests from this machine', data: null });
     }
     if (url.pathname === '/_control/faults') return this.control(req, res);
     if (!/^Bearer\s+\S+/i.test(req.headers.authorization ?? '')) {
-      return reply(res, 401, { code: 401, message: 'Unauthorized: missing or empty Bearer API key', data: null });
+      return sendJson(res, 401, { code: 401, message: 'Unauthorized: missing or empty Bearer API key', data: null });
     }
     if (this.now() < this.unauthorizedUntil) {
       this.stats.faults.unauthorized++;
-      return reply(res, 401, { code: 401, message: 'Unauthorized: invalid or inactive API key (sandbox: injected)', data: null });
+      return sendJson(res, 401, { code: 401, message: 'Unauthorized: invalid or inactive API key (sandbox: injected)', data: null });
     }
     if (await this.injectFault(res)) return;
     if (req.method === 'POST' && url.pathname === `/api/v3/${MODEL}`) return this.submit(req, res, mountUrl, url.searchParams.get('webhook'));
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions') return this.list(req, res, mountUrl);
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions/delete') return this.delete(req, res);
     if (req.method === 'POST' && url.pathname === '/api/v3/media/upload/binary') return this.upload(req, res, mountUrl);
-    if (req.method === 'GET' && url.pathname === '/api/v3/webhook/secret') return reply(res, 200, { code: 200, message: 'success', data: { secret: this.webhookSecret } });
+    if (req.method === 'GET' && url.pathname === '/api/v3/webhook/secret') return sendJson(res, 200, { code: 200, message: 'success', data: { secret: this.webhookSecret } });
     const resultOf = /^\/api\/v3\/predictions\/([^/]+)\/result$/.exec(url.pathname)?.[1];
     if (req.method === 'GET' && resultOf !== undefined) return this.result(res, decodeURIComponent(resultOf), mountUrl);
-    return reply(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
+    return sendJson(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
   }
 
   /**
@@ -143,19 +144,19 @@ export class SandboxUpstream {
    * this machine: the gateway may listen on a public address while still running the sandbox.
    */
   private async control(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method === 'GET') return reply(res, 200, this.faults);
-    if (req.method !== 'POST') return reply(res, 405, { code: 405, message: 'use GET or POST', data: null });
+    if (req.method === 'GET') return sendJson(res, 200, this.faults);
+    if (req.method !== 'POST') return sendJson(res, 405, { code: 405, message: 'use GET or POST', data: null });
     let patch: Record<string, unknown>;
     try {
       patch = JSON.parse((await readBody(req, 64 * 1024)).toString('utf8'));
     } catch {
-      return reply(res, 400, { code: 400, message: 'body must be a JSON object of fault settings', data: null });
+      return sendJson(res, 400, { code: 400, message: 'body must be a JSON object of fault settings', data: null });
     }
     const bad = patch && typeof patch === 'object' ? invalidFaultSetting(patch) : '';
     if (bad !== undefined) {
-      return reply(res, 400, { code: 400, message: `unknown or invalid fault setting ${bad}`.trim(), data: null });
+      return sendJson(res, 400, { code: 400, message: `unknown or invalid fault setting ${bad}`.trim(), data: null });
     }
-    return reply(res, 200, this.setFaults(patch as Partial<SandboxFaults>));
+    return sendJson(res, 200, this.setFaults(patch as Partial<SandboxFaults>));
   }
 
   /** Answers the request with an injected fault, or returns false to let it through. */
@@ -166,12 +167,12 @@ export class SandboxUpstream {
     if (now < this.rateLimitedUntil) {
       this.stats.faults.rateLimited++;
       res.setHeader('retry-after', String(Math.max(1, Math.ceil((this.rateLimitedUntil - now) / 1000))));
-      reply(res, 429, { code: 429, message: 'sandbox: injected rate limit', data: null });
+      sendJson(res, 429, { code: 429, message: 'sandbox: injected rate limit', data: null });
       return true;
     }
     if (Math.random() < f.serverErrorRate) {
       this.stats.faults.serverError++;
-      reply(res, 500, { code: 500, message: 'sandbox: injected server error', data: null });
+      sendJson(res, 500, { code: 500, message: 'sandbox: injected server error', data: null });
       return true;
     }
     if (Math.random() < f.slowRate) {
@@ -194,17 +195,17 @@ export class SandboxUpstream {
       body = JSON.parse((await readBody(req, MAX_BODY_BYTES)).toString('utf8'));
     } catch (err) {
       const tooLarge = (err as Error).message === 'too large';
-      return reply(res, tooLarge ? 413 : 400, { code: tooLarge ? 413 : 400, message: tooLarge ? 'request body too large' : 'body is not JSON', data: null });
+      return sendJson(res, tooLarge ? 413 : 400, { code: tooLarge ? 413 : 400, message: tooLarge ? 'request body too large' : 'body is not JSON', data: null });
     }
     const input = body as { prompt?: unknown; image?: unknown; enable_prompt_expansion?: unknown };
     if (typeof input?.prompt !== 'string' || input.prompt.trim() === '') {
-      return reply(res, 400, { code: 400, message: 'prompt is required', data: null });
+      return sendJson(res, 400, { code: 400, message: 'prompt is required', data: null });
     }
     if (input.image !== undefined && typeof input.image !== 'string') {
-      return reply(res, 400, { code: 400, message: 'image must be a string', data: null });
+      return sendJson(res, 400, { code: 400, message: 'image must be a string', data: null });
     }
     if (webhook !== null && !this.webhookAllowed(webhook)) {
-      return reply(res, 400, { code: 400, message: "webhook must be this gateway's own webhook route", data: null });
+      return sendJson(res, 400, { code: 400, message: "webhook must be this gateway's own webhook route", data: null });
     }
     this.stats.submissions++;
     const draw = Math.random();
@@ -220,14 +221,14 @@ export class SandboxUpstream {
     // The task exists (and would be billed) whatever the client hears next: the ambiguous outcomes.
     if (Math.random() < this.faults.acceptThenErrorRate) {
       this.stats.faults.acceptedThenFailed++;
-      return reply(res, 502, { code: 502, message: 'sandbox: injected bad gateway after the task was created', data: null });
+      return sendJson(res, 502, { code: 502, message: 'sandbox: injected bad gateway after the task was created', data: null });
     }
     if (Math.random() < this.faults.acceptThenStallRate) {
       this.stats.faults.acceptedThenStalled++;
       await new Promise((r) => setTimeout(r, this.faults.slowMs));
       if (res.destroyed) return;
     }
-    return reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
+    return sendJson(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
   }
 
   /**
@@ -237,7 +238,7 @@ export class SandboxUpstream {
   private async upload(req: IncomingMessage, res: ServerResponse, mountUrl: string): Promise<void> {
     const type = req.headers['content-type'] ?? '';
     if (!/^multipart\/form-data/i.test(type)) {
-      reply(res, 400, { code: 400, message: 'send the file as multipart/form-data with a part named file', data: null });
+      sendJson(res, 400, { code: 400, message: 'send the file as multipart/form-data with a part named file', data: null });
       return;
     }
     let file: FormDataEntryValue | null;
@@ -246,11 +247,11 @@ export class SandboxUpstream {
       file = (await new Response(new Uint8Array(body), { headers: { 'content-type': type } }).formData()).get('file');
     } catch (err) {
       const tooLarge = (err as Error).message === 'too large';
-      reply(res, tooLarge ? 413 : 400, { code: tooLarge ? 413 : 400, message: tooLarge ? 'file too large' : 'not a readable multipart body', data: null });
+      sendJson(res, tooLarge ? 413 : 400, { code: tooLarge ? 413 : 400, message: tooLarge ? 'file too large' : 'not a readable multipart body', data: null });
       return;
     }
     if (!file || typeof file === 'string') {
-      reply(res, 400, { code: 400, message: 'a part named file is required', data: null });
+      sendJson(res, 400, { code: 400, message: 'a part named file is required', data: null });
       return;
     }
     const bytes = Buffer.from(await file.arrayBuffer());
@@ -259,13 +260,13 @@ export class SandboxUpstream {
     mkdirSync(this.uploadsDir, { recursive: true });
     writeFileSync(join(this.uploadsDir, name), bytes);
     this.stats.uploads++;
-    reply(res, 200, { code: 200, message: 'success', data: { type: file.type, download_url: `${mountUrl}/media/uploads/${name}`, filename: file.name, size: bytes.length } });
+    sendJson(res, 200, { code: 200, message: 'success', data: { type: file.type, download_url: `${mountUrl}/media/uploads/${name}`, filename: file.name, size: bytes.length } });
   }
 
   private serveUpload(req: IncomingMessage, res: ServerResponse, pathname: string): void {
     const name = pathname.slice('/media/uploads/'.length);
     if (!/^[0-9a-f]{64}\.(png|jpg|bin)$/.test(name) || !existsSync(join(this.uploadsDir, name))) {
-      reply(res, 404, { code: 404, message: 'media not found', data: null });
+      sendJson(res, 404, { code: 404, message: 'media not found', data: null });
       return;
     }
     send(req, name, { root: this.uploadsDir }).pipe(res);
@@ -277,18 +278,18 @@ export class SandboxUpstream {
     try {
       body = JSON.parse((await readBody(req, 64 * 1024)).toString('utf8') || '{}');
     } catch {
-      reply(res, 400, { code: 400, message: 'body is not JSON', data: null });
+      sendJson(res, 400, { code: 400, message: 'body is not JSON', data: null });
       return;
     }
     const ids = body?.ids;
     if (!Array.isArray(ids) || ids.length === 0 || ids.length > 100 || !ids.every((id) => typeof id === 'string')) {
-      reply(res, 400, { code: 400, message: 'ids must be an array of 1 to 100 prediction ids', data: null });
+      sendJson(res, 400, { code: 400, message: 'ids must be an array of 1 to 100 prediction ids', data: null });
       return;
     }
     this.stats.deleteRequests++;
     for (const id of ids as string[]) this.stats.deleted.add(id);
     this.tasks.delete(ids as string[], this.now());
-    reply(res, 200, { code: 200, message: 'success', data: null });
+    sendJson(res, 200, { code: 200, message: 'success', data: null });
   }
 
   /** `POST /api/v3/predictions` with `{page, page_size}`: the account's tasks, newest first, with their input. */
@@ -297,19 +298,19 @@ export class SandboxUpstream {
     try {
       body = JSON.parse((await readBody(req, 64 * 1024)).toString('utf8') || '{}');
     } catch {
-      return reply(res, 400, { code: 400, message: 'body is not JSON', data: null });
+      return sendJson(res, 400, { code: 400, message: 'body is not JSON', data: null });
     }
     const page = body?.page ?? 1;
     const pageSize = body?.page_size ?? 20;
     if (!Number.isInteger(page) || (page as number) < 1 || !Number.isInteger(pageSize) || (pageSize as number) < 1 || (pageSize as number) > 100) {
-      return reply(res, 400, { code: 400, message: 'page must be an integer >= 1 and page_size an integer from 1 to 100', data: null });
+      return sendJson(res, 400, { code: 400, message: 'page must be an integer >= 1 and page_size an integer from 1 to 100', data: null });
     }
     this.stats.listRequests++;
     const now = this.now();
     const items = this.tasks
       .page(page as number, pageSize as number, now - RETENTION_MS)
       .map((t) => ({ ...taskRecord(t.id, now, mountUrl), input: t.input }));
-    return reply(res, 200, { code: 200, message: 'success', data: { page, items } });
+    return sendJson(res, 200, { code: 200, message: 'success', data: { page, items } });
   }
 
   /** Only a URL under this gateway's own webhook route, compared as parsed URLs (no tricks with `@` or `..`). */
@@ -356,11 +357,11 @@ export class SandboxUpstream {
   private result(res: ServerResponse, id: string, mountUrl: string): void {
     const task = decodeTaskId(id);
     if (!task || this.now() - task.createdAt > RETENTION_MS || this.tasks.isDeleted(id)) {
-      reply(res, 404, { code: 404, message: 'prediction not found', data: null });
+      sendJson(res, 404, { code: 404, message: 'prediction not found', data: null });
       return;
     }
     this.stats.resultRequests.set(id, (this.stats.resultRequests.get(id) ?? 0) + 1);
-    reply(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
+    sendJson(res, 200, { code: 200, message: 'success', data: taskRecord(id, this.now(), mountUrl) });
   }
 
   private serveMedia(req: IncomingMessage, res: ServerResponse, pathname: string): void {
@@ -368,7 +369,7 @@ export class SandboxUpstream {
     const task = id ? decodeTaskId(id) : undefined;
     const elapsed = task ? this.now() - task.createdAt : -1;
     if (id === undefined || task?.fate !== 'c' || elapsed < task.durationMs || elapsed > RETENTION_MS || this.tasks.isDeleted(id)) {
-      reply(res, 404, { code: 404, message: 'media not found', data: null });
+      sendJson(res, 404, { code: 404, message: 'media not found', data: null });
       return;
     }
     // `send` brings Range, conditional GETs and the video/mp4 type that a <video> element needs.
@@ -388,12 +389,6 @@ function isDirectLoopback(req: IncomingMessage): boolean {
 }
 
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip', 'via', 'x-client-ip', 'true-client-ip', 'cf-connecting-ip'];
-
-function reply(res: ServerResponse, status: number, body: unknown): void {
-  const payload = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(payload) });
-  res.end(payload);
-}
 
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
