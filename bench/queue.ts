@@ -20,7 +20,7 @@ function time(n: number, fn: (i: number) => unknown): { median: number; max: num
     ms.push(performance.now() - t0);
   }
   ms.sort((a, b) => a - b);
-  return { median: ms[Math.floor(n / 2)]!, max: ms.at(-1)! };
+  return { median: ms[Math.floor(n / 2)] ?? Number.NaN, max: ms.at(-1) ?? Number.NaN };
 }
 
 /**

@@ -53,7 +53,7 @@ const envSchema = z.object({
   RETRY_AFTER_MAX_MS: int(0, 60_000),
   UPSTREAM_MAX_CONCURRENT: optionalPositiveInt,
   UPSTREAM_MAX_PER_MINUTE: optionalPositiveInt,
-  RETENTION_DAYS: num(0, 30),
+  RETENTION_DAYS: int(0, 30),
   MAX_SUBMISSIONS_PER_PREDICTION: int(1, 3),
   SUBMIT_RECONCILE_GRACE_MS: int(0, 60_000),
   KEEP_OUTPUTS: bool(true),

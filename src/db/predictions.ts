@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, lte, or, sql } from 'drizzle-orm';
+import { and, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { QUEUED } from './queue.js';
 import { liveStatuses, predictions, type NewPrediction, type PredictionRecord, type PredictionRow, type PredictionStatus } from './schema.js';
@@ -43,8 +43,6 @@ export class PredictionStore {
 
   constructor(private readonly db: Db) {
     const byIdPlaceholder = eq(predictions.id, sql.placeholder('id'));
-    // Polls and reconciliations; queued submissions are the admission queue's (db/queue.ts).
-    const started = or(isNotNull(predictions.upstreamId), isNotNull(predictions.submitStartedAt));
     this.byId = db.select(rowColumns).from(predictions).where(byIdPlaceholder).prepare();
     this.byUpstreamId = db.select(rowColumns).from(predictions).where(eq(predictions.upstreamId, sql.placeholder('upstreamId'))).prepare();
     this.imageById = db.select({ image: imageColumn }).from(predictions).where(byIdPlaceholder).prepare();

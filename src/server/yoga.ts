@@ -13,6 +13,7 @@ import { graphiqlOptions, renderLocalGraphiQL, type GraphiqlSettings } from './g
 import { useBrowserRules } from './browser.js';
 import { currentLog } from './request-id.js';
 import { useResultCostLimit } from './result-cost.js';
+import { useBodyLimit } from './body-limit.js';
 import { useSharedSubscriptionExecution } from './shared-execution.js';
 
 export interface ServerContext {
@@ -78,8 +79,8 @@ export function createGraphqlHandler(
       const origin = request.headers.get('origin');
       return origin ? { origin: [origin], credentials: false, allowedHeaders: ['authorization', 'content-type', 'accept', 'x-graphql-yoga-csrf'] } : false;
     },
-    // Judged on Content-Length at once, and on the stream for chunked bodies: 413 REQUEST_ENTITY_TOO_LARGE.
-    maxRequestBodySize: MAX_REQUEST_BYTES,
+    // Replaced by useBodyLimit (last in `plugins`): the same 413, without a stream per request.
+    maxRequestBodySize: false,
     plugins: [
       useRequestErrorStatus,
       useSharedSubscriptionExecution(),
@@ -89,6 +90,8 @@ export function createGraphqlHandler(
       maxAliasesPlugin({ n: operationLimits.maxAliases, exposeLimits: true, onReject: tagTooComplex }),
       costLimitPlugin({ maxCost: operationLimits.maxCost, exposeLimits: true, onReject: tagTooComplex }),
       maxTokensPlugin({ n: operationLimits.maxTokens, exposeLimits: true, onReject: tagTooComplex }),
+      // Last: after every request parser has registered, like yoga's own limit it replaces.
+      useBodyLimit(MAX_REQUEST_BYTES),
     ],
     // Rendered from the installed package (src/server/graphiql.ts), so it works offline.
     graphiql: () => graphiqlOptions(graphiql),
