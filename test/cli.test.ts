@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -145,6 +145,37 @@ describe('cinegraph create', () => {
     expect(unknownOption.stderr).toContain("unknown option '--frobnicate'");
     expect(badUrl.code).toBe(2);
     expect(t.app.store.count()).toBe(1);
+  });
+});
+
+/** Runs the bin on a pseudo-terminal (util-linux `script`), sized by stty unless `cols` is 0. */
+function onTerminal(url: string, args: string[], cols = 120): Promise<{ code: number; out: string }> {
+  const command = `${cols ? `stty cols ${cols} rows 40; ` : ''}${process.execPath} bin/cinegraph.mjs ${args.map((a) => `'${a}'`).join(' ')}`;
+  return new Promise((resolve) => {
+    execFile('script', ['-qec', command, '/dev/null'], { cwd: root, env: { ...process.env, CINEGRAPH_URL: url, CINEGRAPH_API_KEY: '' }, timeout: 60_000 }, (err, stdout) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout }),
+    );
+  });
+}
+
+describe('cinegraph create on a terminal', () => {
+  it('draws a spinner with status and elapsed time; --json and an unsized terminal get none', async () => {
+    const t = await startApp();
+    const [spinner, json, unsized] = await Promise.all([
+      onTerminal(t.url, ['create', 'on a terminal', '--wait']),
+      onTerminal(t.url, ['create', 'on a terminal, as JSON', '--wait', '--json']),
+      onTerminal(t.url, ['create', 'on a pty of no width', '--wait'], 0),
+    ]);
+    expect(spinner.code, spinner.out).toBe(0);
+    expect(spinner.out).toContain('\x1b[?25l'); // the cursor hidden while it spins
+    expect(spinner.out).toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]\S* PROCESSING · [\d.]+ s · /);
+    expect(spinner.out).toMatch(/✔\S* COMPLETED in [\d.]+ s · /);
+    expect(json.code, json.out).toBe(0);
+    expect(json.out).not.toContain('\x1b');
+    expect(JSON.parse(json.out)).toMatchObject({ status: 'COMPLETED', input: { prompt: 'on a terminal, as JSON' } });
+    expect(unsized.code, unsized.out).toBe(0);
+    expect(unsized.out).not.toContain('\x1b');
+    expect(unsized.out).toMatch(/ COMPLETED after [\d.]+ s\r\n/);
   });
 });
 

@@ -32,7 +32,8 @@ export function createProgress({ json, since, stream = process.stderr }: { json:
   if (json) return { update() {}, print, stop() {} };
   const elapsed = () => formatElapsed(Date.now() - since());
 
-  if (!stream.isTTY) {
+  // A terminal that reports no width (a pty nobody sized) cannot be redrawn in place: lines instead.
+  if (!stream.isTTY || !stream.columns) {
     let shown: string | undefined;
     return {
       update(p) {
