@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { requestScopedLog } from '../src/server/request-id.js';
 import { startApp } from './helpers/app.js';
+import { freePort } from './helpers/net.js';
 import { capturedLogger } from './helpers/stub-upstream.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -44,6 +46,24 @@ describe('request ids', () => {
     }
     expect(new Set(ids).size).toBe(ids.length);
     expect(JSON.stringify(parsed())).not.toContain('has spaces in it');
+  });
+
+  it('reach the lines of routes handed one logger at start (the webhook route), and only inside a request', async () => {
+    const { log, lines } = capturedLogger();
+    const port = await freePort();
+    const t = await startApp({ PORT: String(port), PUBLIC_URL: `http://127.0.0.1:${port}` }, { log });
+    const res = await fetch(`${t.url}/webhooks/wavespeed/some-id?token=x`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'delivery-7' },
+      body: '{}',
+    });
+    expect(res.status).toBe(401);
+    await res.text();
+    const refused = lines.map((l) => JSON.parse(l) as { msg?: string; requestId?: string }).filter((l) => l.msg === 'refused an unverified webhook delivery');
+    expect(refused).toEqual([expect.objectContaining({ requestId: 'delivery-7' })]);
+    // Outside any request the same logger writes plain lines.
+    requestScopedLog(log).info('between requests');
+    expect(JSON.parse(lines.at(-1) ?? '{}')).not.toHaveProperty('requestId');
   });
 
   it('are on every route; completions log the path without its query string; probes are not logged', async () => {

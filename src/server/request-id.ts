@@ -32,6 +32,21 @@ export function currentLog(fallback: Logger): Logger {
 }
 
 /**
+ * A logger for code that is handed one logger at start but runs inside requests (the page, the
+ * webhook route): each call goes to the current request's logger, so the line carries its id, or
+ * to `log` outside any request.
+ */
+export function requestScopedLog(log: Logger): Logger {
+  return new Proxy(log, {
+    get(target, prop) {
+      const current = currentLog(target);
+      const value: unknown = Reflect.get(current, prop, current);
+      return typeof value === 'function' ? value.bind(current) : value;
+    },
+  });
+}
+
+/**
  * Per-request logging through pino-http: each request gets an id (a sane incoming `x-request-id`,
  * else a UUID), echoed on the response, and a child logger that puts `requestId` on every line;
  * its completion is logged with status and duration. Paths only, never query strings (a webhook
