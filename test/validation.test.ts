@@ -4,6 +4,7 @@ import { imageSize } from 'image-size';
 import { describe, expect, test } from 'vitest';
 import { MAX_IMAGE_BYTES, MAX_REQUEST_BYTES } from '../src/validation/limits.js';
 import type { ResolveHost } from '../src/validation/address.js';
+import { imageRuleViolation, sniffImageType } from '../src/validation/image-rules.js';
 import { type GqlResult, startApp, type TestApp } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { dataUri, gif1x1, jpg, png, pngOfSize } from './helpers/images.js';
@@ -19,6 +20,9 @@ const dns: Record<string, string[]> = {
   'mixed.example.com': ['93.184.216.34', '127.0.0.1'],
   'metadata.google.internal': ['169.254.169.254'],
   localhost: ['127.0.0.1', '::1'],
+  '1cat.example.com': ['93.184.216.34'],
+  'empty.example.com': [],
+  'garbage.example.com': ['not-an-address'],
 };
 const resolveHost: ResolveHost = async (host) => {
   const found = dns[host];
@@ -151,6 +155,17 @@ describe('image as a URL: http(s), no credentials, public addresses only, never 
     ['http://images.example.com:8080/cat.jpg?size=large'],
     ['https://v6.example.com/cat.png'],
     ['https://93.184.216.34/cat.png'],
+    // A name that starts with a digit is still a name, resolved like any other.
+    ['https://1cat.example.com/cat.png'],
+    // "data:" inside a URL's path does not make it a data URI.
+    ['https://images.example.com/data:image/png;base64,cat.png'],
+    // The first and last addresses of 2000::/3, the global unicast range.
+    ['http://[2000::1]/cat.png'],
+    ['http://[3fff:ffff::1]/cat.png'],
+    // An IPv4-mapped IPv6 address is judged as the IPv4 address it carries.
+    ['http://[::ffff:93.184.216.34]/cat.png'],
+    // Exactly 4096 characters.
+    [`https://images.example.com/${'a'.repeat(4096 - 'https://images.example.com/'.length - '.png'.length)}.png`],
   ])('%s is accepted', async (image) => {
     const t = await start();
     await expectAccepted(t, { prompt: 'x', image });
@@ -162,6 +177,12 @@ describe('image as a URL: http(s), no credentials, public addresses only, never 
     ['javascript:alert(1)', 'IMAGE_URL_INVALID', 'scheme javascript: is not allowed'],
     ['cat.png', 'IMAGE_URL_INVALID', 'image must be a data:image/…;base64 URI or an http(s) URL'],
     ['https://user:secret@images.example.com/a.png', 'IMAGE_URL_INVALID', 'image URL must not contain credentials'],
+    ['https://user@images.example.com/a.png', 'IMAGE_URL_INVALID', 'image URL must not contain credentials'],
+    ['https://:secret@images.example.com/a.png', 'IMAGE_URL_INVALID', 'image URL must not contain credentials'],
+    ['http://[1fff:ffff::1]/a.png', 'IMAGE_URL_FORBIDDEN', 'non-public address (1fff:ffff::1)'],
+    ['http://[4000::1]/a.png', 'IMAGE_URL_FORBIDDEN', 'non-public address (4000::1)'],
+    ['https://empty.example.com/a.png', 'IMAGE_URL_UNRESOLVABLE', 'image URL host empty.example.com has no address'],
+    ['https://garbage.example.com/a.png', 'IMAGE_URL_FORBIDDEN', 'non-public address (not-an-address)'],
     [`https://images.example.com/${'a'.repeat(4100)}.png`, 'IMAGE_URL_INVALID', 'image URL is longer than 4096 characters'],
     ['http://[::1]/a.png', 'IMAGE_URL_FORBIDDEN', 'non-public address (::1)'],
     ['http://[::ffff:127.0.0.1]/a.png', 'IMAGE_URL_FORBIDDEN', 'non-public address'],
@@ -331,5 +352,45 @@ describe('list arguments', () => {
     const t = await start();
     const r = await t.gql('query($first: Int, $after: String) { predictions(first: $first, after: $after) { nodes { id } } }', args);
     expect(r.body.errors?.[0]).toMatchObject({ message, extensions: { code: 'BAD_USER_INPUT', field } });
+  });
+});
+
+describe('the image rules as a pure function, shared by the server and the web page', () => {
+  const PNG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+  const riff = (kind: string) => [0x52, 0x49, 0x46, 0x46, 0, 0, 0, 0, ...Buffer.from(kind)];
+  test.each<[string, number[], ReturnType<typeof sniffImageType>]>([
+    ['JPEG', [0xff, 0xd8, 0xff, 0xe0], 'jpg'],
+    ['not quite JPEG', [0xff, 0xd8, 0x00], undefined],
+    ['PNG', PNG, 'png'],
+    ['PNG with its last magic byte wrong', [...PNG.slice(0, 7), 0x00], undefined],
+    ['GIF', [0x47, 0x49, 0x46, 0x38, 0x39, 0x61], 'gif'],
+    ['WebP', riff('WEBP'), 'webp'],
+    ['another RIFF file (WAVE)', riff('WAVE'), undefined],
+    ['WEBP with no RIFF before it', [0, 0, 0, 0, 0, 0, 0, 0, ...Buffer.from('WEBP')], undefined],
+    ['BMP', [0x42, 0x4d, 0, 0], 'bmp'],
+    ['nothing', [], undefined],
+  ])('sniffImageType: %s', (_name, head, expected) => {
+    expect(sniffImageType(Uint8Array.from(head))).toBe(expected);
+  });
+
+  test.each<[string, Parameters<typeof imageRuleViolation>[0], ReturnType<typeof imageRuleViolation>]>([
+    ['a PNG of 301×301 at the size limit', { type: 'png', width: 301, height: 301, bytes: MAX_IMAGE_BYTES }, undefined],
+    ['a JPEG of 1000×401', { type: 'jpg', width: 1000, height: 401, bytes: 1 }, undefined],
+    [
+      'one byte over the limit',
+      { type: 'png', width: 301, height: 301, bytes: MAX_IMAGE_BYTES + 1 },
+      { code: 'IMAGE_TOO_LARGE', message: `image is ${MAX_IMAGE_BYTES + 1} bytes; the limit is ${MAX_IMAGE_BYTES} (20 MiB)` },
+    ],
+    ['a GIF', { type: 'gif', width: 400, height: 400, bytes: 10 }, { code: 'IMAGE_FORMAT', message: 'image is gif; only JPEG and PNG are accepted' }],
+    ['an unknown format', { width: 400, height: 400, bytes: 10 }, { code: 'IMAGE_FORMAT', message: 'image is of an unknown format; only JPEG and PNG are accepted' }],
+    ['a short side of 300', { type: 'png', width: 500, height: 300, bytes: 10 }, { code: 'IMAGE_TOO_SMALL', message: 'image is 500×300; its short side must be over 300 px' }],
+    ['exactly 2:5', { type: 'png', width: 400, height: 1000, bytes: 10 }, { code: 'IMAGE_ASPECT_RATIO', message: 'image is 400×1000; its aspect ratio must be between 2:5 and 5:2' }],
+  ])('imageRuleViolation: %s', (_name, facts, expected) => {
+    expect(imageRuleViolation(facts)).toEqual(expected);
+  });
+
+  test('an image with spaces around it is taken without them', async () => {
+    const t = await start();
+    await expectAccepted(t, { prompt: 'x', image: `  ${dataUri(png(301, 301))}\n` });
   });
 });
