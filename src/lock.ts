@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
-import { realpathSync, rmSync } from 'node:fs';
-import net from 'node:net';
+import { readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 
 export class InstanceLockError extends Error {}
 
@@ -11,56 +10,37 @@ export interface InstanceLock {
 
 /**
  * One gateway per DATA_DIR: two pollers on one database would both submit (and both be billed).
- * The lock is a listening Unix socket, not a lock on the database: CLI commands open the same
- * SQLite file while the server runs. The kernel frees the socket when the process dies, even by
- * SIGKILL, so a crash never leaves a stale lock behind. On Linux it lives in the abstract
- * namespace (no file, no path length limit), named after the directory's real path; elsewhere it
- * is a socket file in DATA_DIR, and a file nobody answers on is a leftover, removed and retaken.
+ * The lock is an exclusive SQLite lock on its own file, DATA_DIR/instance.lock, held for the
+ * process's life (locking_mode=EXCLUSIVE keeps it after the first write): an OS file lock on the
+ * file itself, so it holds across containers, network namespaces and mount paths that share the
+ * volume (an abstract socket, tried first, did not), and the kernel frees it when the process dies,
+ * even by SIGKILL. It is not a lock on the database: CLI commands open cinegraph.sqlite as usual.
  */
 export async function acquireInstanceLock(dataDir: string): Promise<InstanceLock> {
   const real = realpathSync(dataDir);
-  const abstract = process.platform === 'linux';
-  const address = abstract ? `\0cinegraph-instance-${createHash('sha256').update(real).digest('hex').slice(0, 32)}` : join(real, '.instance.sock');
-  const server = net.createServer((socket) => socket.end(`${process.pid}\n`));
+  const db = new Database(join(real, 'instance.lock'), { timeout: 0 });
+  const pidFile = join(real, 'instance.pid');
   try {
-    await listen(server, address);
+    db.pragma('locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE');
+    db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER NOT NULL, since INTEGER NOT NULL)');
+    db.prepare('DELETE FROM holder').run();
+    db.prepare('INSERT INTO holder (pid, since) VALUES (?, ?)').run(process.pid, Date.now());
+    db.exec('COMMIT');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-    const holder = await whoHolds(address);
-    if (holder !== undefined || abstract) {
-      throw new InstanceLockError(
-        `another cinegraph server${holder ? ` (pid ${holder})` : ''} already uses DATA_DIR ${real}; ` +
-          'run one server per DATA_DIR (CLI commands may share it)',
-      );
-    }
-    rmSync(address, { force: true }); // a socket file left by a process that died
-    await listen(server, address);
+    db.close();
+    if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    let holder = '';
+    try {
+      holder = ` (pid ${Number.parseInt(readFileSync(pidFile, 'utf8'), 10)})`;
+    } catch {}
+    throw new InstanceLockError(`another cinegraph server${holder} already uses DATA_DIR ${real}; run one server per DATA_DIR (CLI commands may share it)`);
   }
-  server.unref();
-  return { release: () => new Promise<void>((resolve) => server.close(() => resolve())) };
-}
-
-function listen(server: net.Server, address: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(address, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}
-
-/** The pid the lock's holder answers with, or undefined when nobody answers. */
-function whoHolds(address: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const socket = net.connect(address);
-    let connected = false;
-    let answer = '';
-    // Someone accepted the connection: the lock is held, even if its holder is too busy to answer.
-    socket.on('connect', () => (connected = true));
-    socket.setTimeout(2000, () => socket.destroy());
-    socket.on('data', (d) => (answer += d));
-    socket.on('error', () => undefined);
-    socket.on('close', () => resolve(connected ? answer.trim() || 'unknown' : undefined));
-  });
+  // For the message a second server prints; the lock itself is the database's.
+  writeFileSync(pidFile, `${process.pid}\n`);
+  return {
+    release: async () => {
+      if (db.open) db.close();
+    },
+  };
 }

@@ -141,6 +141,23 @@ describe('one server per DATA_DIR', () => {
     expect(typeof cli).toBe('string');
   });
 
+  test('the lock holds across network namespaces (a second container on the same volume), not only on one host network', async () => {
+    const dataDir = tempDir();
+    const first = await spawnServer({ DATA_DIR: dataDir, PORT: String(await freePort()) });
+    // `unshare -n`: a fresh network namespace, as a container or a systemd PrivateNetwork unit has.
+    const second = spawn('unshare', ['-n', process.execPath, '--import', 'tsx', 'src/main.ts'], {
+      cwd: root,
+      env: { ...process.env, HOST: '127.0.0.1', PORT: '4000', DATA_DIR: dataDir, WAVESPEED_API_KEY: '', LOG_LEVEL: 'silent' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    second.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => second.on('exit', resolve));
+    expect(stderr).toContain('already uses DATA_DIR');
+    expect(code).toBe(3);
+    expect((await fetch(`${first.url}/healthz`)).status).toBe(200);
+  });
+
   test('the lock goes with the process: a SIGKILLed server leaves nothing that blocks the next', async () => {
     const dataDir = tempDir();
     const env = { DATA_DIR: dataDir, PORT: String(await freePort()) };

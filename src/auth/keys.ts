@@ -85,7 +85,9 @@ export class KeyStore {
           webhookSecret: generateSigningSecret(),
         })
         .returning()
-        .get();
+        // `.all()`, not `.get()`: only stepping to the end sees the commit fail (a full disk), so a
+        // key is never printed that was not stored.
+        .all()[0];
       if (!row) throw new Error('inserting an API key returned no row');
       this.localWrites++;
       return { key, row };

@@ -47,7 +47,9 @@ export class Admission {
     if (maxConcurrent !== undefined && maxConcurrent - this.queue.upstreamInFlight(submitting) - submitting.size <= 0) return undefined;
     if (maxPerMinute === undefined) return undefined;
     const oldest = this.queue.oldestSubmissionSince(new Date(now.getTime() - MINUTE_MS));
-    return oldest ? new Date(oldest.getTime() + MINUTE_MS + 1) : now;
+    // No recorded submission in the window: the budget is held by this process's own submissions
+    // still under way (an upload, say), and the end of each wakes the poller.
+    return oldest ? new Date(oldest.getTime() + MINUTE_MS + 1) : undefined;
   }
 
   /**

@@ -58,6 +58,10 @@ export function decideFailure(step: Step, cls: FailureClass, message: string, ex
   }
   if (step === 'poll' && cls === 'gone') return { action: 'fail', error: `upstream no longer has this prediction: ${message}` };
   if (step === 'upload' && (cls === 'rejected' || cls === 'gone')) return { action: 'fail', error: `upstream refused the image upload: ${message}` };
+  if (expired && step === 'reconcile') {
+    // A task may exist upstream that was never found: say so, as reconciliation itself does.
+    return { action: 'fail', error: `SUBMISSION_UNCERTAIN: upstream never confirmed a task for this prediction within the age limit; it may still run and be billed upstream (last error: ${message})` };
+  }
   if (expired) {
     const what = step === 'poll' ? 'no final status from upstream' : 'could not submit upstream';
     return { action: 'fail', error: `${giveUp(what)} (last error: ${message})` };

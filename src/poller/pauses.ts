@@ -19,8 +19,13 @@ export interface Pause {
 }
 
 /** Poller-wide pauses, each with its own exponential backoff, cleared by the first success after it. */
+/** A pause of a kind that comes back within this long continues the backoff instead of starting over. */
+const STREAK_MEMORY_MS = 10 * 60_000;
+
 export class Pauses {
   private readonly active = new Map<PauseKind, Pause>();
+  /** How far each kind's backoff had got when its last pause ended. */
+  private readonly ended = new Map<PauseKind, { streak: number; at: number }>();
 
   constructor(
     private readonly baseMs: number,
@@ -34,7 +39,11 @@ export class Pauses {
    */
   hold(kind: PauseKind, reason: string, now: number, waitMs?: number): { pause: Pause; isNew: boolean } {
     const previous = this.active.get(kind);
-    const streak = (previous?.streak ?? 0) + 1;
+    // An account without balance passes the free probe, fails the next paid request, and so on:
+    // a pause that returns soon after it ended keeps growing instead of restarting at 1 s.
+    const last = this.ended.get(kind);
+    const carried = previous?.streak ?? (last && now - last.at < STREAK_MEMORY_MS ? last.streak : 0);
+    const streak = carried + 1;
     const wait = waitMs || backoffDelay(streak - 1, this.baseMs, this.capMs);
     const pause = { kind, reason, streak, since: previous?.since ?? now, until: Math.max(previous?.until ?? 0, now + wait) };
     this.active.set(kind, pause);
@@ -42,8 +51,12 @@ export class Pauses {
   }
 
   /** @returns whether there was such a pause. */
-  clear(kind: PauseKind): boolean {
-    return this.active.delete(kind);
+  clear(kind: PauseKind, now = Date.now()): boolean {
+    const pause = this.active.get(kind);
+    if (!pause) return false;
+    this.active.delete(kind);
+    this.ended.set(kind, { streak: pause.streak, at: now });
+    return true;
   }
 
   get(kind: PauseKind): Pause | undefined {

@@ -166,7 +166,7 @@ export class Poller extends EventEmitter<PollerEvents> {
         await this.enforceDeadlines();
         await this.probeAccountIfDue();
         this.startDue();
-        if (this.pauses.clear('crash')) this.emit('resumed', { kind: 'crash' });
+        if (this.pauses.clear('crash', this.clock.now().getTime())) this.emit('resumed', { kind: 'crash' });
       } catch (err) {
         // Whatever broke (a corrupted index page under the due-query, say) is logged once and
         // retried with backoff; the loop itself never dies of it.
@@ -185,7 +185,7 @@ export class Poller extends EventEmitter<PollerEvents> {
   }
 
   private resume(kind: PauseKind): void {
-    if (!this.pauses.clear(kind)) return;
+    if (!this.pauses.clear(kind, this.clock.now().getTime())) return;
     this.o.log.info({ kind }, 'pause over: upstream work resumes');
     this.emit('resumed', { kind });
     this.nudge();
@@ -215,7 +215,8 @@ export class Poller extends EventEmitter<PollerEvents> {
     const now = nowDate.getTime();
     const pausedUntil = this.pauses.until();
     const deadline = this.o.queue.nextDeadline()?.getTime() ?? Number.POSITIVE_INFINITY;
-    if (now < pausedUntil) return Math.max(0, Math.min(pausedUntil, deadline) - now);
+    // A deadline already past waits for the pause too: enforcing it needs the writes the pause is about.
+    if (now < pausedUntil) return (deadline > now ? Math.min(pausedUntil, deadline) : pausedUntil) - now;
     // The next poll, the next queued submission the tier lets through, or the next deadline.
     let next = Math.min(this.o.store.nextDueAt(this.inFlight)?.getTime() ?? Number.POSITIVE_INFINITY, deadline);
     const admitAt = this.o.admission.nextAdmissionAt(nowDate, this.submitting);
@@ -286,7 +287,7 @@ export class Poller extends EventEmitter<PollerEvents> {
    * prediction final when its answer lands, and deletes the task it created (steps.ts).
    * @returns the row as it is now (CANCELED, or already final), or undefined for an unknown id.
    */
-  async cancel(id: string, error: string | null = null): Promise<PredictionRow | undefined> {
+  async cancel(id: string, error: string | null = null, awaitDelete = true): Promise<PredictionRow | undefined> {
     const now = this.clock.now();
     const row = this.o.store.findById(id);
     if (!row || terminalStatuses.has(row.status)) return row;
@@ -295,14 +296,18 @@ export class Poller extends EventEmitter<PollerEvents> {
     this.o.log.info({ predictionId: id, upstreamId: row.upstreamId, reason: error ?? 'asked by the client' }, 'prediction canceled');
     this.emit('recorded', { id, status: 'CANCELED' });
     this.emit('queueMoved');
-    if (row.upstreamId) await this.deleteUpstream([row.upstreamId]);
+    // The loop never waits on upstream for a deadline: a slow delete would hold every other prediction.
+    if (row.upstreamId) {
+      const deleting = this.deleteUpstream([row.upstreamId]);
+      if (awaitDelete) await deleting;
+    }
     return canceled;
   }
 
   /** Best effort: upstream may refuse or be unreachable; the prediction is CANCELED here either way. */
   private async deleteUpstream(upstreamIds: string[]): Promise<void> {
     try {
-      await this.o.client.deletePredictions(upstreamIds);
+      await this.o.client.deletePredictions(upstreamIds, { signal: this.shutdown.signal });
       this.emit('deletedUpstream', { upstreamIds });
     } catch (err) {
       this.o.log.warn({ upstreamIds, err: (err as Error).message }, 'could not delete canceled tasks upstream');
@@ -315,7 +320,7 @@ export class Poller extends EventEmitter<PollerEvents> {
     for (const id of this.o.queue.pastDeadline(now, 100)) {
       const row = this.o.store.findById(id);
       const seconds = row?.deadlineAt ? Math.round((row.deadlineAt.getTime() - row.createdAt.getTime()) / 1000) : 0;
-      await this.cancel(id, `canceled: the deadline of ${seconds} s passed before the prediction was final`);
+      await this.cancel(id, `canceled: the deadline of ${seconds} s passed before the prediction was final`, false);
     }
   }
 

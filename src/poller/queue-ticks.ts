@@ -14,6 +14,13 @@ export function publishQueueMoves(deps: { poller: Poller; store: PredictionStore
   let timer: ReturnType<typeof setTimeout> | undefined;
   const pass = () => {
     timer = undefined;
+    try {
+      republish();
+    } catch {
+      // A store that cannot be read now (the poller pauses on that and says so): the next move retries.
+    }
+  };
+  const republish = () => {
     for (const id of [...pubsub.subscribedIds('prediction:updated')]) {
       const row = store.findById(id);
       if (row?.status !== 'CREATED' || row.upstreamId || row.submitStartedAt) continue;

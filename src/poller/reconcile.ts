@@ -11,8 +11,8 @@ export interface SubmittedInput {
 }
 
 /** Records per page of upstream's list, and how many pages are read at most per look. */
-const PAGE_SIZE = 50;
-const MAX_PAGES = 6;
+const PAGE_SIZE = 100;
+const MAX_PAGES = 10;
 /**
  * Upstream's clock against ours: a task created up to this long before our intent was written
  * still counts as possibly ours. Wider finds more, but risks adopting an older task with the same input.
@@ -25,7 +25,11 @@ export const CLOCK_SKEW_MS = 60_000;
  * prediction. Two predictions with identical input submitted in the same window may swap tasks,
  * which changes nothing a client can tell apart; neither is ever billed twice.
  */
-export async function findSubmittedTask(client: WaveSpeedClient, input: SubmittedInput): Promise<UpstreamPrediction | undefined> {
+/**
+ * @returns the task; 'absent' when the whole window was read and it is not there; 'unknown' when
+ * the window holds more than MAX_PAGES pages (a busy account), so absence is not proven.
+ */
+export async function findSubmittedTask(client: WaveSpeedClient, input: SubmittedInput): Promise<UpstreamPrediction | 'absent' | 'unknown'> {
   const oldest = input.since.getTime() - CLOCK_SKEW_MS;
   for (let page = 1; page <= MAX_PAGES; page++) {
     const items = await client.listPredictions(page, PAGE_SIZE);
@@ -34,9 +38,9 @@ export async function findSubmittedTask(client: WaveSpeedClient, input: Submitte
     }
     const last = items.at(-1);
     // A short page is the last one; a page that reaches past the window ends the search too.
-    if (items.length < PAGE_SIZE || (last && !createdSince(last, oldest))) return undefined;
+    if (items.length < PAGE_SIZE || (last && !createdSince(last, oldest))) return 'absent';
   }
-  return undefined;
+  return 'unknown';
 }
 
 function sameInput(item: UpstreamPrediction, input: SubmittedInput): boolean {

@@ -167,10 +167,12 @@ export class PredictionSteps {
       since: startedAt,
       isTaken: (upstreamId) => store.findByUpstreamId(upstreamId) !== undefined,
     });
-    if (found) return this.accept(row, found, true, row.webhookToken);
+    if (typeof found === 'object') return this.accept(row, found, true, row.webhookToken);
     const now = this.d.clock.now();
     const waited = now.getTime() - startedAt.getTime();
-    if (waited < this.d.reconcileGraceMs && !this.expired(row)) {
+    // 'unknown': the list holds more tasks since the submission than one look reads, so absence
+    // proves nothing; keep looking (until the age limit) rather than ever resend on it.
+    if ((waited < this.d.reconcileGraceMs || found === 'unknown') && !this.expired(row)) {
       recorder.reschedule(row.id, { attempts: 0, nextPollAt: new Date(now.getTime() + this.reconcileGapMs()) });
       return;
     }
