@@ -50,17 +50,20 @@ describe('images as files', () => {
     expect(readdirSync(join(t.dataDir, 'images')).filter((f) => !f.startsWith('.'))).toEqual([stored.imageFile]);
   });
 
-  test('an uncertain submission after the upload does not upload again', async () => {
+  test('a submission sent again after an uncertain first one carries the same upload, not a second one', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.5' });
-    must(t.app.sandbox).setFaults({ acceptThenErrorRate: 1 });
+    const sandbox = must(t.app.sandbox);
+    // Once the upload is done, the first submission (and the look for it) gets a 500 and creates
+    // nothing: after the grace period it is sent again, and must reuse the stored upload URL.
+    t.app.poller.once('uploaded', () => sandbox.setFaults({ serverErrorRate: 1 }));
+    t.app.poller.once('uncertain', () => sandbox.setFaults({ serverErrorRate: 0 }));
     const image = pngOfSize(640, 360, 50_000);
-    const id = (await t.gql(CREATE, { p: 'uploaded then 502', i: `data:image/png;base64,${image.toString('base64')}` })).body.data.createVideo.id;
-    await waitFor(() => t.app.sandbox?.stats.faults.acceptedThenFailed, (n) => n === 1);
-    must(t.app.sandbox).setFaults({ acceptThenErrorRate: 0 });
+    const id = (await t.gql(CREATE, { p: 'uploaded, then lost', i: `data:image/png;base64,${image.toString('base64')}` })).body.data.createVideo.id;
     const done = await completed(t, id);
-    expect(done.submitAttempts).toBe(1);
-    expect(t.app.sandbox?.stats.uploads).toBe(1);
-    expect(t.app.sandbox?.stats.submissions).toBe(1);
+    expect(done.submitAttempts).toBe(2);
+    expect(sandbox.stats.faults.serverError).toBeGreaterThanOrEqual(1);
+    expect(sandbox.stats.uploads).toBe(1);
+    expect(sandbox.stats.submissions).toBe(1);
   });
 
   test('an upload the sandbox refuses (no file part) is a 400 with a reason', async () => {
@@ -109,9 +112,28 @@ describe('retention', () => {
   test('live predictions are never swept, however old', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '600', RETENTION_DAYS: '1' });
     const id = (await t.gql(CREATE, { p: 'still running' })).body.data.createVideo.id;
-    t.app.db.$client.prepare('UPDATE predictions SET created_at = ? WHERE id = ?').run(Date.now() - 90 * 86_400_000, id);
+    // Old in every time it has, completed_at included: only its status keeps it.
+    const longAgo = Date.now() - 90 * 86_400_000;
+    t.app.db.$client.prepare('UPDATE predictions SET created_at = ?, completed_at = ? WHERE id = ?').run(longAgo, longAgo, id);
     expect(await t.app.retention.sweep()).toEqual({ predictions: 0, images: 0, outputs: 0 });
     expect(row(t, id)).toBeDefined();
+  });
+
+  test('an image file shared by an old and a recent prediction stays until the recent one goes too', async () => {
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3', RETENTION_DAYS: '30' });
+    const dataUri = `data:image/png;base64,${pngOfSize(640, 360, 30_000).toString('base64')}`;
+    const old = (await t.gql(CREATE, { p: 'old', i: dataUri })).body.data.createVideo.id;
+    const recent = (await t.gql(CREATE, { p: 'recent', i: dataUri })).body.data.createVideo.id;
+    await completed(t, old);
+    await completed(t, recent);
+    const file = must(row(t, old).imageFile);
+    expect(row(t, recent).imageFile).toBe(file);
+    age(t, old, 40);
+    expect(await t.app.retention.sweep()).toMatchObject({ predictions: 1, images: 0 });
+    expect(existsSync(join(t.dataDir, 'images', file))).toBe(true);
+    age(t, recent, 40);
+    expect(await t.app.retention.sweep()).toMatchObject({ predictions: 1, images: 1 });
+    expect(existsSync(join(t.dataDir, 'images', file))).toBe(false);
   });
 
   test('RETENTION_DAYS=0 keeps everything', async () => {

@@ -140,6 +140,22 @@ describe('cancelPrediction', () => {
     expect(row(t, id)).toMatchObject({ status: 'CANCELED', version, nextPollAt: null });
   });
 
+  test('a canceled prediction whose submission had no certain answer has its task found and deleted upstream', async () => {
+    const t = await startApp({ UPSTREAM_TIMEOUT_MS: '300', SANDBOX_SLOW_MS: '2000', SANDBOX_TASK_SECONDS: '30', SUBMIT_RECONCILE_GRACE_MS: '900' });
+    const sandbox = must(t.app.sandbox);
+    sandbox.setFaults({ acceptThenStallRate: 1 });
+    const id = await create(t, 'canceled while uncertain');
+    // The task exists upstream; the gateway's request is still waiting for an answer that will not come in time.
+    await waitFor(() => sandbox.stats.faults.acceptedThenStalled, (n) => n === 1);
+    const deleted = new Promise<{ upstreamIds: string[] }>((resolve) => t.app.poller.once('deletedUpstream', resolve));
+    expect((await t.gql(CANCEL, { id })).body.data.cancelPrediction.status).toBe('CANCELED');
+    const { upstreamIds } = await deleted;
+    expect(upstreamIds).toHaveLength(1);
+    expect(sandbox.stats.deleted.has(must(upstreamIds[0]))).toBe(true);
+    expect(row(t, id)).toMatchObject({ status: 'CANCELED', upstreamId: null });
+    expect(sandbox.stats.submissions).toBe(1);
+  });
+
   test('a task that arrives for a prediction canceled during its submission is deleted upstream', async () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));

@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
 import type { PredictionRow } from '../src/db/schema.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
@@ -189,12 +190,12 @@ describe('bounded waits and a loop that never dies', () => {
     const store = t.app.store;
     const due = store.due.bind(store);
     let failures = 0;
-    store.due = () => {
+    store.due = (...args: Parameters<typeof due>) => {
       if (failures < 3) {
         failures++;
         throw new Error('database disk image is malformed (injected)');
       }
-      return due(...([] as unknown as Parameters<typeof due>));
+      return due(...args);
     };
     const id = await create(t, 'survives a broken pass');
     await waitFor(() => failures, (n) => n === 3);
@@ -202,6 +203,28 @@ describe('bounded waits and a loop that never dies', () => {
     const [done] = await settled(t, [id]);
     expect(done?.status).toBe('COMPLETED');
     expect(logs.lines.filter((l) => l.includes('poller pass failed'))).toHaveLength(1);
+  });
+
+  test('after a storage failure in a pass, an idle gateway probes with a real write and /readyz recovers by itself', async () => {
+    const t = await startApp();
+    const store = t.app.store;
+    const due = store.due.bind(store);
+    let failed = false;
+    store.due = (...args: Parameters<typeof due>) => {
+      if (!failed) {
+        failed = true;
+        throw new Database.SqliteError('disk I/O error (injected)', 'SQLITE_IOERR');
+      }
+      return due(...args);
+    };
+    const paused = new Promise((resolve) => t.app.poller.once('paused', resolve));
+    t.app.poller.nudge();
+    expect(await paused).toMatchObject({ kind: 'storage' });
+    expect((await fetch(`${t.url}/readyz`)).status).toBe(503);
+    // No prediction exists, so no step will ever write: only the probe can end the pause.
+    const resumed = new Promise((resolve) => t.app.poller.once('resumed', resolve));
+    expect(await resumed).toEqual({ kind: 'storage' });
+    expect((await fetch(`${t.url}/readyz`)).status).toBe(200);
   });
 
   test('a submitted prediction whose polls keep failing ends FAILED at the age limit', async () => {

@@ -38,6 +38,7 @@ export class PredictionStore {
   private readonly dueStmt;
   private readonly nextDueStmt;
   private readonly makeDueStmt;
+  private readonly probeStmt;
   /** Prepared updates by patch shape: the poller writes a handful of shapes, millions of times. */
   private readonly updates = new Map<string, ReturnType<PredictionStore['prepareUpdate']>>();
 
@@ -67,6 +68,7 @@ export class PredictionStore {
     const STARTED = 'FROM predictions INDEXED BY predictions_started_due WHERE (upstream_id IS NOT NULL OR submit_started_at IS NOT NULL) AND next_poll_at IS NOT NULL';
     this.dueStmt = db.$client.prepare(`SELECT id ${STARTED} AND next_poll_at <= ? ORDER BY next_poll_at LIMIT ?`).pluck();
     this.nextDueStmt = db.$client.prepare(`SELECT id, next_poll_at AS at ${STARTED} ORDER BY next_poll_at LIMIT ?`);
+    this.probeStmt = db.$client.prepare('UPDATE predictions SET version = version WHERE seq = (SELECT max(seq) FROM predictions)');
     this.makeDueStmt = db
       .update(predictions)
       .set({ nextPollAt: sql.placeholder('now') as never })
@@ -179,6 +181,14 @@ export class PredictionStore {
       .where(and(eq(predictions.id, sql.placeholder('id')), inArray(predictions.status, [...liveStatuses])))
       .returning(rowColumns)
       .prepare();
+  }
+
+  /**
+   * Whether the store takes a write now: rewrites the newest row unchanged (a real page write, so a
+   * full disk or a read-only file fails it). Throws what the write throws.
+   */
+  probeWrite(): void {
+    this.probeStmt.run();
   }
 
   /** Rows that exist, for tests and checks of what was reported done. */

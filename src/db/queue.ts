@@ -67,12 +67,16 @@ export class QueueStore {
       .prepare(`SELECT min(coalesce(submit_started_at, submitted_at)) FROM predictions WHERE (submit_started_at >= ? OR submitted_at >= ?)`)
       .pluck();
     this.pastDeadlineStmt = c
-      .prepare(`SELECT id FROM predictions WHERE deadline_at <= ? AND status IN ('CREATED', 'PROCESSING') ORDER BY deadline_at LIMIT ?`)
+      .prepare(
+        `SELECT id FROM predictions INDEXED BY predictions_deadline_live WHERE status IN ('CREATED', 'PROCESSING') AND deadline_at IS NOT NULL AND deadline_at <= ? ORDER BY deadline_at LIMIT ?`,
+      )
       .pluck();
-    this.nextDeadlineStmt = c.prepare(`SELECT min(deadline_at) FROM predictions WHERE deadline_at IS NOT NULL AND status IN ('CREATED', 'PROCESSING')`).pluck();
+    this.nextDeadlineStmt = c
+      .prepare(`SELECT min(deadline_at) FROM predictions INDEXED BY predictions_deadline_live WHERE status IN ('CREATED', 'PROCESSING') AND deadline_at IS NOT NULL`)
+      .pluck();
     this.runMsStmt = c
       .prepare(
-        `SELECT avg(completed_at - submitted_at) FROM (SELECT completed_at, submitted_at FROM predictions WHERE status = 'COMPLETED' AND submitted_at IS NOT NULL ORDER BY completed_at DESC LIMIT ?)`,
+        `SELECT avg(completed_at - submitted_at) FROM (SELECT completed_at, submitted_at FROM predictions INDEXED BY predictions_completed_runs WHERE status = 'COMPLETED' AND submitted_at IS NOT NULL ORDER BY completed_at DESC LIMIT ?)`,
       )
       .pluck();
   }

@@ -78,7 +78,11 @@ export const predictions = sqliteTable(
     // A caller's own list, newest first, with or without a status; also its count of unfinished ones.
     index('predictions_owner_seq').on(t.owner, t.seq),
     index('predictions_owner_status_seq').on(t.owner, t.status, t.seq),
-    index('predictions_deadline_at').on(t.deadlineAt),
+    // Live deadlines only: a final row keeps its deadline_at, and the poller looks every pass.
+    index('predictions_deadline_live').on(t.deadlineAt).where(sql`status IN ('CREATED', 'PROCESSING') AND deadline_at IS NOT NULL`),
+    // The recent run times behind queue estimates, and retention's look-up of shared image files.
+    index('predictions_completed_runs').on(t.completedAt).where(sql`status = 'COMPLETED' AND submitted_at IS NOT NULL`),
+    index('predictions_image_file').on(t.imageFile).where(sql`image_file IS NOT NULL`),
     // The admission queue and the poller's passes, each over only the rows it concerns, so a queue of
     // 100,000 costs the same per pass as a queue of ten (bench/queue.ts). The conditions are written as
     // in db/queue.ts and db/predictions.ts: SQLite uses a partial index only for a query that repeats them.

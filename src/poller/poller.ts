@@ -13,6 +13,7 @@ import type { PollerEvents } from './events.js';
 import { Pauses, type Pause, type PauseKind } from './pauses.js';
 import type { Recorder } from './record.js';
 import type { PollSchedule } from './schedule.js';
+import { findSubmittedTask } from './reconcile.js';
 import { PredictionSteps } from './steps.js';
 
 export type { PollerEvents } from './events.js';
@@ -78,6 +79,8 @@ export class Poller extends EventEmitter<PollerEvents> {
   private readonly cooldown = new Map<string, number>();
   /** Queued predictions this process is submitting: counted against the tier until their intent is in the database. */
   private readonly submitting = new Set<string>();
+  /** Upstream tasks this process has asked upstream to delete. */
+  private readonly deletedTasks = new Set<string>();
   private readonly pauses = new Pauses(1000, PAUSE_CAP_MS);
   private probing = false;
   private running = false;
@@ -163,6 +166,7 @@ export class Poller extends EventEmitter<PollerEvents> {
   private async loop(): Promise<void> {
     while (this.running) {
       try {
+        this.probeStorageIfDue();
         await this.enforceDeadlines();
         await this.probeAccountIfDue();
         this.startDue();
@@ -189,6 +193,18 @@ export class Poller extends EventEmitter<PollerEvents> {
     this.o.log.info({ kind }, 'pause over: upstream work resumes');
     this.emit('resumed', { kind });
     this.nudge();
+  }
+
+  /**
+   * A storage pause ends with the first write that commits. A step's writes prove it as work goes
+   * on; an idle gateway has no steps, so once the backoff has run out one small real write decides,
+   * or /readyz would answer 503 for good after a single failed write.
+   */
+  private probeStorageIfDue(): void {
+    const pause = this.pauses.get('storage');
+    if (!pause || this.clock.now().getTime() < pause.until) return;
+    this.o.store.probeWrite(); // throws while storage still fails: the pass's catch holds the pause again
+    this.resume('storage');
   }
 
   /**
@@ -296,6 +312,9 @@ export class Poller extends EventEmitter<PollerEvents> {
     this.o.log.info({ predictionId: id, upstreamId: row.upstreamId, reason: error ?? 'asked by the client' }, 'prediction canceled');
     this.emit('recorded', { id, status: 'CANCELED' });
     this.emit('queueMoved');
+    // A submission without a certain answer (or still under way) may have created a task that no
+    // row will ever name: look for it a few times over the grace period, and delete it if it shows.
+    if (!row.upstreamId && (row.submitStartedAt || this.submitting.has(id))) void this.deleteOrphanOf(row, row.submitStartedAt ?? now);
     // The loop never waits on upstream for a deadline: a slow delete would hold every other prediction.
     if (row.upstreamId) {
       const deleting = this.deleteUpstream([row.upstreamId]);
@@ -305,12 +324,35 @@ export class Poller extends EventEmitter<PollerEvents> {
   }
 
   /** Best effort: upstream may refuse or be unreachable; the prediction is CANCELED here either way. */
-  private async deleteUpstream(upstreamIds: string[]): Promise<void> {
+  private async deleteUpstream(all: string[]): Promise<void> {
+    // A task can be named twice (its late answer, and the search for it after a cancel): delete once.
+    const upstreamIds = all.filter((id) => !this.deletedTasks.has(id));
+    if (!upstreamIds.length) return;
+    if (this.deletedTasks.size > 10_000) this.deletedTasks.clear();
+    for (const id of upstreamIds) this.deletedTasks.add(id);
     try {
       await this.o.client.deletePredictions(upstreamIds, { signal: this.shutdown.signal });
       this.emit('deletedUpstream', { upstreamIds });
     } catch (err) {
       this.o.log.warn({ upstreamIds, err: (err as Error).message }, 'could not delete canceled tasks upstream');
+    }
+  }
+
+  private async deleteOrphanOf(row: PredictionRow, since: Date): Promise<void> {
+    const gap = Math.max(100, Math.round(this.o.reconcileGraceMs / 3));
+    for (let look = 0; look < 4 && !this.shutdown.signal.aborted; look++) {
+      if (look) await new Promise<void>((resolve) => this.clock.setTimeout(resolve, gap));
+      try {
+        const found = await findSubmittedTask(this.o.client, {
+          prompt: row.prompt,
+          image: row.hasImage ? (row.imageUploadUrl ?? this.o.store.imageOf(row.id)) : null,
+          since,
+          isTaken: (upstreamId) => this.o.store.findByUpstreamId(upstreamId) !== undefined,
+        });
+        if (typeof found === 'object') return await this.deleteUpstream([found.id]);
+      } catch (err) {
+        this.o.log.warn({ predictionId: row.id, err: (err as Error).message }, 'could not look for the task of a canceled submission');
+      }
     }
   }
 
