@@ -21,6 +21,7 @@ const dns: Record<string, string[]> = {
   'metadata.google.internal': ['169.254.169.254'],
   localhost: ['127.0.0.1', '::1'],
   '1cat.example.com': ['93.184.216.34'],
+  'cat.example1': ['93.184.216.34'],
   'empty.example.com': [],
   'garbage.example.com': ['not-an-address'],
 };
@@ -157,6 +158,7 @@ describe('image as a URL: http(s), no credentials, public addresses only, never 
     ['https://93.184.216.34/cat.png'],
     // A name that starts with a digit is still a name, resolved like any other.
     ['https://1cat.example.com/cat.png'],
+    ['https://cat.example1/cat.png'],
     // "data:" inside a URL's path does not make it a data URI.
     ['https://images.example.com/data:image/png;base64,cat.png'],
     // The first and last addresses of 2000::/3, the global unicast range.
@@ -178,6 +180,7 @@ describe('image as a URL: http(s), no credentials, public addresses only, never 
     ['cat.png', 'IMAGE_URL_INVALID', 'image must be a data:image/…;base64 URI or an http(s) URL'],
     ['https://user:secret@images.example.com/a.png', 'IMAGE_URL_INVALID', 'image URL must not contain credentials'],
     ['https://user@images.example.com/a.png', 'IMAGE_URL_INVALID', 'image URL must not contain credentials'],
+    ['data:image/gif;base64,data:image/png;base64,AAAA', 'IMAGE_FORMAT', 'image data URI must be data:image/jpeg;base64,… or data:image/png;base64,…'],
     ['https://:secret@images.example.com/a.png', 'IMAGE_URL_INVALID', 'image URL must not contain credentials'],
     ['http://[1fff:ffff::1]/a.png', 'IMAGE_URL_FORBIDDEN', 'non-public address (1fff:ffff::1)'],
     ['http://[4000::1]/a.png', 'IMAGE_URL_FORBIDDEN', 'non-public address (4000::1)'],
