@@ -38,6 +38,8 @@ describe('classify: what a failure says about the request', () => {
     ['an unexpected exception that looks like a 400', Object.assign(new Error('boom'), { kind: 'http', status: 400 }), 'uncertain'],
     ['an HTTP status below 400 (a redirect not followed)', http(302), 'uncertain'],
     ['a 400 asking to "topup"', http(400, 'upstream answered code 400: please topup'), 'account'],
+    ['a 400 saying unauthorized', http(400, 'upstream answered code 400: Unauthorized'), 'account'],
+    ['a 400 saying unauthorised', http(400, 'upstream answered code 400: unauthorised key'), 'account'],
     ['a transient download failure', new MediaError('HTTP 503', true), 'transient'],
     ['a permanent download failure', new MediaError('too large', false), 'lost'],
   ])('%s → %s', (_name, err, expected) => {
