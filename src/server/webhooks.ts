@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PredictionStore } from '../db/predictions.js';
 import type { Logger } from '../log.js';
 import { verifyUpstreamDelivery, type UpstreamSecret } from '../webhooks/incoming.js';
+import { readBody } from '../http-helpers.js';
 import { sendJson } from './json.js';
 
 export const WEBHOOK_PREFIX = '/webhooks/wavespeed/';
@@ -105,16 +106,3 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    // Reads past the limit (dropping the bytes) so the sender still gets its 413.
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) chunks.push(chunk);
-    });
-    req.on('end', () => (size > limit ? reject(new Error('too large')) : resolve(Buffer.concat(chunks))));
-    req.on('error', reject);
-  });
-}

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import send from 'send';
 import { systemClock, type Clock } from '../clock.js';
+import { readBody } from '../http-helpers.js';
 import { sendJson } from '../server/json.js';
 import { invalidFaultSetting, noFaults, type SandboxFaults } from './sandbox-faults.js';
 import { RETENTION_MS, decodeTaskId, encodeTaskId, taskRecord, type Fate } from './sandbox-tasks.js';
@@ -390,16 +391,3 @@ function isDirectLoopback(req: IncomingMessage): boolean {
 
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip', 'via', 'x-client-ip', 'true-client-ip', 'cf-connecting-ip'];
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    // Keep reading past the limit (dropping the bytes) so the client still gets its 413.
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) chunks.push(chunk);
-    });
-    req.on('end', () => (size > limit ? reject(new Error('too large')) : resolve(Buffer.concat(chunks))));
-    req.on('error', reject);
-  });
-}
