@@ -169,8 +169,8 @@ export class Poller extends EventEmitter<PollerEvents> {
         this.probeStorageIfDue();
         await this.enforceDeadlines();
         await this.probeAccountIfDue();
-        this.startDue();
-        if (this.pauses.clear('crash', this.clock.now().getTime())) this.emit('resumed', { kind: 'crash' });
+        // Only a pass that really ran (not one a nudge woke inside a pause) proves the crash is over.
+        if (this.startDue() && this.pauses.clear('crash', this.clock.now().getTime())) this.emit('resumed', { kind: 'crash' });
       } catch (err) {
         // Whatever broke (a corrupted index page under the due-query, say) is logged once and
         // retried with backoff; the loop itself never dies of it.
@@ -256,13 +256,14 @@ export class Poller extends EventEmitter<PollerEvents> {
     });
   }
 
-  private startDue(): void {
+  /** @returns false when a pause kept it from looking at all. */
+  private startDue(): boolean {
     const now = this.clock.now();
     const t = now.getTime();
-    if (t < this.pauses.until()) return;
+    if (t < this.pauses.until()) return false;
     for (const [id, until] of this.cooldown) if (until <= t) this.cooldown.delete(id);
     let free = this.o.concurrency - this.inFlight.size;
-    if (free <= 0) return;
+    if (free <= 0) return false;
     // Work already paid for first: polls of tasks upstream, and reconciliations.
     const busy = this.inFlight.size + this.cooldown.size;
     const polls = this.o.store.due(now, free + busy).filter((id) => !this.inFlight.has(id) && !this.cooldown.has(id));
@@ -270,8 +271,9 @@ export class Poller extends EventEmitter<PollerEvents> {
     free = this.o.concurrency - this.inFlight.size;
     // Then new submissions, in the queue's fair order, as far as the account's tier allows.
     const admit = Math.min(free, this.o.admission.allowance(now, this.submitting));
-    if (admit <= 0) return;
+    if (admit <= 0) return true;
     for (const id of this.o.queue.due(now, admit, [...this.inFlight.keys(), ...this.cooldown.keys()])) this.begin(id, true);
+    return true;
   }
 
   private begin(id: string, submission: boolean): void {
