@@ -50,7 +50,9 @@ export function createProgress({ json, since, stream = process.stderr }: { json:
   let current: Prediction | undefined;
   const text = () => (current ? `${current.status}${queued(current)} · ${elapsed()} · ${current.id}` : `connecting · ${elapsed()}`);
   // discardStdin off: a spinner has no business swallowing keys, and Ctrl-C must reach us.
-  const spinner: Ora = ora({ text: text(), stream, discardStdin: false }).start();
+  // isEnabled: the terminal test above already decided; ora's own guess also turns spinners off
+  // whenever a CI variable is set, even on a real terminal.
+  const spinner: Ora = ora({ text: text(), stream, discardStdin: false, isEnabled: true }).start();
   // ora redraws the frame on its own; the elapsed time in the text is ours to refresh.
   const tick = setInterval(() => (spinner.text = text()), 100);
   tick.unref();
