@@ -31,9 +31,29 @@ describe('configuration', () => {
     [{ POLL_CONCURRENCY: '0' }, 'POLL_CONCURRENCY'],
     [{ KEEP_OUTPUTS: 'maybe' }, 'KEEP_OUTPUTS'],
     [{ MAX_PREDICTION_AGE_SECONDS: '1.5' }, 'MAX_PREDICTION_AGE_SECONDS'],
+    [{ RETRY_AFTER_MAX_MS: '-1' }, 'RETRY_AFTER_MAX_MS'],
+    [{ RETRY_AFTER_MAX_MS: 'soon' }, 'RETRY_AFTER_MAX_MS'],
+    [{ MAX_SUBMISSIONS_PER_PREDICTION: '0' }, 'MAX_SUBMISSIONS_PER_PREDICTION'],
+    [{ MAX_SUBMISSIONS_PER_PREDICTION: '2.5' }, 'MAX_SUBMISSIONS_PER_PREDICTION'],
+    [{ SUBMIT_RECONCILE_GRACE_MS: '-5' }, 'SUBMIT_RECONCILE_GRACE_MS'],
+    [{ UPSTREAM_MAX_CONCURRENT: '0' }, 'UPSTREAM_MAX_CONCURRENT'],
+    [{ UPSTREAM_MAX_CONCURRENT: 'two' }, 'UPSTREAM_MAX_CONCURRENT'],
+    [{ UPSTREAM_MAX_PER_MINUTE: '1.5' }, 'UPSTREAM_MAX_PER_MINUTE'],
+    [{ SANDBOX_ACCEPT_THEN_STALL_RATE: '2' }, 'SANDBOX_ACCEPT_THEN_STALL_RATE'],
+    [{ SANDBOX_ACCEPT_THEN_ERROR_RATE: '-1' }, 'SANDBOX_ACCEPT_THEN_ERROR_RATE'],
+    [{ SANDBOX_UNAUTHORIZED_SECONDS: '-3' }, 'SANDBOX_UNAUTHORIZED_SECONDS'],
   ])('%j is refused, naming the variable', (env, names) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(names);
+  });
+
+  test('the money path and lifecycle settings: defaults, and unset or empty tier limits mean none', () => {
+    const c = loadConfig({});
+    expect(c.poll).toMatchObject({ retryAfterMaxMs: 60_000, maxSubmissions: 3, reconcileGraceMs: 60_000 });
+    expect(c.admission).toEqual({ maxConcurrent: undefined, maxPerMinute: undefined });
+    expect(c.retentionMs).toBe(30 * 86_400_000);
+    expect(loadConfig({ UPSTREAM_MAX_CONCURRENT: ' ', UPSTREAM_MAX_PER_MINUTE: '' }).admission).toEqual({ maxConcurrent: undefined, maxPerMinute: undefined });
+    expect(loadConfig({ UPSTREAM_MAX_CONCURRENT: '2', UPSTREAM_MAX_PER_MINUTE: '2', RETENTION_DAYS: '0' })).toMatchObject({ admission: { maxConcurrent: 2, maxPerMinute: 2 }, retentionMs: 0 });
   });
 
   test('npm start with a bad value exits 2 and says which variable', async () => {
