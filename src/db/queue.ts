@@ -28,7 +28,6 @@ const NOT_IN = `id NOT IN (SELECT value FROM json_each(?))`;
 export class QueueStore {
   private readonly dueStmt;
   private readonly positionStmt;
-  private readonly lengthStmt;
   private readonly upstreamStmt;
   private readonly submittedSinceStmt;
   private readonly oldestSubmissionSinceStmt;
@@ -56,7 +55,6 @@ export class QueueStore {
     this.nextQueuedStmt = c
       .prepare(`SELECT next_poll_at FROM predictions INDEXED BY predictions_queue_due WHERE ${QUEUED} AND ${NOT_IN} ORDER BY next_poll_at LIMIT 1`)
       .pluck();
-    this.lengthStmt = c.prepare(`SELECT count(*) FROM predictions INDEXED BY predictions_queue WHERE ${QUEUED}`).pluck();
     this.upstreamStmt = c.prepare(`SELECT count(*) FROM predictions INDEXED BY predictions_upstream_live WHERE ${UPSTREAM} AND ${NOT_IN}`).pluck();
     this.submittedSinceStmt = c
       // A row's latest submission is its submit_started_at while one is under way, else its
@@ -100,10 +98,6 @@ export class QueueStore {
   /** Submission times of the predictions that hold a task upstream, oldest first. */
   upstreamSubmittedAt(limit: number): Date[] {
     return (this.upstreamTimesStmt.all(limit) as number[]).map((ms) => new Date(ms));
-  }
-
-  length(): number {
-    return this.lengthStmt.get() as number;
   }
 
   /** Predictions with a task (possibly) upstream and not final, leaving out `except`. */
