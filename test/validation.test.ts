@@ -1,5 +1,5 @@
 import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { imageSize } from 'image-size';
 import { describe, expect, test } from 'vitest';
 import { MAX_IMAGE_BYTES, MAX_REQUEST_BYTES } from '../src/validation/limits.js';
@@ -255,28 +255,50 @@ describe('request limits', () => {
     expect(body.errors?.[0]).toEqual({ message: 'Request body too large', extensions: { code: 'REQUEST_ENTITY_TOO_LARGE' } });
 
 
-    const chunked = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      let answered = false;
-      const req = request(`${t.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (r) => {
-        answered = true;
-        let text = '';
-        r.on('data', (d) => (text += d));
-        r.on('end', () => resolve({ status: must(r.statusCode), body: text }));
-      });
-      // Once the server has answered it may close the socket under our remaining writes.
-      req.on('error', (err) => (answered ? undefined : reject(err)));
-      const piece = 'B'.repeat(1024 * 1024);
-      req.write(`{"query":"{ __typename }","variables":{"x":"`);
-      let i = 0;
-      const writeMore = () => {
-        while (!answered && i < 29) {
-          i++;
-          if (!req.write(piece)) return void req.once('drain', writeMore);
+    // Chunked, over a raw socket: the client goes on writing after the 413 (as clients do, until they
+    // read it), then ends its body and sends a second request on the same connection. The server
+    // must read the rest rather than close under those writes: a close with bytes unread becomes a
+    // reset, which can reach the client before the 413 does.
+    const chunked = await new Promise<{ status: number; body: string; second: string }>((resolve, reject) => {
+      const socket = connect(Number(new URL(t.url).port), '127.0.0.1');
+      const host = new URL(t.url).host;
+      socket.on('error', reject);
+      const frame = (data: string | Buffer) => Buffer.concat([Buffer.from(`${Buffer.byteLength(data).toString(16)}\r\n`), Buffer.from(data), Buffer.from('\r\n')]);
+      const write = (data: Buffer | string) => new Promise<void>((ok) => (socket.write(data) ? ok() : socket.once('drain', () => ok())));
+      let text = '';
+      let responses = 0;
+      let afterFirst: (() => void) | undefined;
+      socket.on('data', (d) => {
+        text += d;
+        const count = text.split('HTTP/1.1 ').length - 1;
+        if (count > responses && /\r\n\r\n[\s\S]*\}/.test(text.slice(text.lastIndexOf('HTTP/1.1 ')))) {
+          responses = count;
+          afterFirst?.();
         }
-        if (!answered) req.end('"}}');
-      };
-      writeMore();
+      });
+      const firstAnswered = new Promise<void>((ok) => (afterFirst = ok));
+      void (async () => {
+        await write(`POST /graphql HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
+        await write(frame('{"query":"{ __typename }","variables":{"x":"'));
+        const piece = frame(Buffer.alloc(1024 * 1024, 66));
+        let answered = false;
+        void firstAnswered.then(() => (answered = true));
+        for (let i = 0; i < 29 && !answered; i++) await write(piece);
+        await firstAnswered;
+        for (let i = 0; i < 4; i++) await write(piece); // still writing after the answer
+        await write(frame('"}}'));
+        await write('0\r\n\r\n');
+        const body = '{"query":"{ __typename }"}';
+        const second = new Promise<void>((ok) => (afterFirst = ok));
+        await write(`POST /graphql HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        await second;
+        socket.destroy();
+        const [first, next] = text.split(/(?=HTTP\/1\.1 )/);
+        resolve({ status: Number(must(first).slice(9, 12)), body: must(first).slice(must(first).indexOf('\r\n\r\n') + 4), second: must(next) });
+      })().catch(reject);
     });
+    expect(chunked.second).toMatch(/^HTTP\/1\.1 200 /);
+    expect(chunked.second).toContain('"__typename":"Query"');
     expect(chunked.status).toBe(413);
     expect(JSON.parse(chunked.body).errors[0].extensions.code).toBe('REQUEST_ENTITY_TOO_LARGE');
     expect(t.app.store.count()).toBe(0);

@@ -31,17 +31,43 @@ export function useBodyLimit(limit: number): Plugin {
   };
 }
 
-/** The same request with a body that errors once more than `limit` bytes have passed. */
+/**
+ * How long a refused chunked body is still read (and thrown away) after the 413. Cancelling the body
+ * at once destroys the socket with the client's bytes unread, and the kernel answers those with a
+ * reset that can reach the client before it has read the 413 (CI saw `write ECONNRESET` instead of
+ * the answer). Reading on until the client stops, for at most this long, is nginx's lingering close.
+ */
+export const LINGER_MS = 5_000;
+
+/**
+ * The same request with a body that errors once more than `limit` bytes have passed; the rest of
+ * the body is then drained for up to LINGER_MS before the connection is let go.
+ */
 function countedBody(request: Request, stream: ReadableStream<Uint8Array>, limit: number): Request {
+  const reader = stream.getReader();
   let bytes = 0;
-  const body = stream.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        bytes += chunk.byteLength;
-        if (bytes > limit) controller.error(tooLarge());
-        else controller.enqueue(chunk);
-      },
-    }),
-  );
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) return controller.close();
+      bytes += value.byteLength;
+      if (bytes <= limit) return controller.enqueue(value);
+      controller.error(tooLarge());
+      void linger(reader);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
   return new Request(request.url, { method: request.method, headers: request.headers, signal: request.signal, body, duplex: 'half' } as RequestInit);
+}
+
+async function linger(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  const timer = setTimeout(() => void reader.cancel().catch(() => {}), LINGER_MS);
+  timer.unref();
+  try {
+    while (!(await reader.read()).done) {}
+  } catch {
+    // The client went away or the timer cancelled the read: either way there is nothing left to drain.
+  } finally {
+    clearTimeout(timer);
+  }
 }
