@@ -1,4 +1,5 @@
 import type { Db } from './client.js';
+import { ASK_SQL, QueueOrder } from './queue-order.js';
 
 /** Where a prediction stands in the admission queue, and when it can expect to start and end. */
 export interface Estimate {
@@ -36,9 +37,11 @@ export class QueueStore {
   private readonly runMsStmt;
   private readonly upstreamTimesStmt;
   private readonly nextQueuedStmt;
+  private readonly order;
 
   constructor(db: Db) {
     const c = db.$client;
+    this.order = QueueOrder.of(c, QUEUED);
     // INDEXED BY: without statistics the planner reads `upstream_id IS NULL` off the unique index on
     // upstream_id, a scan of every waiting row; naming the partial index keeps each pass O(result).
     this.dueStmt = c
@@ -84,8 +87,17 @@ export class QueueStore {
     return this.dueStmt.all(now.getTime(), JSON.stringify([...busy]), limit) as string[];
   }
 
-  /** 1-based place in the fair queue; undefined when the prediction is not queued. */
+  /**
+   * 1-based place in the fair queue; undefined when the prediction is not queued. A rank in the
+   * connection's QueueOrder, O(log n); SQL answers when that cannot tell (see db/queue-order.ts).
+   */
   position(id: string): number | undefined {
+    const place = this.order.position(id);
+    return place === ASK_SQL ? this.positionBySql(id) : place;
+  }
+
+  /** The same place counted by SQL over the index range before it, O(place): the reference `position` is tested against. */
+  positionBySql(id: string): number | undefined {
     return (this.positionStmt.get(id) as number | undefined) ?? undefined;
   }
 
