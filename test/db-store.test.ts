@@ -421,7 +421,7 @@ describe('PredictionStore.probeWrite', () => {
       }
     })();
     expect(err).toBeInstanceOf(Database.SqliteError);
-    expect((err as Database.SqliteError).code).toBe('SQLITE_READONLY');
+    expect(err).toMatchObject({ code: 'SQLITE_READONLY' });
     expect(storageErrorOf(err)).toBe(err);
   });
 });
