@@ -35,6 +35,7 @@ import { createOutgoing } from './webhooks/outgoing.js';
 import { openModeSecret } from './webhooks/secrets.js';
 import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
+import { createResponseCache } from './server/response-cache.js';
 import { ImageStore } from './storage/images.js';
 import { MediaStore } from './storage/media.js';
 import { createRetention, type Retention } from './storage/retention.js';
@@ -199,7 +200,9 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     };
   };
   // GraphiQL prefills an Authorization header in its tabs once keys exist.
-  const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() });
+  // prediction(id) answers cached per caller and Host, dropped on every recorded change.
+  const responseCache = config.responseCache ? createResponseCache({ pubsub }) : undefined;
+  const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() }, responseCache?.plugin);
   const onWebhook = config.publicUrl
     ? createWebhookHandler({
         store,
@@ -286,6 +289,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       await poller.stop();
       await dispatcher.stop();
       stopQueueMoves();
+      responseCache?.stop();
       sandbox?.close();
       await closeWs();
       server.closeAllConnections();

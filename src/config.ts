@@ -57,6 +57,7 @@ const envSchema = z.object({
   MAX_SUBMISSIONS_PER_PREDICTION: int(1, 3),
   SUBMIT_RECONCILE_GRACE_MS: int(0, 60_000),
   KEEP_OUTPUTS: bool(true),
+  RESPONSE_CACHE: bool(true),
   MEDIA_MAX_BYTES: int(1, 512 * 1024 * 1024),
   CORS_ORIGINS: z.string().optional().transform((v, ctx) => parseOrigins(v ?? '', ctx)),
   KEY_CREATES_PER_MINUTE: int(1, 30),
@@ -110,6 +111,8 @@ export interface Config {
   /** Final predictions older than this are deleted with their files; 0 keeps everything. */
   retentionMs: number;
   media: { keep: boolean; maxBytes: number };
+  /** Cache `prediction(id)` answers over HTTP (server/response-cache.ts); off only to measure without it. */
+  responseCache: boolean;
   /** Outgoing webhooks (CreateVideoInput.webhookUrl). */
   webhooks: {
     /** Deliver to loopback and private addresses too (tests, private deployments). */
@@ -212,6 +215,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     admission: { maxConcurrent: e.UPSTREAM_MAX_CONCURRENT, maxPerMinute: e.UPSTREAM_MAX_PER_MINUTE },
     retentionMs: e.RETENTION_DAYS * 86_400_000,
     media: { keep: e.KEEP_OUTPUTS, maxBytes: e.MEDIA_MAX_BYTES },
+    responseCache: e.RESPONSE_CACHE,
     webhooks: {
       allowPrivate: e.WEBHOOK_ALLOW_PRIVATE,
       signingSecret: e.WEBHOOK_SIGNING_SECRET,

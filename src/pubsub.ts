@@ -14,8 +14,12 @@ type Listener<T> = (payload: T) => void;
  */
 export class PubSub<Topics extends Record<string, [id: string, payload: unknown]>> {
   private readonly listeners = new Map<string, Set<Listener<never>>>();
+  /** Listeners of every id of a topic (the response cache's invalidation); not counted as subscriptions. */
+  private readonly taps = new Map<string, Set<(id: never, payload: never) => void>>();
 
   publish<K extends keyof Topics & string>(topic: K, id: Topics[K][0], payload: Topics[K][1]): void {
+    const taps = this.taps.get(topic);
+    if (taps) for (const tap of taps) (tap as (id: Topics[K][0], payload: Topics[K][1]) => void)(id, payload);
     const set = this.listeners.get(`${topic}:${id}`);
     if (!set) return;
     for (const listener of set) (listener as Listener<Topics[K][1]>)(payload);
@@ -35,6 +39,27 @@ export class PubSub<Topics extends Record<string, [id: string, payload: unknown]
       // Only our own Set: after it emptied once, a newer subscriber may own a fresh one.
       if (!set.size && this.listeners.get(key) === set) this.listeners.delete(key);
     };
+  }
+
+  /** Whether anyone listens to this topic and id. */
+  has<K extends keyof Topics & string>(topic: K, id: Topics[K][0]): boolean {
+    return this.listeners.has(`${topic}:${id}`);
+  }
+
+  /**
+   * Hears every publish of a topic, whatever the id, before its subscribers do. Not a subscription:
+   * neither `count` nor `subscribedIds` sees it.
+   * @returns the function that stops it.
+   */
+  tap<K extends keyof Topics & string>(topic: K, listener: (id: Topics[K][0], payload: Topics[K][1]) => void): () => void {
+    let set = this.taps.get(topic);
+    if (!set) {
+      set = new Set();
+      this.taps.set(topic, set);
+    }
+    const tap = listener as (id: never, payload: never) => void;
+    set.add(tap);
+    return () => void set.delete(tap);
   }
 
   /** The ids of a topic that have at least one listener. */

@@ -1,8 +1,9 @@
-import { predictionStatuses, type PredictionRow } from '../db/schema.js';
+import { predictionStatuses, terminalStatuses, type PredictionRow } from '../db/schema.js';
 import { builder } from './builder.js';
 import type { Estimate } from '../db/queue.js';
 import type { Context } from './context.js';
 import { notFound } from './errors.js';
+import { markVolatile } from './volatile.js';
 import { watchPrediction } from './watch.js';
 
 /** The row if the caller owns it: another owner's prediction is, to the caller, one that does not exist. */
@@ -82,6 +83,8 @@ export const Prediction = builder.objectRef<PredictionRow>('Prediction').impleme
 /** One estimate per row object: the three fields share it, and so do the subscribers of one event. */
 const estimates = new WeakMap<PredictionRow, Estimate>();
 function estimateOf(ctx: Context, row: PredictionRow): Estimate {
+  // A live prediction's estimates change without a recorded change of it: its answer is not cacheable.
+  if (!terminalStatuses.has(row.status)) markVolatile(ctx);
   let e = estimates.get(row);
   if (!e) {
     e = ctx.lifecycle.estimate(row);

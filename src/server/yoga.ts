@@ -67,6 +67,8 @@ export function createGraphqlHandler(
   context: (initial: InitialContext) => Context,
   log: Logger,
   graphiql: GraphiqlSettings = { apiKeys: false },
+  /** The response cache of `prediction(id)` (server/response-cache.ts), when there is one. */
+  responseCache?: Plugin,
 ): Yoga {
   return createYoga<ServerContext, Context>({
     schema,
@@ -90,6 +92,8 @@ export function createGraphqlHandler(
       maxAliasesPlugin({ n: operationLimits.maxAliases, exposeLimits: true, onReject: tagTooComplex }),
       costLimitPlugin({ maxCost: operationLimits.maxCost, exposeLimits: true, onReject: tagTooComplex }),
       maxTokensPlugin({ n: operationLimits.maxTokens, exposeLimits: true, onReject: tagTooComplex }),
+      // After the request checks: a hit is answered from onParams, before parse and validation.
+      ...(responseCache ? [responseCache] : []),
       // Last: after every request parser has registered, like yoga's own limit it replaces.
       useBodyLimit(MAX_REQUEST_BYTES),
     ],

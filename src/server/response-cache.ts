@@ -1,0 +1,140 @@
+import { hash } from 'node:crypto';
+import { createInMemoryCache, useResponseCache } from '@graphql-yoga/plugin-response-cache';
+import { Kind, parse, type OperationDefinitionNode } from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+import type { PredictionPubSub } from '../pubsub.js';
+import { isVolatile } from '../schema/volatile.js';
+import type { ServerContext } from './yoga.js';
+
+export interface ResponseCacheOptions {
+  /** Every recorded change of a prediction is published here; each one drops its cached answers. */
+  pubsub: PredictionPubSub;
+  /** Answers kept at most; least recently used go first. @default 4096 */
+  max?: number;
+  /**
+   * How long an answer may be kept. Changes never wait for it (they invalidate at once); it bounds
+   * what no event announces: a prediction deleted by retention. @default 60_000
+   */
+  ttlMs?: number;
+}
+
+export interface ResponseCache {
+  plugin: Plugin;
+  /** Stops listening to the pubsub. */
+  stop(): void;
+}
+
+/** Distinct documents judged at most; past it the table starts again (a client sending endless distinct texts). */
+const MAX_JUDGED_DOCUMENTS = 1000;
+
+/**
+ * Whether an operation only reads `prediction(id)` (aliases and `__typename` allowed): the one
+ * answer we cache. Anything else — the `predictions` list, webhooks, mutations, subscriptions, a
+ * root fragment — is never looked up nor stored.
+ */
+export function onlyReadsPrediction(query: string, operationName: string | null | undefined): boolean {
+  let doc: ReturnType<typeof parse>;
+  try {
+    doc = parse(query, { noLocation: true });
+  } catch {
+    return false; // yoga answers it with its own error
+  }
+  const ops = doc.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
+  const op = operationName ? ops.find((o) => o.name?.value === operationName) : ops.length === 1 ? ops[0] : undefined;
+  if (op?.operation !== 'query') return false;
+  const fields = op.selectionSet.selections;
+  return (
+    fields.some((s) => s.kind === Kind.FIELD && s.name.value === 'prediction') &&
+    fields.every((s) => s.kind === Kind.FIELD && (s.name.value === 'prediction' || s.name.value === '__typename'))
+  );
+}
+
+/**
+ * The response cache of `prediction(id)` over HTTP (@graphql-yoga/plugin-response-cache, in memory).
+ *
+ * - Key: the caller (owner: the API key's id, or none in open mode) and the Host the request came
+ *   to (kept-output links are absolute URLs built from it unless PUBLIC_URL is set), then operation
+ *   name, document and variables, hashed synchronously with node:crypto's one-shot `hash` (~1 µs)
+ *   instead of the plugin's asynchronous WebCrypto digest. A collision would hand one caller
+ *   another's answer, so not a 32- or 64-bit hash.
+ * - A hit is answered in yoga's onParams, before the context is built; authentication has run
+ *   before yoga (server/access.ts reads the key from the database on every request), so a revoked
+ *   key is refused 401 and never reaches a cached answer.
+ * - Invalidation: every publish of 'prediction:updated' (the one write-then-publish path) drops the
+ *   cached answers holding that prediction. A counter of publishes is read when the request is keyed
+ *   and again before storing: an answer whose execution overlapped any change is not stored, so an
+ *   asynchronous store could not put back a row read before the change.
+ * - Not stored: answers with errors or a null root field (unknown id, another owner's), and any
+ *   answer that resolved a live prediction's queuePosition or estimates (schema/volatile.ts): those
+ *   move with the clock, with other predictions and with recent run times, none of which is a
+ *   recorded change of this one, so invalidating on queue moves would still serve stale estimates.
+ * - Conditional requests: the plugin would answer If-None-Match with 304 from onRequest, before
+ *   the caller is known to it, with the cache key as ETag; both are left off (`enabled` is false
+ *   until the request is keyed; see shouldCacheResult for the headers).
+ */
+export function createResponseCache({ pubsub, max = 4096, ttlMs = 60_000 }: ResponseCacheOptions): ResponseCache {
+  const cache = createInMemoryCache({ max });
+  const judged = new Map<string, boolean>();
+  /** Requests that may use the cache → the publish count when they were keyed. */
+  const admitted = new WeakMap<Request, { epoch: number; key: string }>();
+  /** Keys onTtl refused, read by shouldCacheResult right after (same call of the plugin). */
+  const refused = new Set<string>();
+  let epoch = 0;
+
+  const cacheable = (query: string, operationName: string | null | undefined): boolean => {
+    const memo = `${operationName ?? ''}\n${query}`;
+    let ok = judged.get(memo);
+    if (ok === undefined) {
+      ok = onlyReadsPrediction(query, operationName);
+      if (judged.size >= MAX_JUDGED_DOCUMENTS) judged.clear();
+      judged.set(memo, ok);
+    }
+    return ok;
+  };
+
+  const stopTap = pubsub.tap('prediction:updated', (id) => {
+    epoch++;
+    cache.invalidate([{ typename: 'Prediction', id }]);
+  });
+
+  const plugin = useResponseCache<ServerContext>({
+    cache,
+    ttl: ttlMs,
+    // Only for the key below; `undefined` keeps a request without a caller out of the cache.
+    session: (_request, { principal, req }) => (principal ? `${principal.owner ?? ''}\n${req.headers.host ?? ''}` : undefined),
+    buildResponseCacheKey: ({ documentString, variableValues, operationName, sessionId, request }) => {
+      if (sessionId == null || !cacheable(documentString, operationName)) return '';
+      const key = hash('sha256', `${sessionId}\n${operationName ?? ''}\n${documentString}\n${JSON.stringify(variableValues ?? {})}`, 'base64url');
+      admitted.set(request, { epoch, key });
+      return key;
+    },
+    enabled: (request) => admitted.has(request),
+    onTtl: ({ ttl, context }) => {
+      const entry = admitted.get((context as { request: Request }).request);
+      if (entry && entry.epoch === epoch && !isVolatile(context)) return ttl;
+      if (entry) {
+        if (refused.size > 100) refused.clear(); // never grows: each is consumed at once
+        refused.add(entry.key);
+      }
+      return 0;
+    },
+    shouldCacheResult: ({ cacheKey, result }) => {
+      if (refused.delete(cacheKey)) return false;
+      if (result.errors?.length || !result.data) return false;
+      for (const value of Object.values(result.data)) if (value === null) return false;
+      // The plugin then sets ETag (the cache key, the same for every version of the answer, so not
+      // a validator) and Last-Modified (which would let a browser reuse a GET answer by heuristic
+      // freshness after it changed) on the stored answer's headers: both are swallowed here, so a
+      // cached answer goes out exactly as an uncached one.
+      const headers: Record<string, string> = {};
+      result.extensions = { ...result.extensions, http: { headers } };
+      for (const name of ['ETag', 'Last-Modified']) Object.defineProperty(headers, name, { set: () => undefined, enumerable: false });
+      return true;
+    },
+    // Hits and misses are not announced in the answer's extensions (the plugin does under NODE_ENV=development).
+    includeExtensionMetadata: false,
+    invalidateViaMutation: false,
+  });
+
+  return { plugin, stop: stopTap };
+}

@@ -1,0 +1,234 @@
+import { request } from 'node:http';
+import { expect, test } from 'vitest';
+import type { PredictionRow } from '../src/db/schema.js';
+import { postGraphql, startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
+import { bearer, cli, createKey } from './helpers/keys.js';
+import { must } from './helpers/must.js';
+
+const CREATE = 'mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }';
+const CANCEL = 'mutation($id: ID!) { cancelPrediction(id: $id) { id status } }';
+const GET = 'query($id: ID!) { prediction(id: $id) { id status upstreamId updatedAt outputs keptOutputs } }';
+const PLACE = 'query($id: ID!) { prediction(id: $id) { id status queuePosition estimatedStartAt } }';
+
+/**
+ * Counts how often the `prediction` query's resolver really read this id: a cache hit answers
+ * without executing, so it does not read. Reads by anyone else (the poller) are told apart by their
+ * caller's file.
+ */
+function countReads(t: TestApp, id: string): () => number {
+  const store = t.app.store;
+  const findById = store.findById.bind(store);
+  let n = 0;
+  store.findById = (x: string) => {
+    if (x === id && new Error().stack?.split('\n')[2]?.includes('/src/schema/prediction.ts')) n++;
+    return findById(x);
+  };
+  return () => n;
+}
+
+/** The same operation as GET /graphql?query=…&variables=…, which yoga answers like a POST. */
+async function getGraphql(url: string, query: string, variables: Record<string, unknown>, headers: Record<string, string> = {}) {
+  const u = new URL(`${url}/graphql`);
+  u.searchParams.set('query', query);
+  u.searchParams.set('variables', JSON.stringify(variables));
+  const res = await fetch(u, { headers: { accept: 'application/graphql-response+json', ...headers } });
+  // biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; asserted at run time
+  return { status: res.status, body: (await res.json()) as { data?: any; errors?: unknown[] } };
+}
+
+/** POST /graphql with a chosen Host header (fetch cannot set one), to the server's loopback address. */
+function postWithHost(url: string, host: string, query: string, variables: Record<string, unknown>, headers: Record<string, string> = {}) {
+  const { port } = new URL(url);
+  const body = JSON.stringify({ query, variables });
+  // biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; asserted at run time
+  return new Promise<{ status: number; body: { data?: any } }>((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port, path: '/graphql', method: 'POST', headers: { host, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The next row published for `id` (a recorded change) that passes `ok`, listened to before it can happen. */
+function nextChange(t: TestApp, id: string, ok: (row: PredictionRow) => boolean = () => true): Promise<PredictionRow> {
+  return new Promise((resolve) => {
+    const stop = t.app.pubsub.subscribe('prediction:updated', id, (row) => {
+      if (!ok(row)) return;
+      stop();
+      resolve(row);
+    });
+  });
+}
+
+test('every recorded change is read back at once over POST and GET, never the cached answer from before it', async () => {
+  const t = await startApp({ SANDBOX_TASK_SECONDS: '1' });
+  const id = (await t.gql(CREATE, { p: 'a lighthouse in fog' })).body.data.createVideo.id as string;
+  const reads = countReads(t, id);
+  let requests = 0;
+  const seen: string[] = [];
+  for (;;) {
+    // Cache the current answer: a second read from the cache must equal the first.
+    const change = nextChange(t, id);
+    const first = (await t.gql(GET, { id })).body.data.prediction;
+    const again = (await getGraphql(t.url, GET, { id })).body.data.prediction;
+    requests += 2;
+    if (first.status === 'COMPLETED') {
+      expect(again).toEqual(first);
+      break;
+    }
+    // The poller writes and publishes; the answer read right after must be at least that new.
+    const row = await change;
+    const post = (await t.gql(GET, { id })).body.data.prediction;
+    const get = (await getGraphql(t.url, GET, { id })).body.data.prediction;
+    requests += 2;
+    for (const answer of [post, get]) {
+      expect(Date.parse(answer.updatedAt)).toBeGreaterThanOrEqual(row.updatedAt.getTime());
+      expect(Date.parse(answer.updatedAt)).toBeLessThanOrEqual(must(t.app.store.findById(id)).updatedAt.getTime());
+      if (answer.updatedAt === row.updatedAt.toISOString()) expect([answer.status, answer.upstreamId]).toEqual([row.status, row.upstreamId]);
+    }
+    seen.push(post.status);
+  }
+  expect(seen).toContain('PROCESSING');
+  expect(seen.at(-1)).toBe('COMPLETED');
+  // The cache was in play, or this test would not be testing it.
+  expect(reads()).toBeLessThan(requests);
+});
+
+test('a cancellation, the change a client causes itself, is read back at once over POST and GET', async () => {
+  // Tasks that outlast the test, polled rarely: nothing but the cancellation changes the prediction.
+  const t = await startApp({ SANDBOX_TASK_SECONDS: '600', POLL_INITIAL_MS: '60000', POLL_MAX_MS: '60000' });
+  const id = (await t.gql(CREATE, { p: 'a slow tide' })).body.data.createVideo.id as string;
+  const reads = countReads(t, id);
+  const QUERY = 'query($id: ID!) { prediction(id: $id) { id status } }';
+  const before = (await t.gql(QUERY, { id })).body.data.prediction;
+  const readsAfterFirst = reads();
+  expect((await getGraphql(t.url, QUERY, { id })).body.data.prediction).toEqual(before);
+  expect(reads()).toBe(readsAfterFirst); // answered from the cache
+  expect(before.status).not.toBe('CANCELED');
+
+  expect((await t.gql(CANCEL, { id })).body.data.cancelPrediction.status).toBe('CANCELED');
+  expect((await t.gql(QUERY, { id })).body.data.prediction).toEqual({ id, status: 'CANCELED' });
+  expect((await getGraphql(t.url, QUERY, { id })).body.data.prediction).toEqual({ id, status: 'CANCELED' });
+});
+
+test("two keys never see each other's cached answer, nor one Host another's links; a revoked key gets 401, not the cache", async () => {
+  const dataDir = tempDir();
+  const alice = await createKey(dataDir, 'alice');
+  const bob = await createKey(dataDir, 'bob');
+  const t = await startApp({ DATA_DIR: dataDir, SANDBOX_TASK_SECONDS: '0.3' });
+  const id = (await postGraphql(t.url, CREATE, { p: 'alice only' }, bearer(alice))).body.data.createVideo.id as string;
+  const completed = await waitForStatus(t, id, 'COMPLETED');
+  expect(completed.keptOutputs.length).toBeGreaterThan(0);
+  const reads = countReads(t, id);
+
+  // Alice's answer is cached; bob, same document and variables, gets what an unknown id gets.
+  const own = await postGraphql(t.url, GET, { id }, bearer(alice));
+  expect(own.body.data.prediction.id).toBe(id);
+  const unknown = await postGraphql(t.url, GET, { id: 'no-such-id' }, bearer(bob));
+  expect(unknown.body.data.prediction).toBeNull();
+  for (let i = 0; i < 2; i++) {
+    expect(await postGraphql(t.url, GET, { id }, bearer(bob))).toEqual(unknown);
+    expect((await getGraphql(t.url, GET, { id }, bearer(bob))).body).toEqual(unknown.body);
+  }
+  // And bob's null is not cached for alice either.
+  expect((await getGraphql(t.url, GET, { id }, bearer(alice))).body).toEqual(own.body);
+  expect(reads()).toBe(5); // alice once (then a hit); bob every time: his nulls are never stored
+
+  // Links are absolute, built from the Host: each Host gets its own, cached separately.
+  const port = new URL(t.url).port;
+  for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `127.0.0.1:${port}`]) {
+    const answer = await postWithHost(t.url, host, GET, { id }, bearer(alice));
+    expect(answer.body.data.prediction.keptOutputs).toEqual(completed.keptOutputs.map((p: string) => `http://${host}${new URL(p).pathname}`));
+  }
+
+  // Revoked (by the CLI, another process): the very next request is refused, though its answer is cached.
+  expect((await cli(dataDir, ['keys', 'revoke', 'alice'])).code).toBe(0);
+  const refused = await postGraphql(t.url, GET, { id }, bearer(alice));
+  expect(refused.status).toBe(401);
+  expect(refused.body.data).toBeUndefined();
+  expect((await getGraphql(t.url, GET, { id }, bearer(alice))).status).toBe(401);
+});
+
+test("a queued prediction's place and estimates are never served stale when other predictions are submitted or canceled", async () => {
+  // One task upstream at a time, each long: the first holds the slot, the others wait in the queue.
+  const t = await startApp({ UPSTREAM_MAX_CONCURRENT: '1', SANDBOX_TASK_SECONDS: '600', POLL_INITIAL_MS: '60000', POLL_MAX_MS: '60000' });
+  const create = async (p: string) => (await t.gql(CREATE, { p })).body.data.createVideo.id as string;
+  const running = await create('holds the slot');
+  await waitFor(async () => (await t.gql(PLACE, { id: running })).body.data.prediction.queuePosition, (p) => p === null);
+  const second = await create('second');
+  const third = await create('third');
+  const place = async (id: string) => (await t.gql(PLACE, { id })).body.data.prediction.queuePosition as number | null;
+  const placeByGet = async (id: string) => (await getGraphql(t.url, PLACE, { id })).body.data.prediction.queuePosition as number | null;
+
+  const reads = countReads(t, third);
+  expect(await place(third)).toBe(2);
+  expect(await placeByGet(third)).toBe(2);
+  expect(reads()).toBe(2); // a live place is executed every time, never stored
+
+  // Another prediction canceled: the third moves up at once, on both transports.
+  await t.gql(CANCEL, { id: second });
+  expect(await place(third)).toBe(1);
+  expect(await placeByGet(third)).toBe(1);
+
+  // Another submitted behind it: its own place is 2, the third's stays 1.
+  const fourth = await create('fourth');
+  expect(await place(fourth)).toBe(2);
+  expect(await place(third)).toBe(1);
+
+  // The slot frees: the third is submitted, so it has no place any more.
+  const submitted = nextChange(t, third, (row) => row.upstreamId !== null);
+  await t.gql(CANCEL, { id: running });
+  await submitted;
+  expect(await place(third)).toBeNull();
+  expect(await placeByGet(third)).toBeNull();
+  expect(await place(fourth)).toBe(1);
+});
+
+test('a final prediction is answered from the cache; the list, mutations and other queries are not cached', async () => {
+  const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3' });
+  const id = (await t.gql(CREATE, { p: 'a red kite' })).body.data.createVideo.id as string;
+  await waitForStatus(t, id, 'COMPLETED');
+  const reads = countReads(t, id);
+
+  const answers = [
+    await t.gql(GET, { id }),
+    await getGraphql(t.url, GET, { id }),
+    await t.gql(GET, { id }),
+    // The estimates of a final prediction are null for good: cacheable too.
+    await t.gql(PLACE, { id }),
+    await getGraphql(t.url, PLACE, { id }),
+  ];
+  expect(answers.map((a) => a.body.data.prediction.status)).toEqual(Array(5).fill('COMPLETED'));
+  expect(answers[1]).toEqual(answers[0]);
+  expect(answers[2]).toEqual(answers[0]);
+  expect(reads()).toBe(2); // one execution per document, then hits
+
+  // The list reflects a new prediction at once (no event announces a creation).
+  const LIST = '{ predictions(first: 10) { nodes { id } } }';
+  expect((await t.gql(LIST)).body.data.predictions.nodes).toEqual([{ id }]);
+  const other = (await t.gql(CREATE, { p: 'a red kite' })).body.data.createVideo.id as string;
+  expect(other).not.toBe(id); // the same mutation twice creates twice
+  expect((await t.gql(LIST)).body.data.predictions.nodes).toEqual([{ id: other }, { id }]);
+
+  // An operation that reads more than prediction(id) is executed every time.
+  const MIXED = 'query($id: ID!) { prediction(id: $id) { id } predictions(first: 1) { nodes { id } } }';
+  const before = reads();
+  await t.gql(MIXED, { id });
+  await t.gql(MIXED, { id });
+  expect(reads()).toBe(before + 2);
+});
+
+async function waitForStatus(t: TestApp, id: string, status: string) {
+  const row = await waitFor(
+    () => must(t.app.store.findById(id)),
+    (r) => r.status === status,
+  );
+  return { ...row, keptOutputs: row.keptOutputs.map((p) => `${t.url}${p}`) };
+}
