@@ -88,6 +88,11 @@ describe('admission queue', () => {
     expect(await place(bob, bobFirst)).toBe(2); // before alice's second and third
     expect(await place(alice, must(aliceQueued[1]))).toBe(3);
     expect(await place(alice, must(aliceQueued[2]))).toBe(4);
+    // A cancel at the head moves everyone behind it up one place, turns kept.
+    expect((await postGraphql(t.url, CANCEL, { id: aliceQueued[0] }, bearer(alice))).body.data.cancelPrediction.queuePosition).toBeNull();
+    expect(await place(bob, bobFirst)).toBe(1);
+    expect(await place(alice, must(aliceQueued[1]))).toBe(2);
+    expect(await place(alice, must(aliceQueued[2]))).toBe(3);
   });
 
   test('UPSTREAM_MAX_PER_MINUTE=2: a third prediction waits for the window', async () => {
