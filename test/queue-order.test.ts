@@ -134,6 +134,7 @@ describe('QueueOrder: queue places as ranks in a tree kept in step with the data
         if (id) end(other, id, 'CANCELED', null);
         other.close();
       }],
+      [3, 'the event loop turns (changes applied in the background)', () => new Promise((resolve) => setImmediate(resolve))],
       [1, 'restart', () => {
         c.close();
         c = open(file);
@@ -158,6 +159,25 @@ describe('QueueOrder: queue places as ranks in a tree kept in step with the data
     // The sequence did exercise every kind of write, and with a queue worth ranking.
     expect([...seen.keys()].sort()).toEqual(ops.map(([, name]) => name).sort());
     expect(longest).toBeGreaterThan(150);
+  });
+
+  test('changes are applied soon after the write, without waiting for someone to ask', async () => {
+    const c = open(join(tempDir(), 'cinegraph.sqlite'));
+    const at = new Date();
+    for (let i = 0; i < 3; i++) insert(c, `p${i}`, 'alice', at);
+    expect(c.order.size).toBe(0);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(c.order.size).toBe(3);
+    c.store.update('p1', { submitAttempts: 1, submitStartedAt: at });
+    // Not inside a transaction, which may still roll back.
+    c.db.$client.exec('BEGIN');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(c.order.size).toBe(3);
+    c.db.$client.exec('COMMIT');
+    c.store.update('p0', { submitAttempts: 1, submitStartedAt: at });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(c.order.size).toBe(1);
+    expect(c.order.position('p2')).toBe(1);
   });
 
   test('a burst larger than the tree looks up one by one (one transaction of 10,001 inserts) is answered after a rebuild', () => {

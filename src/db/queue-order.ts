@@ -60,6 +60,8 @@ export class QueueOrder {
   private readonly members = new Map<number, Key>();
   /** Seqs of rows written on this connection since they were last looked at. */
   private readonly changed = new Set<number>();
+  /** Whether an application of `changed` is scheduled for the next turn of the event loop. */
+  private applying = false;
   /** Set when the tree cannot be trusted and must be rebuilt before the next answer. */
   private stale = true;
   /** `PRAGMA data_version` when the tree was built: it moves when another connection commits. */
@@ -135,6 +137,24 @@ export class QueueOrder {
     if (this.changed.size > MAX_CHANGED) {
       this.stale = true;
       this.changed.clear();
+    } else if (!this.applying) {
+      // Applied soon after the write as well as at the next answer: a queue that changes for hours
+      // with nobody asking would otherwise pile up changes until a rebuild (a pause of hundreds of
+      // ms at 100,000 queued) instead of a few µs each.
+      this.applying = true;
+      setImmediate(() => this.applySoon()).unref();
+    }
+  }
+
+  /** Between statements, outside any transaction, with no other connection's commit unseen; else the next answer does it. */
+  private applySoon(): void {
+    this.applying = false;
+    if (!this.c.open || this.c.inTransaction || this.stale) return;
+    try {
+      if ((this.versionStmt.get() as number) === this.version) this.applyChanges();
+    } catch {
+      // Nobody to tell here: the next answer rebuilds, and meets (and throws) the same error if it lasts.
+      this.stale = true;
     }
   }
 
