@@ -32,7 +32,18 @@ export interface TestPostgres {
  */
 export async function startPostgres(): Promise<TestPostgres> {
   const given = process.env.TEST_DATABASE_URL;
-  if (given) return onServer(given, async () => {});
+  if (given) {
+    const c = new pg.Client({ connectionString: given });
+    try {
+      await c.connect();
+      await c.query('SELECT 1');
+    } catch (err) {
+      throw new Error(`TEST_DATABASE_URL does not answer: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      await c.end().catch(() => {});
+    }
+    return onServer(given, async () => {});
+  }
   return startEmbedded();
 }
 
