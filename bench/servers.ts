@@ -38,14 +38,17 @@ function killOnExit(): void {
   }
 }
 
-/** Spawns `node --import tsx <script>` from the repo root and waits for its /healthz. */
-async function spawnNode(script: string, env: Record<string, string | undefined>, prefix: string): Promise<BenchServer> {
+/** Spawns `node --import tsx <script>` from the repo root (under `taskset -c cpu` when given) and waits for its /healthz. */
+async function spawnNode(script: string, env: Record<string, string | undefined>, prefix: string, cpu?: number): Promise<BenchServer> {
   killOnExit();
   const port = await freePort();
   const data = tempDir(prefix);
   const merged: NodeJS.ProcessEnv = { ...process.env, HOST: '127.0.0.1', PORT: String(port), DATA_DIR: data.dir, LOG_LEVEL: 'silent', ...env };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+  const node = [process.execPath, '--import', 'tsx', script];
+  // taskset execs node, so the pid stays the server's own (its /proc/<pid>/stat is the server's CPU).
+  const [command = process.execPath, ...args] = cpu === undefined ? node : ['taskset', '-c', String(cpu), ...node];
+  const child = spawn(command, args, {
     cwd: root,
     env: merged,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -87,11 +90,11 @@ async function spawnNode(script: string, env: Record<string, string | undefined>
 }
 
 /** The real gateway, against its embedded sandbox (WAVESPEED_API_KEY removed from the env). */
-export function startCinegraph(env: Record<string, string> = {}): Promise<BenchServer> {
-  return spawnNode('src/main.ts', { WAVESPEED_API_KEY: undefined, WAVESPEED_BASE_URL: undefined, ...env }, 'cinegraph-bench-');
+export function startCinegraph(env: Record<string, string> = {}, cpu?: number): Promise<BenchServer> {
+  return spawnNode('src/main.ts', { WAVESPEED_API_KEY: undefined, WAVESPEED_BASE_URL: undefined, ...env }, 'cinegraph-bench-', cpu);
 }
 
 /** graphql-yoga answering `{ __typename }` with a one-field SDL schema: the floor for any yoga server. */
-export function startBareYoga(): Promise<BenchServer> {
-  return spawnNode('bench/bare-yoga.ts', {}, 'cinegraph-bench-bare-');
+export function startBareYoga(cpu?: number): Promise<BenchServer> {
+  return spawnNode('bench/bare-yoga.ts', {}, 'cinegraph-bench-bare-', cpu);
 }

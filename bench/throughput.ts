@@ -1,3 +1,6 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import autocannon from 'autocannon';
 import type { BenchRow } from './report.js';
 import { startBareYoga, startCinegraph, type BenchServer } from './servers.js';
@@ -6,7 +9,16 @@ const CONNECTIONS = 50;
 const WARMUP_S = 2;
 const DURATION_S = 8;
 
+/** `--rounds=N` (default 3): each round measures every figure once, with bare yoga between each two. */
+const ROUNDS = (() => {
+  const flag = process.argv.find((a) => a.startsWith('--rounds='));
+  const n = flag ? Number(flag.slice('--rounds='.length)) : 3;
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--rounds must be a whole number >= 1, not ${flag}`);
+  return n;
+})();
+
 const CREATE = 'mutation($p: String!) { createVideo(input: { prompt: $p }) { id status createdAt } }';
+const CANCEL = 'mutation($id: ID!) { cancelPrediction(id: $id) { id status } }';
 const GET = 'query($id: ID!) { prediction(id: $id) { id status upstreamId input { prompt hasImage } outputs createdAt updatedAt } }';
 
 // Tasks that never finish during the run and a first poll far away: what we measure is the
@@ -18,24 +30,43 @@ interface Load {
   non2xx: number;
   errors: number;
   p99: number;
+  /** The server's CPU time per request (user + system), µs; NaN when unknown. */
+  cpuUs: number;
 }
 
-async function load(url: string, body: unknown, seconds: number): Promise<Load> {
+/** Ticks per second of /proc/<pid>/stat's times. */
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+/** User + system CPU seconds of a process so far, or NaN where /proc cannot tell. */
+function cpuSeconds(pid: number): number {
+  try {
+    // Fields after the command name (which may hold spaces): state is 0, utime 11, stime 12.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+async function load(server: BenchServer, body: unknown, seconds: number): Promise<Load> {
+  const cpu0 = cpuSeconds(server.pid);
   const r = await autocannon({
-    url: `${url}/graphql`,
+    url: `${server.url}/graphql`,
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
     body: JSON.stringify(body),
     connections: CONNECTIONS,
     duration: seconds,
   });
-  return { rps: r.requests.average, non2xx: r.non2xx, errors: r.errors + r.timeouts, p99: r.latency.p99 };
+  const cpu = cpuSeconds(server.pid) - cpu0;
+  return { rps: r.requests.average, non2xx: r.non2xx, errors: r.errors + r.timeouts, p99: r.latency.p99, cpuUs: (cpu * 1e6) / r.requests.total };
 }
 
 /** A short warm-up (JIT, connection pools, SQLite page cache) and then the measured run. */
-async function measure(url: string, body: unknown): Promise<Load> {
-  await load(url, body, WARMUP_S);
-  return load(url, body, DURATION_S);
+async function measure(server: BenchServer, body: unknown): Promise<Load> {
+  await load(server, body, WARMUP_S);
+  return load(server, body, DURATION_S);
 }
 
 async function gql<T>(url: string, query: string, variables: Record<string, unknown>): Promise<T> {
@@ -46,78 +77,159 @@ async function gql<T>(url: string, query: string, variables: Record<string, unkn
   return json.data;
 }
 
-function row(name: string, value: Load, base: Load, min: number): BenchRow {
-  const ratio = value.rps / base.rps;
-  const bad = value.non2xx + value.errors + base.non2xx + base.errors;
-  return {
-    name,
-    value: value.rps,
-    unit: 'req/s',
-    baseline: { name: 'bare yoga', value: base.rps },
-    ratio,
-    target: `>= ${min}`,
-    pass: ratio >= min && bad === 0,
-    note: `non2xx ${value.non2xx}/${base.non2xx} (ours/bare), errors ${value.errors}/${base.errors}, p99 ${value.p99}/${base.p99} ms`,
-  };
+interface Pinning {
+  /** CPU for the servers measured (ours and bare yoga); undefined when not pinned. */
+  server?: number;
+  /** CPU for the createVideo upstream, which stands in for a remote service: beside the load generator. */
+  upstream?: number;
+  /** Said in the output, pinned or not. */
+  said: string;
+  restore(): void;
 }
 
 /**
- * A gateway whose upstream is a second process (a cinegraph serving only its sandbox), as the real
- * upstream is a remote service: the gateway pays for submitting each createVideo upstream, but
- * not for the upstream's own request handling.
+ * Servers on CPU 0, this process (autocannon, the load generator) on CPU 1, with taskset, so that
+ * the two never take turns on one core: unpinned, bare yoga swung between 1,900 and 4,700 req/s
+ * here as the scheduler moved them. Undone at the end, for the sections after this one.
  */
-async function withGateway<T>(fn: (url: string) => Promise<T>): Promise<T> {
-  return withServer(
-    () => startCinegraph(quietPoller),
-    (upstreamUrl) => withServer(() => startCinegraph({ ...quietPoller, WAVESPEED_API_KEY: 'bench', WAVESPEED_BASE_URL: `${upstreamUrl}/sandbox` }), fn),
-  );
+function pin(): Pinning {
+  const unpinned = (why: string): Pinning => ({ said: `not pinned (${why}): ratios swing with scheduling`, restore: () => undefined });
+  if (os.availableParallelism() < 2) return unpinned('one CPU');
+  const probe = spawnSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' });
+  const mask = /:\s*([0-9a-f]+)\s*$/i.exec(probe.stdout ?? '')?.[1];
+  if (probe.status !== 0 || !mask) return unpinned('taskset not available');
+  // -a: every thread of this process (libuv's pool, V8's), not only the main one.
+  if (spawnSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]).status !== 0) return unpinned('taskset refused');
+  return {
+    server: 0,
+    upstream: 1,
+    said: 'pinned with taskset: servers on CPU 0; load generator (and the createVideo upstream) on CPU 1',
+    restore: () => void spawnSync('taskset', ['-a', '-p', mask, String(process.pid)]),
+  };
 }
 
-async function withServer<T>(start: () => Promise<BenchServer>, fn: (url: string) => Promise<T>): Promise<T> {
+async function withServer<T>(start: () => Promise<BenchServer>, fn: (server: BenchServer) => Promise<T>): Promise<T> {
   const server = await start();
   try {
-    return await fn(server.url);
+    return await fn(server);
   } finally {
     await server.stop();
   }
 }
 
-/** Bare yoga measured right before and right after ours, averaged, so drift on the machine cancels. */
-async function sideBySide(bareUrl: string, ours: () => Promise<Load>): Promise<[Load, Load]> {
-  const bare = { query: '{ __typename }' };
-  const before = await measure(bareUrl, bare);
-  const value = await ours();
-  const after = await measure(bareUrl, bare);
-  const mean = (a: number, b: number) => (a + b) / 2;
-  return [
-    value,
-    { rps: mean(before.rps, after.rps), non2xx: before.non2xx + after.non2xx, errors: before.errors + after.errors, p99: Math.max(before.p99, after.p99) },
-  ];
+interface Figure {
+  name: string;
+  min: number;
+  measure(): Promise<Load>;
+}
+
+interface Sample {
+  ours: Load;
+  bare: Load;
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const range = (xs: number[], f: (n: number) => string) => `${f(Math.min(...xs))}–${f(Math.max(...xs))}`;
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const two = (n: number) => n.toFixed(2);
+
+function row(name: string, min: number, samples: Sample[], pinned: boolean): BenchRow {
+  const ratios = samples.map((s) => s.ours.rps / s.bare.rps);
+  const ours = samples.map((s) => s.ours.rps);
+  const bare = samples.map((s) => s.bare.rps);
+  const ratio = mean(ratios);
+  const sum = (f: (l: Load) => number, of: (s: Sample) => Load) => samples.reduce((a, s) => a + f(of(s)), 0);
+  const bad = sum((l) => l.non2xx + l.errors, (s) => s.ours) + sum((l) => l.non2xx + l.errors, (s) => s.bare);
+  const cpu = (of: (s: Sample) => Load) => int(mean(samples.map((s) => of(s).cpuUs)));
+  return {
+    name,
+    value: mean(ours),
+    unit: 'req/s',
+    baseline: { name: 'bare yoga', value: mean(bare) },
+    ratio,
+    target: `>= ${min}`,
+    pass: ratio >= min && bad === 0,
+    note:
+      `${samples.length} rounds: ratio ${two(ratio)} (${range(ratios, two)}), req/s ${int(mean(ours))} (${range(ours, int)}), bare ${int(mean(bare))} (${range(bare, int)}); ` +
+      `server CPU/request ${cpu((s) => s.ours)} µs, bare ${cpu((s) => s.bare)} µs; ` +
+      `p99 max ${Math.max(...samples.map((s) => s.ours.p99))}/${Math.max(...samples.map((s) => s.bare.p99))} ms; non2xx+errors ${bad}; ${pinned ? 'pinned' : 'NOT pinned'}`,
+  };
+}
+
+/** A gateway whose `prediction(id)` figures read one live (just submitted) and one final (canceled) prediction. */
+async function readGateway(env: Record<string, string>, cpu: number | undefined) {
+  const server = await startCinegraph({ ...quietPoller, ...env }, cpu);
+  const live = (await gql<{ createVideo: { id: string } }>(server.url, CREATE, { p: 'a cat surfing' })).createVideo.id;
+  const final = (await gql<{ createVideo: { id: string } }>(server.url, CREATE, { p: 'a dog skating' })).createVideo.id;
+  await gql(server.url, CANCEL, { id: final });
+  for (const id of [live, final]) await gql(server.url, GET, { id });
+  return { server, live, final };
 }
 
 export async function run(): Promise<BenchRow[]> {
-  const rows: BenchRow[] = [];
-  // Fresh servers per pair, so the mutation run's leftover submissions do not load the next run.
-  await withServer(startBareYoga, async (bareUrl) => {
-    const [ours, base] = await sideBySide(bareUrl, () =>
-      withGateway(async (url) => {
-        await gql(url, CREATE, { p: 'warm-up check' });
-        return measure(url, { query: CREATE, variables: { p: 'A paper boat drifting down a rainy street, cinematic' } });
-      }),
-    );
-    rows.push(row('createVideo mutation throughput', ours, base, 0.5));
+  const pinning = pin();
+  console.log(`throughput: ${pinning.said}; ${ROUNDS} interleaved rounds (--rounds=N), each figure against bare yoga measured right before and after it`);
+  const servers: BenchServer[] = [];
+  try {
+    const bare = await startBareYoga(pinning.server);
+    servers.push(bare);
+    const cached = await readGateway({}, pinning.server);
+    servers.push(cached.server);
+    const uncached = await readGateway({ RESPONSE_CACHE: 'false' }, pinning.server);
+    servers.push(uncached.server);
+    const read = (server: BenchServer, id: string) => () => measure(server, { query: GET, variables: { id } });
 
-    const [ours2, base2] = await sideBySide(bareUrl, () =>
-      withServer(
-        () => startCinegraph(quietPoller),
-        async (url) => {
-          const { id } = (await gql<{ createVideo: { id: string } }>(url, CREATE, { p: 'a cat surfing' })).createVideo;
-          await gql(url, GET, { id });
-          return measure(url, { query: GET, variables: { id } });
-        },
-      ),
-    );
-    rows.push(row('prediction(id) query throughput', ours2, base2, 0.7));
-  });
-  return rows;
+    const figures: Figure[] = [
+      {
+        name: 'createVideo mutation throughput',
+        min: 0.5,
+        // A fresh gateway per round, so one round's leftover submissions do not load the next.
+        // Upstream is a second process serving only its sandbox, as the real upstream is remote:
+        // the gateway pays for submitting each createVideo, not for the upstream's handling of it.
+        measure: () =>
+          withServer(
+            () => startCinegraph(quietPoller, pinning.upstream),
+            (upstream) =>
+              withServer(
+                () => startCinegraph({ ...quietPoller, WAVESPEED_API_KEY: 'bench', WAVESPEED_BASE_URL: `${upstream.url}/sandbox` }, pinning.server),
+                async (gateway) => {
+                  await gql(gateway.url, CREATE, { p: 'warm-up check' });
+                  return measure(gateway, { query: CREATE, variables: { p: 'A paper boat drifting down a rainy street, cinematic' } });
+                },
+              ),
+          ),
+      },
+      // Targets from issue 18: >= 1.8x bare yoga with the response cache, >= 1.2x without.
+      { name: 'prediction(id) query throughput', min: 1.8, measure: read(cached.server, cached.live) },
+      { name: 'prediction(id) query throughput, final', min: 1.8, measure: read(cached.server, cached.final) },
+      { name: 'prediction(id) query throughput, no cache', min: 1.2, measure: read(uncached.server, uncached.live) },
+      { name: 'prediction(id) query throughput, final, no cache', min: 1.2, measure: read(uncached.server, uncached.final) },
+    ];
+
+    const samples = new Map<string, Sample[]>(figures.map((f) => [f.name, []]));
+    const bareLoad = () => measure(bare, { query: '{ __typename }' });
+    for (let round = 0; round < ROUNDS; round++) {
+      // Each round starts one figure further on, so no figure always runs first or last.
+      const order = figures.map((_, i) => figures[(i + round) % figures.length] as Figure);
+      let before = await bareLoad();
+      for (const figure of order) {
+        const ours = await figure.measure();
+        const after = await bareLoad();
+        const base: Load = {
+          rps: (before.rps + after.rps) / 2,
+          non2xx: before.non2xx + after.non2xx,
+          errors: before.errors + after.errors,
+          p99: Math.max(before.p99, after.p99),
+          cpuUs: (before.cpuUs + after.cpuUs) / 2,
+        };
+        samples.get(figure.name)?.push({ ours, bare: base });
+        process.stderr.write(`[bench] round ${round + 1}/${ROUNDS} ${figure.name}: ${int(ours.rps)} req/s, bare ${int(base.rps)}, ratio ${two(ours.rps / base.rps)}\n`);
+        before = after;
+      }
+    }
+    return figures.map((f) => row(f.name, f.min, samples.get(f.name) ?? [], pinning.server !== undefined));
+  } finally {
+    for (const s of servers) await s.stop();
+    pinning.restore();
+  }
 }
