@@ -28,8 +28,9 @@ export const ASK_SQL = null;
  *
  * Kept in step with the database, not with the stores' methods, so that no write can slip past it:
  * - Writes on this connection, whatever issues them (the stores, retention's DELETE, raw SQL in a
- *   tool or a test), fire TEMP triggers that note the row's seq. The notes are only hints: the next
- *   `position` reads each noted row as it is now and moves its key in or out. A write rolled back,
+ *   tool or a test), fire TEMP triggers that note the row's seq. The notes are only hints: on the
+ *   next turn of the event loop, or at the next `position` if sooner, each noted row is read as it
+ *   is now and its key moved in or out. A write rolled back,
  *   or a statement that failed at its commit, therefore leaves nothing wrong behind: the row reads
  *   as it really is. Inside an open transaction nothing is applied (it may still roll back): SQL
  *   answers.
