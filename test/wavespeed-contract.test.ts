@@ -415,6 +415,16 @@ describe('answers that are errors', () => {
     expect(await failure(client(up.url).getResult('a'))).toMatchObject({ kind: 'protocol', message: 'upstream answered GET /api/v3/predictions/a/result with a body that is not a v3 envelope' });
   });
 
+  test('a 304 has no body either: its status text is the detail', async () => {
+    const up = await recorder((res) => void res.writeHead(304).end());
+    expect(await failure(client(up.url).getResult('a'))).toMatchObject({ kind: 'http', status: 304, message: 'upstream answered HTTP 304: Not Modified' });
+  });
+
+  test('a bodiless answer declaring a length over the cap is refused by its size, not a crash', async () => {
+    const up = await recorder((res) => void res.writeHead(204, { 'content-length': 2_000_000 }).end());
+    expect(await failure(client(up.url).getResult('a'))).toMatchObject({ kind: 'protocol', status: 204, message: 'upstream sent a body of 2000000 bytes; at most 1048576 are read' });
+  });
+
   test('an API key that upstream echoes is redacted, every time it appears', async () => {
     const key = 'k3y-4567';
     const up = await recorder((res) => void res.writeHead(401).end(envelope(null, 401, `bad key ${key}; again ${key}`)));
