@@ -137,7 +137,7 @@ describe('findSubmittedTask', () => {
     } as unknown as WaveSpeedClient;
     return { client, pages };
   };
-  const none = () => false;
+  const none = async () => false;
   const idOf = (found: Awaited<ReturnType<typeof findSubmittedTask>>) => (typeof found === 'object' ? found.id : found);
 
   test('adopts the newest task with the same prompt and image created in the window', async () => {
@@ -153,7 +153,7 @@ describe('findSubmittedTask', () => {
       record('too-old', 'a boat', -2),
     ];
     const { client } = upstream(items);
-    expect(await findSubmittedTask(client, { prompt: 'a boat', image: null, since, isTaken: (id) => id === 'taken' })).toBe('absent');
+    expect(await findSubmittedTask(client, { prompt: 'a boat', image: null, since, isTaken: async (id) => id === 'taken' })).toBe('absent');
     const found = await findSubmittedTask(client, { prompt: 'a boat', image: 'https://img.example/a.png', since, isTaken: none });
     expect(idOf(found)).toBe('with-image');
   });

@@ -1,4 +1,5 @@
-import type { Estimate, QueueStore } from '../db/queue.js';
+import type { Estimate } from '../db/queue.js';
+import type { Queue } from '../db/store.js';
 import type { PredictionRow } from '../db/schema.js';
 
 export interface AdmissionLimits {
@@ -22,17 +23,17 @@ const SIMULATED_PLACES = 10_000;
  */
 export class Admission {
   constructor(
-    private readonly queue: QueueStore,
+    private readonly queue: Queue,
     readonly limits: AdmissionLimits,
   ) {}
 
   /** How many queued predictions may be submitted now. */
-  allowance(now: Date, submitting: ReadonlySet<string>): number {
+  async allowance(now: Date, submitting: ReadonlySet<string>): Promise<number> {
     let n = Number.POSITIVE_INFINITY;
     const { maxConcurrent, maxPerMinute } = this.limits;
-    if (maxConcurrent !== undefined) n = Math.min(n, maxConcurrent - this.queue.upstreamInFlight(submitting) - submitting.size);
+    if (maxConcurrent !== undefined) n = Math.min(n, maxConcurrent - (await this.queue.upstreamInFlight(submitting)) - submitting.size);
     if (maxPerMinute !== undefined) {
-      n = Math.min(n, maxPerMinute - this.queue.submittedSince(new Date(now.getTime() - MINUTE_MS), submitting) - submitting.size);
+      n = Math.min(n, maxPerMinute - (await this.queue.submittedSince(new Date(now.getTime() - MINUTE_MS), submitting)) - submitting.size);
     }
     return Math.max(0, n);
   }
@@ -41,12 +42,12 @@ export class Admission {
    * When the next queued prediction may be admitted: now, the moment the per-minute window frees a
    * place, or undefined when it waits for a task to end (which wakes the poller by itself).
    */
-  nextAdmissionAt(now: Date, submitting: ReadonlySet<string>): Date | undefined {
-    if (this.allowance(now, submitting) > 0) return now;
+  async nextAdmissionAt(now: Date, submitting: ReadonlySet<string>): Promise<Date | undefined> {
+    if ((await this.allowance(now, submitting)) > 0) return now;
     const { maxConcurrent, maxPerMinute } = this.limits;
-    if (maxConcurrent !== undefined && maxConcurrent - this.queue.upstreamInFlight(submitting) - submitting.size <= 0) return undefined;
+    if (maxConcurrent !== undefined && maxConcurrent - (await this.queue.upstreamInFlight(submitting)) - submitting.size <= 0) return undefined;
     if (maxPerMinute === undefined) return undefined;
-    const oldest = this.queue.oldestSubmissionSince(new Date(now.getTime() - MINUTE_MS));
+    const oldest = await this.queue.oldestSubmissionSince(new Date(now.getTime() - MINUTE_MS));
     // No recorded submission in the window: the budget is held by this process's own submissions
     // still under way (an upload, say), and the end of each wakes the poller.
     return oldest ? new Date(oldest.getTime() + MINUTE_MS + 1) : undefined;
@@ -58,28 +59,30 @@ export class Admission {
    * upstream frees its slot a mean run after its submission, and each queued prediction takes the
    * first slot free, within the per-minute budget.
    */
-  estimate(row: PredictionRow, now: Date, inFlightSubmittedAt: () => Date[]): Estimate {
+  async estimate(row: PredictionRow, now: Date, inFlightSubmittedAt: () => Promise<Date[]>): Promise<Estimate> {
     const live = row.status === 'CREATED' || row.status === 'PROCESSING';
     if (!live) return { queuePosition: null, estimatedStartAt: null, estimatedCompletionAt: null };
     const queued = !row.upstreamId && !row.submitStartedAt;
-    const position = queued ? (this.queue.position(row.id) ?? null) : null;
-    const runMs = this.queue.recentRunMs();
+    const position = queued ? ((await this.queue.position(row.id)) ?? null) : null;
+    const runMs = await this.queue.recentRunMs();
     if (runMs === undefined) return { queuePosition: position, estimatedStartAt: null, estimatedCompletionAt: null };
     const started = row.submittedAt ?? row.submitStartedAt;
     if (!queued || position === null) {
       const start = started ?? now;
       return { queuePosition: null, estimatedStartAt: start, estimatedCompletionAt: new Date(Math.max(now.getTime(), start.getTime() + runMs)) };
     }
-    const start = new Date(Math.max(this.slotStart(position, now, runMs, inFlightSubmittedAt), this.budgetStart(position, now)));
+    // Upstream's tasks are read only when a concurrency limit makes them matter.
+    const slotStart = this.limits.maxConcurrent === undefined ? now.getTime() : this.slotStart(position, now, runMs, await inFlightSubmittedAt());
+    const start = new Date(Math.max(slotStart, await this.budgetStart(position, now)));
     return { queuePosition: position, estimatedStartAt: start, estimatedCompletionAt: new Date(start.getTime() + runMs) };
   }
 
-  private slotStart(position: number, now: Date, runMs: number, inFlightSubmittedAt: () => Date[]): number {
+  private slotStart(position: number, now: Date, runMs: number, inFlightSubmittedAt: Date[]): number {
     const slots = this.limits.maxConcurrent;
     if (slots === undefined) return now.getTime();
     const t = now.getTime();
     // When each slot frees: tasks upstream end a mean run after their submission; free slots now.
-    const free = inFlightSubmittedAt()
+    const free = inFlightSubmittedAt
       .map((at) => Math.max(t, at.getTime() + runMs))
       .slice(0, slots);
     while (free.length < slots) free.push(t);
@@ -94,10 +97,10 @@ export class Admission {
     return start;
   }
 
-  private budgetStart(position: number, now: Date): number {
+  private async budgetStart(position: number, now: Date): Promise<number> {
     const perMinute = this.limits.maxPerMinute;
     if (perMinute === undefined) return now.getTime();
-    const used = this.queue.submittedSince(new Date(now.getTime() - MINUTE_MS));
+    const used = await this.queue.submittedSince(new Date(now.getTime() - MINUTE_MS));
     const ahead = used + position; // submissions in the window, counting this one
     if (ahead <= perMinute) return now.getTime();
     return now.getTime() + Math.ceil((ahead - perMinute) / perMinute) * MINUTE_MS;

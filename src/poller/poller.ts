@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock } from '../clock.js';
 import { isStorageError, storageErrorOf } from '../db/errors.js';
-import type { PredictionStore } from '../db/predictions.js';
-import type { QueueStore } from '../db/queue.js';
+import type { Predictions, Queue } from '../db/store.js';
 import { terminalStatuses, type PredictionRow } from '../db/schema.js';
 import type { Admission } from './admission.js';
 import type { Logger } from '../log.js';
@@ -19,9 +18,9 @@ import { PredictionSteps } from './steps.js';
 export type { PollerEvents } from './events.js';
 
 export interface PollerOptions {
-  store: PredictionStore;
+  store: Predictions;
   /** The admission queue's view of the predictions table. */
-  queue: QueueStore;
+  queue: Queue;
   /** The account tier's limits on submissions. */
   admission: Admission;
   client: WaveSpeedClient;
@@ -152,31 +151,41 @@ export class Poller extends EventEmitter<PollerEvents> {
     const at = Math.max(now, last + FORCED_POLL_GAP_MS);
     if (this.forcedAt.size > 10_000) for (const [k, t] of this.forcedAt) if (now - t >= FORCED_POLL_GAP_MS) this.forcedAt.delete(k);
     this.forcedAt.set(id, at);
-    if (this.inFlight.has(id)) this.repoll.set(id, at);
-    else this.o.store.makeDue(id, new Date(at));
-    this.nudge();
+    if (this.inFlight.has(id)) {
+      this.repoll.set(id, at);
+      this.nudge();
+      return;
+    }
+    // The pass looks once the row is due; if the write fails, the safety-net poll still comes.
+    this.o.store.makeDue(id, new Date(at)).then(
+      () => this.nudge(),
+      (err: unknown) => this.o.log.warn({ predictionId: id, err: (err as Error).message }, 'could not make a prediction due after its webhook'),
+    );
   }
 
   /** One pass: start everything due (within the concurrency bound) and wait for it. For tests. */
   async runOnce(): Promise<void> {
-    this.startDue();
+    await this.startDue();
     await Promise.allSettled(this.inFlight.values());
   }
 
   private async loop(): Promise<void> {
     while (this.running) {
+      let delay: number;
       try {
-        this.probeStorageIfDue();
+        await this.probeStorageIfDue();
         await this.enforceDeadlines();
         await this.probeAccountIfDue();
         // Only a pass that really ran (not one a nudge woke inside a pause) proves the crash is over.
-        if (this.startDue() && this.pauses.clear('crash', this.clock.now().getTime())) this.emit('resumed', { kind: 'crash' });
+        if ((await this.startDue()) && this.pauses.clear('crash', this.clock.now().getTime())) this.emit('resumed', { kind: 'crash' });
+        delay = await this.delayUntilNextDue();
       } catch (err) {
         // Whatever broke (a corrupted index page under the due-query, say) is logged once and
         // retried with backoff; the loop itself never dies of it.
         this.hold(isStorageError(err) ? 'storage' : 'crash', `poller pass failed: ${(err as Error).message}`, err);
+        delay = Math.max(0, this.pauses.until() - this.clock.now().getTime());
       }
-      await this.sleep(this.delayUntilNextDue());
+      await this.sleep(delay);
     }
   }
 
@@ -200,10 +209,10 @@ export class Poller extends EventEmitter<PollerEvents> {
    * on; an idle gateway has no steps, so once the backoff has run out one small real write decides,
    * or /readyz would answer 503 for good after a single failed write.
    */
-  private probeStorageIfDue(): void {
+  private async probeStorageIfDue(): Promise<void> {
     const pause = this.pauses.get('storage');
     if (!pause || this.clock.now().getTime() < pause.until) return;
-    this.o.store.probeWrite(); // throws while storage still fails: the pass's catch holds the pause again
+    await this.o.store.probeWrite(); // throws while storage still fails: the pass's catch holds the pause again
     this.resume('storage');
   }
 
@@ -225,18 +234,18 @@ export class Poller extends EventEmitter<PollerEvents> {
     }
   }
 
-  private delayUntilNextDue(): number {
+  private async delayUntilNextDue(): Promise<number> {
     const idle = this.o.idleMs ?? 5000;
     const nowDate = this.clock.now();
     const now = nowDate.getTime();
     const pausedUntil = this.pauses.until();
-    const deadline = this.o.queue.nextDeadline()?.getTime() ?? Number.POSITIVE_INFINITY;
+    const deadline = (await this.o.queue.nextDeadline())?.getTime() ?? Number.POSITIVE_INFINITY;
     // A deadline already past waits for the pause too: enforcing it needs the writes the pause is about.
     if (now < pausedUntil) return (deadline > now ? Math.min(pausedUntil, deadline) : pausedUntil) - now;
     // The next poll, the next queued submission the tier lets through, or the next deadline.
-    let next = Math.min(this.o.store.nextDueAt(this.inFlight)?.getTime() ?? Number.POSITIVE_INFINITY, deadline);
-    const admitAt = this.o.admission.nextAdmissionAt(nowDate, this.submitting);
-    const queued = admitAt && this.o.queue.nextDue([...this.inFlight.keys(), ...this.cooldown.keys()]);
+    let next = Math.min((await this.o.store.nextDueAt(this.inFlight))?.getTime() ?? Number.POSITIVE_INFINITY, deadline);
+    const admitAt = await this.o.admission.nextAdmissionAt(nowDate, this.submitting);
+    const queued = admitAt && (await this.o.queue.nextDue([...this.inFlight.keys(), ...this.cooldown.keys()]));
     if (admitAt && queued) next = Math.min(next, Math.max(queued.getTime(), admitAt.getTime()));
     if (next === Number.POSITIVE_INFINITY) return idle;
     const delay = next - now;
@@ -257,7 +266,7 @@ export class Poller extends EventEmitter<PollerEvents> {
   }
 
   /** @returns false when a pause kept it from looking at all. */
-  private startDue(): boolean {
+  private async startDue(): Promise<boolean> {
     const now = this.clock.now();
     const t = now.getTime();
     if (t < this.pauses.until()) return false;
@@ -266,36 +275,39 @@ export class Poller extends EventEmitter<PollerEvents> {
     if (free <= 0) return false;
     // Work already paid for first: polls of tasks upstream, and reconciliations.
     const busy = this.inFlight.size + this.cooldown.size;
-    const polls = this.o.store.due(now, free + busy).filter((id) => !this.inFlight.has(id) && !this.cooldown.has(id));
+    const polls = (await this.o.store.due(now, free + busy)).filter((id) => !this.inFlight.has(id) && !this.cooldown.has(id));
     for (const id of polls.slice(0, free)) this.begin(id, false);
     free = this.o.concurrency - this.inFlight.size;
     // Then new submissions, in the queue's fair order, as far as the account's tier allows.
-    const admit = Math.min(free, this.o.admission.allowance(now, this.submitting));
+    const admit = Math.min(free, await this.o.admission.allowance(now, this.submitting));
     if (admit <= 0) return true;
-    for (const id of this.o.queue.due(now, admit, [...this.inFlight.keys(), ...this.cooldown.keys()])) this.begin(id, true);
+    for (const id of await this.o.queue.due(now, admit, [...this.inFlight.keys(), ...this.cooldown.keys()])) this.begin(id, true);
     return true;
   }
 
   private begin(id: string, submission: boolean): void {
+    // Reads and starts are split by awaits: never start a prediction that is already under way.
+    if (this.inFlight.has(id)) return;
     if (submission) this.submitting.add(id);
-    const work = this.steps
-      .run(id)
-      // The step's writes committed (a storage error would have thrown): storage works again.
-      .then(() => this.resume('storage'))
-      .catch((err) => this.onStepCrash(id, err))
-      .finally(() => {
+    const work = (async () => {
+      try {
+        await this.steps.run(id);
+        // The step's writes committed (a storage error would have thrown): storage works again.
+        this.resume('storage');
+      } catch (err) {
+        await this.onStepCrash(id, err);
+      } finally {
         this.inFlight.delete(id);
         this.submitting.delete(id);
         const repollAt = this.repoll.get(id);
         if (repollAt !== undefined) {
           this.repoll.delete(id);
-          try {
-            this.o.store.makeDue(id, new Date(repollAt));
-          } catch {} // the safety-net poll still comes
+          await this.o.store.makeDue(id, new Date(repollAt)).catch(() => {}); // the safety-net poll still comes
         }
         if (submission) this.emit('queueMoved');
         this.nudge();
-      });
+      }
+    })();
     this.inFlight.set(id, work);
   }
 
@@ -307,19 +319,22 @@ export class Poller extends EventEmitter<PollerEvents> {
    */
   async cancel(id: string, error: string | null = null, awaitDelete = true): Promise<PredictionRow | undefined> {
     const now = this.clock.now();
-    const row = this.o.store.findById(id);
+    const row = await this.o.store.findById(id);
     if (!row || terminalStatuses.has(row.status)) return row;
-    const canceled = this.o.recorder.record(id, { status: 'CANCELED', error, nextPollAt: null, completedAt: now, image: null, submitStartedAt: null });
+    const canceled = await this.o.recorder.record(id, { status: 'CANCELED', error, nextPollAt: null, completedAt: now, image: null, submitStartedAt: null });
     if (!canceled) return this.o.store.findById(id); // it ended otherwise a moment before
     this.o.log.info({ predictionId: id, upstreamId: row.upstreamId, reason: error ?? 'asked by the client' }, 'prediction canceled');
     this.emit('recorded', { id, status: 'CANCELED' });
     this.emit('queueMoved');
     // A submission without a certain answer (or still under way) may have created a task that no
     // row will ever name: look for it a few times over the grace period, and delete it if it shows.
-    if (!row.upstreamId && (row.submitStartedAt || this.submitting.has(id))) void this.deleteOrphanOf(row, row.submitStartedAt ?? now);
+    // The task as stored by the cancel's own write: a submission answered between the read above and
+    // that write has its upstream id there, not in `row`.
+    const upstreamId = canceled.upstreamId;
+    if (!upstreamId && (row.submitStartedAt || this.submitting.has(id))) void this.deleteOrphanOf(row, row.submitStartedAt ?? now);
     // The loop never waits on upstream for a deadline: a slow delete would hold every other prediction.
-    if (row.upstreamId) {
-      const deleting = this.deleteUpstream([row.upstreamId]);
+    if (upstreamId) {
+      const deleting = this.deleteUpstream([upstreamId]);
       if (awaitDelete) await deleting;
     }
     return canceled;
@@ -347,9 +362,9 @@ export class Poller extends EventEmitter<PollerEvents> {
       try {
         const found = await findSubmittedTask(this.o.client, {
           prompt: row.prompt,
-          image: row.hasImage ? (row.imageUploadUrl ?? this.o.store.imageOf(row.id)) : null,
+          image: row.hasImage ? (row.imageUploadUrl ?? (await this.o.store.imageOf(row.id))) : null,
           since,
-          isTaken: (upstreamId) => this.o.store.findByUpstreamId(upstreamId) !== undefined,
+          isTaken: async (upstreamId) => (await this.o.store.findByUpstreamId(upstreamId)) !== undefined,
         });
         if (typeof found === 'object') return await this.deleteUpstream([found.id]);
       } catch (err) {
@@ -361,8 +376,8 @@ export class Poller extends EventEmitter<PollerEvents> {
   /** Cancels every live prediction whose deadline has passed; runs every pass, pauses or not. */
   private async enforceDeadlines(): Promise<void> {
     const now = this.clock.now();
-    for (const id of this.o.queue.pastDeadline(now, 100)) {
-      const row = this.o.store.findById(id);
+    for (const id of await this.o.queue.pastDeadline(now, 100)) {
+      const row = await this.o.store.findById(id);
       const seconds = row?.deadlineAt ? Math.round((row.deadlineAt.getTime() - row.createdAt.getTime()) / 1000) : 0;
       await this.cancel(id, `canceled: the deadline of ${seconds} s passed before the prediction was final`, false);
     }
@@ -373,7 +388,7 @@ export class Poller extends EventEmitter<PollerEvents> {
    * back in memory, whether or not the write pushing it back commits, so it cannot spin the loop;
    * a storage failure pauses all work until writes succeed again.
    */
-  private onStepCrash(id: string, err: unknown): void {
+  private async onStepCrash(id: string, err: unknown): Promise<void> {
     const now = this.clock.now().getTime();
     this.cooldown.set(id, now + this.o.schedule.maxMs);
     const storage = storageErrorOf(err);
@@ -383,7 +398,7 @@ export class Poller extends EventEmitter<PollerEvents> {
     }
     this.o.log.error({ err, predictionId: id }, 'poller step failed');
     try {
-      this.o.recorder.reschedule(id, { nextPollAt: new Date(now + this.o.schedule.maxMs) });
+      await this.o.recorder.reschedule(id, { nextPollAt: new Date(now + this.o.schedule.maxMs) });
     } catch (again) {
       const storageAgain = storageErrorOf(again);
       if (storageAgain) this.hold('storage', `storage unavailable: ${storageAgain.code}: ${storageAgain.message}`, storageAgain);

@@ -1,4 +1,4 @@
-import type { PredictionStore } from '../db/predictions.js';
+import type { Predictions } from '../db/store.js';
 import { refreshes, type PredictionPubSub } from '../pubsub.js';
 import type { Poller } from './poller.js';
 
@@ -9,20 +9,18 @@ import type { Poller } from './poller.js';
  * churn, and only predictions with subscribers are read.
  * @returns a function that stops it.
  */
-export function publishQueueMoves(deps: { poller: Poller; store: PredictionStore; pubsub: PredictionPubSub; intervalMs?: number }): () => void {
+export function publishQueueMoves(deps: { poller: Poller; store: Predictions; pubsub: PredictionPubSub; intervalMs?: number }): () => void {
   const { poller, store, pubsub, intervalMs = 1000 } = deps;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const pass = () => {
     timer = undefined;
-    try {
-      republish();
-    } catch {
+    republish().catch(() => {
       // A store that cannot be read now (the poller pauses on that and says so): the next move retries.
-    }
+    });
   };
-  const republish = () => {
+  const republish = async () => {
     for (const id of [...pubsub.subscribedIds('prediction:updated')]) {
-      const row = store.findById(id);
+      const row = await store.findById(id);
       if (row?.status !== 'CREATED' || row.upstreamId || row.submitStartedAt) continue;
       const refresh = { ...row };
       refreshes.add(refresh);

@@ -7,7 +7,7 @@ export interface SubmittedInput {
   /** When the submission in question was started (its intent was written just before). */
   since: Date;
   /** Whether another prediction already owns this upstream task. */
-  isTaken: (upstreamId: string) => boolean;
+  isTaken: (upstreamId: string) => Promise<boolean>;
 }
 
 /** Records per page of upstream's list, and how many pages are read at most per look. */
@@ -34,7 +34,7 @@ export async function findSubmittedTask(client: WaveSpeedClient, input: Submitte
   for (let page = 1; page <= MAX_PAGES; page++) {
     const items = await client.listPredictions(page, PAGE_SIZE);
     for (const item of items) {
-      if (item.model === MODEL && sameInput(item, input) && createdSince(item, oldest) && !input.isTaken(item.id)) return item;
+      if (item.model === MODEL && sameInput(item, input) && createdSince(item, oldest) && !(await input.isTaken(item.id))) return item;
     }
     const last = items.at(-1);
     // A short page is the last one; a page that reaches past the window ends the search too.

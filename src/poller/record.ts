@@ -3,8 +3,11 @@ import type { PredictionRow } from '../db/schema.js';
 import type { PredictionPubSub } from '../pubsub.js';
 
 export interface Recorder {
-  /** Writes a visible change, then publishes the row as stored; subscribers never see unsaved state. */
-  record(id: string, patch: PredictionPatch): PredictionRow | undefined;
+  /**
+   * Writes a visible change, then publishes the row as stored; subscribers never see unsaved state.
+   * Resolves once the write has committed; rejects with the store's error when it did not.
+   */
+  record(id: string, patch: PredictionPatch): Promise<PredictionRow | undefined>;
   /**
    * Writes bookkeeping that no client can see (next poll time, attempts, webhook token, submission
    * intent), so nothing is published. Throws when the write fails; false when the row is gone.
@@ -12,7 +15,7 @@ export interface Recorder {
   reschedule(
     id: string,
     patch: Pick<PredictionPatch, 'nextPollAt' | 'attempts' | 'pollCount' | 'webhookToken' | 'submitAttempts' | 'submitStartedAt' | 'imageUploadUrl'>,
-  ): boolean;
+  ): Promise<boolean>;
 }
 
 /**
@@ -24,10 +27,14 @@ export interface RecordHook {
   afterWrite(row: PredictionRow, patch: PredictionPatch): void;
 }
 
+/**
+ * The recorder on SQLite: better-sqlite3 writes synchronously, so each method has committed (or
+ * thrown) before its promise settles, and the outbox shares the write's transaction.
+ */
 export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date, hook?: RecordHook): Recorder {
   const write = (id: string, patch: PredictionPatch) => store.update(id, patch, now());
   return {
-    record(id, patch) {
+    async record(id, patch) {
       const row = hook
         ? hook.transaction(() => {
             const written = write(id, patch);
@@ -38,7 +45,7 @@ export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub,
       if (row) pubsub.publish('prediction:updated', id, row);
       return row;
     },
-    reschedule(id, patch) {
+    async reschedule(id, patch) {
       return store.update(id, patch) !== undefined;
     },
   };

@@ -45,11 +45,11 @@ export class PredictionSteps {
 
   /** Takes one prediction one step further: submit, reconcile or poll, and handles the outcome. */
   async run(id: string): Promise<void> {
-    const row = this.d.store.findById(id);
+    const row = await this.d.store.findById(id);
     if (!row || row.nextPollAt === null || terminalStatuses.has(row.status)) return;
     const step: Step = row.upstreamId ? 'poll' : row.submitStartedAt ? 'reconcile' : 'submission';
     if (step === 'submission' && this.expired(row)) {
-      this.finish(row, { status: 'FAILED', error: `${this.giveUp('could not submit upstream')}${row.error ? ` (last error: ${row.error})` : ''}` });
+      await this.finish(row, { status: 'FAILED', error: `${this.giveUp('could not submit upstream')}${row.error ? ` (last error: ${row.error})` : ''}` });
       return;
     }
     try {
@@ -63,8 +63,8 @@ export class PredictionSteps {
       if (isStorageError(err)) throw err;
       // A poll or download cancelled by stop(): not upstream's fault, so no attempt is spent; due
       // again at once on restart. (Submissions are never cancelled, so their errors count as usual.)
-      if (this.d.signal.aborted && failed !== 'submission') this.d.recorder.reschedule(row.id, { nextPollAt: this.d.clock.now() });
-      else this.onFailure(row, err, failed);
+      if (this.d.signal.aborted && failed !== 'submission') await this.d.recorder.reschedule(row.id, { nextPollAt: this.d.clock.now() });
+      else await this.onFailure(row, err, failed);
     }
   }
 
@@ -73,12 +73,12 @@ export class PredictionSteps {
    * the URL upstream's media upload gave it. Uploaded once: the URL is stored before it is used.
    */
   private async imageToSend(row: PredictionRow): Promise<string | undefined> {
-    if (!row.imageFile) return this.d.store.imageOf(row.id) ?? undefined;
+    if (!row.imageFile) return (await this.d.store.imageOf(row.id)) ?? undefined;
     if (row.imageUploadUrl) return row.imageUploadUrl;
     const images = this.d.images;
     if (!images) throw new Error('an image file with no image store configured');
     const url = await this.d.client.uploadMedia(images.read(row.imageFile), row.imageFile, images.contentType(row.imageFile), { signal: this.d.signal });
-    this.d.recorder.reschedule(row.id, { imageUploadUrl: url });
+    await this.d.recorder.reschedule(row.id, { imageUploadUrl: url });
     this.d.emit('uploaded', { id: row.id, url });
     return url;
   }
@@ -97,7 +97,7 @@ export class PredictionSteps {
     let token = row.webhookToken;
     if (webhookUrl && !token) {
       token = randomBytes(32).toString('base64url');
-      recorder.reschedule(row.id, { webhookToken: token });
+      await recorder.reschedule(row.id, { webhookToken: token });
     }
     let image: string | undefined;
     try {
@@ -108,7 +108,7 @@ export class PredictionSteps {
     // The intent, durably, before a byte leaves: if this write fails, nothing is sent; if the
     // process dies after it, the next one reconciles instead of sending again.
     const startedAt = this.d.clock.now();
-    if (!recorder.reschedule(row.id, { submitAttempts: row.submitAttempts + 1, submitStartedAt: startedAt })) return;
+    if (!(await recorder.reschedule(row.id, { submitAttempts: row.submitAttempts + 1, submitStartedAt: startedAt }))) return;
     let up: UpstreamPrediction;
     try {
       // Not cancelled by stop(): an abandoned submission that upstream accepted would have to be
@@ -120,20 +120,20 @@ export class PredictionSteps {
     } catch (err) {
       // Certainly not received: the intent is withdrawn, so this attempt costs nothing against the cap.
       const cls = classify(err);
-      if (cls !== 'uncertain') recorder.reschedule(row.id, { submitAttempts: row.submitAttempts, submitStartedAt: null });
+      if (cls !== 'uncertain') await recorder.reschedule(row.id, { submitAttempts: row.submitAttempts, submitStartedAt: null });
       throw err;
     }
-    this.accept(row, up, false, token);
+    await this.accept(row, up, false, token);
   }
 
   /** Records the upstream task of a prediction: from a submission's answer, or found by reconciliation. */
-  private accept(row: PredictionRow, up: UpstreamPrediction, adopted: boolean, token: string | null): void {
+  private async accept(row: PredictionRow, up: UpstreamPrediction, adopted: boolean, token: string | null): Promise<void> {
     const now = this.d.clock.now();
     const patch = patchFromUpstream(up) ?? {};
     // Already completed (a cached result, say): record the upstream id now and let the poll that
     // follows at once keep the outputs, so a failed download can never lead to a resubmission.
     const finishedAlready = patch.status === 'COMPLETED';
-    const stored = this.d.recorder.record(row.id, {
+    const stored = await this.d.recorder.record(row.id, {
       ...(finishedAlready ? {} : patch),
       upstreamId: up.id,
       submittedAt: row.submitStartedAt ?? now,
@@ -163,29 +163,29 @@ export class PredictionSteps {
     const { client, store, recorder } = this.d;
     const found = await findSubmittedTask(client, {
       prompt: row.prompt,
-      image: row.hasImage ? (row.imageUploadUrl ?? store.imageOf(row.id)) : null,
+      image: row.hasImage ? (row.imageUploadUrl ?? (await store.imageOf(row.id))) : null,
       since: startedAt,
-      isTaken: (upstreamId) => store.findByUpstreamId(upstreamId) !== undefined,
+      isTaken: async (upstreamId) => (await store.findByUpstreamId(upstreamId)) !== undefined,
     });
-    if (typeof found === 'object') return this.accept(row, found, true, row.webhookToken);
+    if (typeof found === 'object') return await this.accept(row, found, true, row.webhookToken);
     const now = this.d.clock.now();
     const waited = now.getTime() - startedAt.getTime();
     // 'unknown': the list holds more tasks since the submission than one look reads, so absence
     // proves nothing; keep looking (until the age limit) rather than ever resend on it.
     if ((waited < this.d.reconcileGraceMs || found === 'unknown') && !this.expired(row)) {
-      recorder.reschedule(row.id, { attempts: 0, nextPollAt: new Date(now.getTime() + this.reconcileGapMs()) });
+      await recorder.reschedule(row.id, { attempts: 0, nextPollAt: new Date(now.getTime() + this.reconcileGapMs()) });
       return;
     }
     if (row.submitAttempts >= this.d.maxSubmissions || this.expired(row)) {
       const why = row.submitAttempts >= this.d.maxSubmissions ? `${row.submitAttempts} submissions` : 'the age limit';
-      this.finish(row, {
+      await this.finish(row, {
         status: 'FAILED',
         error: `SUBMISSION_UNCERTAIN: upstream never confirmed a task for this prediction after ${why}; it may still run and be billed upstream${row.error ? ` (last error: ${row.error})` : ''}`,
       });
       return;
     }
     // No task appeared in the grace period: the submission did not take. Sending again is now safe.
-    recorder.reschedule(row.id, { submitStartedAt: null, attempts: 0, nextPollAt: now });
+    await recorder.reschedule(row.id, { submitStartedAt: null, attempts: 0, nextPollAt: now });
   }
 
   private reconcileGapMs(): number {
@@ -205,8 +205,8 @@ export class PredictionSteps {
     const now = this.d.clock.now();
     const sinceSubmit = now.getTime() - (row.submittedAt ?? row.createdAt).getTime();
     const bookkeeping = { attempts: 0, pollCount: row.pollCount + 1, ...this.nextStep(patch?.status ?? row.status, Boolean(row.webhookToken), now, sinceSubmit) };
-    if (patch && changesVisibleState(row, patch)) this.record(row.id, { ...patch, ...bookkeeping });
-    else this.d.recorder.reschedule(row.id, bookkeeping);
+    if (patch && changesVisibleState(row, patch)) await this.record(row.id, { ...patch, ...bookkeeping });
+    else await this.d.recorder.reschedule(row.id, bookkeeping);
   }
 
   /**
@@ -234,8 +234,8 @@ export class PredictionSteps {
     return { nextPollAt: new Date(now.getTime() + delay) };
   }
 
-  private record(id: string, patch: PredictionPatch): void {
-    const row = this.d.recorder.record(id, patch);
+  private async record(id: string, patch: PredictionPatch): Promise<void> {
+    const row = await this.d.recorder.record(id, patch);
     if (row) this.emitRecorded(row);
   }
 
@@ -244,11 +244,11 @@ export class PredictionSteps {
     if (row.status === 'FAILED') this.d.emit('failed', { id: row.id, error: row.error ?? '' });
   }
 
-  private finish(row: PredictionRow, patch: PredictionPatch): void {
-    this.record(row.id, { ...patch, nextPollAt: null, completedAt: this.d.clock.now(), image: null, submitStartedAt: null });
+  private finish(row: PredictionRow, patch: PredictionPatch): Promise<void> {
+    return this.record(row.id, { ...patch, nextPollAt: null, completedAt: this.d.clock.now(), image: null, submitStartedAt: null });
   }
 
-  private onFailure(row: PredictionRow, err: unknown, step: Step): void {
+  private async onFailure(row: PredictionRow, err: unknown, step: Step): Promise<void> {
     const { log, recorder, schedule } = this.d;
     const now = this.d.clock.now().getTime();
     const message = err instanceof Error ? err.message : String(err);
@@ -257,16 +257,16 @@ export class PredictionSteps {
     const retryAfterMs = Math.min((err as { retryAfterMs?: number }).retryAfterMs ?? 0, this.d.retryAfterMaxMs);
     switch (decision.action) {
       case 'fail':
-        this.finish(row, { status: 'FAILED', error: decision.error });
+        await this.finish(row, { status: 'FAILED', error: decision.error });
         log.warn({ predictionId: row.id, err: message }, `${step} failed permanently`);
         return;
       case 'pauseAccount':
         this.d.hold('account', `upstream refused the account: ${message}`, undefined);
         // The prediction stays as it is, due again once the account works; `error` says why it waits.
-        if (row.error !== message) recorder.record(row.id, { error: message });
+        if (row.error !== message) await recorder.record(row.id, { error: message });
         return;
       case 'reconcile':
-        recorder.record(row.id, { error: `submission outcome unknown, looking for it upstream: ${message}`, attempts: 0, nextPollAt: new Date(now + this.reconcileGapMs()) });
+        await recorder.record(row.id, { error: `submission outcome unknown, looking for it upstream: ${message}`, attempts: 0, nextPollAt: new Date(now + this.reconcileGapMs()) });
         log.warn({ predictionId: row.id, err: message }, 'submission may have reached upstream; reconciling instead of resending');
         this.d.emit('uncertain', { id: row.id, error: message });
         return;
@@ -275,8 +275,8 @@ export class PredictionSteps {
         const delay = Math.max(retryAfterMs, backoffDelay(row.attempts, RETRY_BASE_MS, schedule.maxMs));
         const retry = { attempts: row.attempts + 1, nextPollAt: new Date(now + delay) };
         // A waiting submission shows its last complaint in `error` (status stays CREATED).
-        if (step !== 'poll' && row.error !== message) recorder.record(row.id, { ...retry, error: message });
-        else recorder.reschedule(row.id, retry);
+        if (step !== 'poll' && row.error !== message) await recorder.record(row.id, { ...retry, error: message });
+        else await recorder.reschedule(row.id, retry);
         log.warn({ predictionId: row.id, err: message, attempts: retry.attempts, retryInMs: delay }, `${step} failed; will retry`);
       }
     }

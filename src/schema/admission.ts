@@ -41,28 +41,31 @@ export function fingerprint(input: RawCreateInput): string {
   return createHash('sha256').update(canonical).digest('hex');
 }
 
+/** The key was used with a different input within the TTL. */
+export const idempotencyConflict = () =>
+  quotaError('IDEMPOTENCY_CONFLICT', 'this idempotencyKey was used with a different input in the last 24 hours', 409, { field: 'input.idempotencyKey' });
+
+export const tooManyInFlight = (unfinished: number, max: number) =>
+  quotaError('TOO_MANY_IN_FLIGHT', `this key already has ${unfinished} unfinished predictions (at most ${max}); wait for one to complete or fail`, 429, { limit: max });
+
 /**
  * The prediction an earlier call with this idempotency key created, when the input is the same;
  * IDEMPOTENCY_CONFLICT when it is not; undefined when the key is new (or expired).
  */
-export function replay(ctx: Context, key: string, inputHash: string): PredictionRow | undefined {
-  const earlier = ctx.idempotency.find(ctx.principal.owner, key, ctx.now());
+export async function replay(ctx: Context, key: string, inputHash: string): Promise<PredictionRow | undefined> {
+  const earlier = await ctx.idempotency.find(ctx.principal.owner, key, ctx.now());
   if (!earlier) return undefined;
-  if (earlier.inputHash !== inputHash) {
-    throw quotaError('IDEMPOTENCY_CONFLICT', 'this idempotencyKey was used with a different input in the last 24 hours', 409, { field: 'input.idempotencyKey' });
-  }
-  const row = ctx.store.findById(earlier.predictionId);
+  if (earlier.inputHash !== inputHash) throw idempotencyConflict();
+  const row = await ctx.store.findById(earlier.predictionId);
   return row && row.owner === ctx.principal.owner ? row : undefined;
 }
 
 /** TOO_MANY_IN_FLIGHT when the caller's key already has its most unfinished predictions. */
-export function checkInFlight(ctx: Context): void {
+export async function checkInFlight(ctx: Context): Promise<void> {
   const max = ctx.quotas.maxInFlight(ctx.principal);
   if (max === undefined) return;
-  const unfinished = ctx.store.countUnfinished(ctx.principal.owner);
-  if (unfinished >= max) {
-    throw quotaError('TOO_MANY_IN_FLIGHT', `this key already has ${unfinished} unfinished predictions (at most ${max}); wait for one to complete or fail`, 429, { limit: max });
-  }
+  const unfinished = await ctx.store.countUnfinished(ctx.principal.owner);
+  if (unfinished >= max) throw tooManyInFlight(unfinished, max);
 }
 
 /** RATE_LIMITED, with `retryAfter` in seconds, when the caller's key has used its createVideo calls for the minute. */

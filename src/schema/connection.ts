@@ -55,11 +55,11 @@ builder.queryField('predictions', (t) =>
       after: t.arg.string({ description: 'The endCursor of the previous page.' }),
       status: t.arg({ type: PredictionStatus, description: 'Only predictions in this status.' }),
     },
-    resolve: (_root, args, ctx) => {
+    resolve: async (_root, args, ctx) => {
       const first = args.first ?? 20;
       if (first < 1 || first > MAX_PAGE) throw userError('BAD_USER_INPUT', `first must be between 1 and ${MAX_PAGE}`, 'first');
       const beforeSeq = args.after == null ? undefined : decodeCursor(args.after);
-      const rows = ctx.store.list({ first: first + 1, beforeSeq, status: args.status ?? undefined, owner: ctx.principal.owner });
+      const rows = await ctx.store.list({ first: first + 1, beforeSeq, status: args.status ?? undefined, owner: ctx.principal.owner });
       return { rows: rows.slice(0, first), hasNextPage: rows.length > first };
     },
   }),

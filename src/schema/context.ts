@@ -1,7 +1,6 @@
 import type { Principal } from '../auth/principal.js';
 import type { Quotas } from '../auth/quotas.js';
-import type { IdempotencyStore } from '../db/idempotency.js';
-import type { PredictionStore } from '../db/predictions.js';
+import type { Creator, Idempotency, Predictions } from '../db/store.js';
 import type { PredictionRow } from '../db/schema.js';
 import type { ImageStore } from '../storage/images.js';
 import type { Estimate } from '../db/queue.js';
@@ -11,7 +10,9 @@ import type { WebhookApi } from '../webhooks/outgoing.js';
 
 /** What every resolver may use; built per request by the composition root. */
 export interface Context {
-  store: PredictionStore;
+  store: Predictions;
+  /** Inserts a new prediction in one transaction with its checks (idempotency, in-flight quota). */
+  creator: Creator;
   pubsub: PredictionPubSub;
   /** Tells the poller a new prediction waits for submission. */
   wakePoller: () => void;
@@ -24,7 +25,7 @@ export interface Context {
   /** The caller: every prediction read or created is the owner's own. */
   principal: Principal;
   quotas: Quotas;
-  idempotency: IdempotencyStore;
+  idempotency: Idempotency;
   lifecycle: Lifecycle;
   /** Where data-URI images are kept as files. */
   images: ImageStore;
@@ -37,5 +38,5 @@ export interface Lifecycle {
   /** Ends a live prediction CANCELED (see Poller.cancel); the row as it is after, undefined if unknown. */
   cancel(id: string): Promise<PredictionRow | undefined>;
   /** Queue place and expected start and completion. */
-  estimate(row: PredictionRow): Estimate;
+  estimate(row: PredictionRow): Promise<Estimate>;
 }

@@ -3,7 +3,7 @@ import { checkImage } from '../validation/image.js';
 import { MAX_PROMPT_CHARS } from '../validation/limits.js';
 import { checkPrompt } from '../validation/prompt.js';
 import { builder } from './builder.js';
-import { checkInFlight, fingerprint, idempotencyKeyOf, MAX_IDEMPOTENCY_KEY_CHARS, replay, takeCreate } from './admission.js';
+import { checkInFlight, fingerprint, idempotencyConflict, idempotencyKeyOf, MAX_IDEMPOTENCY_KEY_CHARS, replay, takeCreate, tooManyInFlight } from './admission.js';
 import { stored, userError, validated } from './errors.js';
 
 const MIN_DEADLINE_SECONDS = 1;
@@ -46,9 +46,9 @@ builder.mutationField('createVideo', (t) =>
       // A retry is answered before any quota is spent: it creates nothing.
       const idempotencyKey = idempotencyKeyOf(input);
       const inputHash = idempotencyKey === undefined ? '' : fingerprint(input);
-      const earlier = idempotencyKey === undefined ? undefined : replay(ctx, idempotencyKey, inputHash);
+      const earlier = idempotencyKey === undefined ? undefined : await replay(ctx, idempotencyKey, inputHash);
       if (earlier) return earlier;
-      checkInFlight(ctx);
+      await checkInFlight(ctx);
       await takeCreate(ctx);
       const prompt = await validated(() => checkPrompt(input.prompt));
       const deadlineSeconds = input.deadlineSeconds ?? null;
@@ -62,30 +62,37 @@ builder.mutationField('createVideo', (t) =>
       // leaves at most a file no row refers to (content-addressed: the same image sent again reuses it).
       const file = image?.startsWith('data:') ? stored(() => ctx.images.put(image)) : undefined;
       const now = ctx.now();
-      const row = stored(() => ctx.idempotency.atomically(() => {
-        // Checked again where nothing can interleave: a twin request may have landed during validation.
-        const twin = idempotencyKey === undefined ? undefined : replay(ctx, idempotencyKey, inputHash);
-        if (twin) return twin;
-        checkInFlight(ctx);
-        const created = ctx.store.insert({
-          id: ctx.newId(),
-          model: MODEL,
-          status: 'CREATED',
-          prompt,
-          image: file ? null : image,
-          imageFile: file?.name ?? null,
-          hasImage: image !== null,
-          enablePromptExpansion: input.enablePromptExpansion ?? true,
-          createdAt: now,
-          updatedAt: now,
-          nextPollAt: now,
-          owner: ctx.principal.owner,
-          deadlineAt: deadlineSeconds === null ? null : new Date(now.getTime() + deadlineSeconds * 1000),
-        });
-        if (webhook) ctx.webhooks.subscribe(created, webhook.url, webhook.events);
-        if (idempotencyKey !== undefined) ctx.idempotency.remember(ctx.principal.owner, idempotencyKey, { predictionId: created.id, inputHash }, now);
-        return created;
-      }));
+      // Checked again inside the store's transaction, where nothing can interleave: a twin request
+      // may have landed during validation, or other creations used up the in-flight quota.
+      const outcome = await stored(() =>
+        ctx.creator.create(
+          {
+            row: {
+              id: ctx.newId(),
+              model: MODEL,
+              status: 'CREATED',
+              prompt,
+              image: file ? null : image,
+              imageFile: file?.name ?? null,
+              hasImage: image !== null,
+              enablePromptExpansion: input.enablePromptExpansion ?? true,
+              createdAt: now,
+              updatedAt: now,
+              nextPollAt: now,
+              owner: ctx.principal.owner,
+              deadlineAt: deadlineSeconds === null ? null : new Date(now.getTime() + deadlineSeconds * 1000),
+            },
+            idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, inputHash },
+            maxInFlight: ctx.quotas.maxInFlight(ctx.principal),
+            withRow: webhook ? (created) => ctx.webhooks.subscribe(created, webhook.url, webhook.events) : undefined,
+          },
+          now,
+        ),
+      );
+      if (outcome.kind === 'conflict') throw idempotencyConflict();
+      if (outcome.kind === 'tooManyInFlight') throw tooManyInFlight(outcome.unfinished, outcome.max);
+      if (outcome.kind === 'replayed') return outcome.row;
+      const row = outcome.row;
       ctx.wakePoller();
       return row;
     },

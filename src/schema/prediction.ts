@@ -63,26 +63,26 @@ export const Prediction = builder.objectRef<PredictionRow>('Prediction').impleme
     queuePosition: t.int({
       nullable: true,
       description: 'Place in the admission queue (1 is next), while it waits for the account tier (UPSTREAM_MAX_CONCURRENT, UPSTREAM_MAX_PER_MINUTE); null once submitted.',
-      resolve: (p, _args, ctx) => estimateOf(ctx, p).queuePosition,
+      resolve: async (p, _args, ctx) => (await estimateOf(ctx, p)).queuePosition,
     }),
     estimatedStartAt: t.field({
       type: 'DateTime',
       nullable: true,
       description: 'When it is expected to be (or was) submitted, from the run times of recent predictions; null until one has completed, and once final.',
-      resolve: (p, _args, ctx) => estimateOf(ctx, p).estimatedStartAt,
+      resolve: async (p, _args, ctx) => (await estimateOf(ctx, p)).estimatedStartAt,
     }),
     estimatedCompletionAt: t.field({
       type: 'DateTime',
       nullable: true,
       description: 'When it is expected to be final, from the run times of recent predictions; null until one has completed, and once final.',
-      resolve: (p, _args, ctx) => estimateOf(ctx, p).estimatedCompletionAt,
+      resolve: async (p, _args, ctx) => (await estimateOf(ctx, p)).estimatedCompletionAt,
     }),
   }),
 });
 
 /** One estimate per row object: the three fields share it, and so do the subscribers of one event. */
-const estimates = new WeakMap<PredictionRow, Estimate>();
-function estimateOf(ctx: Context, row: PredictionRow): Estimate {
+const estimates = new WeakMap<PredictionRow, Promise<Estimate>>();
+function estimateOf(ctx: Context, row: PredictionRow): Promise<Estimate> {
   // A live prediction's estimates change without a recorded change of it: its answer is not cacheable.
   if (!terminalStatuses.has(row.status)) markVolatile(ctx);
   let e = estimates.get(row);
@@ -99,7 +99,7 @@ builder.queryField('prediction', (t) =>
     nullable: true,
     description: "One of the caller's predictions by id; null when there is none (another key's prediction is none).",
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, ctx) => ownRow(ctx, ctx.store.findById(id)) ?? null,
+    resolve: async (_root, { id }, ctx) => ownRow(ctx, await ctx.store.findById(id)) ?? null,
   }),
 );
 
@@ -109,8 +109,8 @@ builder.subscriptionField('predictionUpdated', (t) =>
     description:
       "One of the caller's predictions as it is now, then every change, completing after COMPLETED or FAILED. An unknown id (or another key's) ends with a NOT_FOUND error.",
     args: { id: t.arg.id({ required: true }) },
-    subscribe: (_root, { id }, ctx) => {
-      const stream = watchPrediction(ctx, id);
+    subscribe: async (_root, { id }, ctx) => {
+      const stream = await watchPrediction(ctx, id);
       if (!stream) throw notFound(id);
       return stream;
     },

@@ -10,7 +10,7 @@ import type { Context } from './context.js';
  * A hand-rolled iterator rather than an async generator over a Repeater: one of these exists per
  * subscriber, and at 10,000 subscribers every microtask and closure per event shows.
  */
-export function watchPrediction(ctx: Context, id: string): AsyncIterableIterator<PredictionRow> | undefined {
+export async function watchPrediction(ctx: Context, id: string): Promise<AsyncIterableIterator<PredictionRow> | undefined> {
   const queue: PredictionRow[] = [];
   let waiting: ((r: IteratorResult<PredictionRow>) => void) | undefined;
   let seen = 0;
@@ -40,14 +40,18 @@ export function watchPrediction(ctx: Context, id: string): AsyncIterableIterator
 
   const unsubscribe = ctx.pubsub.subscribe('prediction:updated', id, deliver);
   // Another owner's prediction is treated exactly as an unknown id.
-  const current = ctx.store.findById(id);
+  // Events published while this read is under way wait in `queue`; versions order them after.
+  const current = await ctx.store.findById(id).catch((err: unknown) => {
+    unsubscribe();
+    throw err;
+  });
   if (!current || current.owner !== ctx.principal.owner) {
     unsubscribe();
     return undefined;
   }
   deliver(current);
 
-  return {
+  const stream: AsyncIterableIterator<PredictionRow> = {
     next() {
       const queued = queue.shift();
       if (queued) return Promise.resolve(hand(queued));
@@ -65,4 +69,5 @@ export function watchPrediction(ctx: Context, id: string): AsyncIterableIterator
       return this;
     },
   };
+  return stream;
 }

@@ -49,7 +49,7 @@ builder.mutationField('redeliverWebhook', (t) =>
     resolve: async (_root, { deliveryId }, ctx) => {
       const id = String(deliveryId);
       const attempt = id.length <= 100 ? ctx.webhooks.attempt(id) : undefined;
-      if (!attempt || !ownRow(ctx, ctx.store.findById(attempt.predictionId))) {
+      if (!attempt || !ownRow(ctx, await ctx.store.findById(attempt.predictionId))) {
         throw userError('NOT_FOUND', `no webhook delivery with id "${id.slice(0, 100)}"`, 'deliveryId');
       }
       const sent = await ctx.webhooks.redeliver(id);

@@ -155,9 +155,9 @@ export function createMetrics({ db, now, connections, subscriptions, authenticat
     observeRecorder(recorder) {
       // The recorder's other methods are inherited as they are, whatever it grows.
       const observed: Recorder = Object.create(recorder);
-      observed.record = (id, patch) => {
+      observed.record = async (id, patch) => {
         const started = performance.now();
-        const row = recorder.record(id, patch);
+        const row = await recorder.record(id, patch);
         if (row) {
           deliverySeconds.observe((performance.now() - started) / 1000);
           changes.inc({ status: row.status });

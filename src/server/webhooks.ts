@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { PredictionStore } from '../db/predictions.js';
+import type { Predictions } from '../db/store.js';
 import type { Logger } from '../log.js';
 import { verifyUpstreamDelivery, type UpstreamSecret } from '../webhooks/incoming.js';
 import { readBody } from '../http-helpers.js';
@@ -16,7 +16,7 @@ export function webhookUrl(publicUrl: string, predictionId: string, token: strin
 }
 
 export interface WebhookHandlerOptions {
-  store: PredictionStore;
+  store: Predictions;
   /** Makes the poller read the prediction upstream soon. */
   pollNow: (id: string) => void;
   /** The account's webhook secret, from upstream. */
@@ -73,7 +73,7 @@ export function createWebhookHandler(o: WebhookHandlerOptions) {
       return;
     }
     const id = decodeURIComponent(url.pathname.slice(WEBHOOK_PREFIX.length));
-    const row = o.store.findById(id);
+    const row = await o.store.findById(id);
     const token = url.searchParams.get('token') ?? '';
     if (!row?.webhookToken || !sameSecret(token, row.webhookToken)) {
       reply(404, 'no such webhook');
