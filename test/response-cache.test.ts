@@ -233,3 +233,22 @@ async function waitForStatus(t: TestApp, id: string, status: string) {
   );
   return { ...row, keptOutputs: row.keptOutputs.map((p) => `${t.url}${p}`) };
 }
+
+test("a change written without a local publish (another instance's) is served once invalidate(id) is called, not before", async () => {
+  const t = await startApp({ SANDBOX_TASK_SECONDS: '600', POLL_INITIAL_MS: '60000', POLL_MAX_MS: '60000' });
+  // Live, and polled only a minute from now: nothing here changes it during the test.
+  const id = (await t.gql(CREATE, { p: 'elsewhere' })).body.data.createVideo.id as string;
+  await waitFor(
+    () => must(t.app.store.findById(id)).upstreamId,
+    (upstreamId) => upstreamId !== null,
+  );
+  const QUERY = 'query($id: ID!) { prediction(id: $id) { id error } }';
+  expect((await t.gql(QUERY, { id })).body.data.prediction).toEqual({ id, error: null });
+  // As another process on the same database would: written, but not published here.
+  must(t.app.store.update(id, { error: 'changed elsewhere' }, new Date()));
+  // What the cache relies on: without an invalidation it still answers from before the change.
+  expect((await t.gql(QUERY, { id })).body.data.prediction).toEqual({ id, error: null });
+  must(t.app.responseCache).invalidate(id);
+  expect((await t.gql(QUERY, { id })).body.data.prediction).toEqual({ id, error: 'changed elsewhere' });
+  expect((await getGraphql(t.url, QUERY, { id })).body.data.prediction).toEqual({ id, error: 'changed elsewhere' });
+});

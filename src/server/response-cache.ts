@@ -20,6 +20,11 @@ export interface ResponseCacheOptions {
 
 export interface ResponseCache {
   plugin: Plugin;
+  /**
+   * Drops the cached answers holding this prediction, as a local publish does. For a change this
+   * process hears of without publishing it: another instance's, announced over a bus.
+   */
+  invalidate(id: string): void;
   /** Stops listening to the pubsub. */
   stop(): void;
 }
@@ -92,10 +97,11 @@ export function createResponseCache({ pubsub, max = 4096, ttlMs = 60_000 }: Resp
     return ok;
   };
 
-  const stopTap = pubsub.tap('prediction:updated', (id) => {
+  const invalidate = (id: string) => {
     epoch++;
     cache.invalidate([{ typename: 'Prediction', id }]);
-  });
+  };
+  const stopTap = pubsub.tap('prediction:updated', invalidate);
 
   const plugin = useResponseCache<ServerContext>({
     cache,
@@ -136,5 +142,5 @@ export function createResponseCache({ pubsub, max = 4096, ttlMs = 60_000 }: Resp
     invalidateViaMutation: false,
   });
 
-  return { plugin, stop: stopTap };
+  return { plugin, invalidate, stop: stopTap };
 }
