@@ -14,6 +14,7 @@ import { PredictionStore } from './db/predictions.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { createLogger, type Logger } from './log.js';
 import { QueueStore } from './db/queue.js';
+import { sqliteCreator, sqliteIdempotency, sqlitePredictions, sqliteQueue } from './db/store.js';
 import { Admission } from './poller/admission.js';
 import { Poller } from './poller/poller.js';
 import { publishQueueMoves } from './poller/queue-ticks.js';
@@ -158,10 +159,13 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     observe: metrics.observeUpstream,
   });
   const publicUrl = config.publicUrl;
-  const queue = new QueueStore(db);
+  // The poller and the resolvers see the store through its async interface (db/store.ts), which
+  // Postgres will serve too; SQLite's classes stay synchronous underneath.
+  const predictions = sqlitePredictions(store);
+  const queue = sqliteQueue(new QueueStore(db));
   const admission = new Admission(queue, config.admission);
   const poller = new Poller({
-    store,
+    store: predictions,
     queue,
     admission,
     client,
@@ -179,14 +183,27 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     webhookFallbackMs: config.poll.webhookFallbackMs,
     webhookUrl: publicUrl ? (id, token) => webhookUrl(publicUrl, id, token) : undefined,
   });
-  const stopQueueMoves = publishQueueMoves({ poller, store, pubsub });
+  const stopQueueMoves = publishQueueMoves({ poller, store: predictions, pubsub });
   const retention = createRetention({ db, images, media, log, now, retentionMs: config.retentionMs });
   let stopRetention: (() => void) | undefined;
   const lifecycle: Lifecycle = {
     cancel: (id) => poller.cancel(id),
     estimate: (row) => admission.estimate(row, now(), () => queue.upstreamSubmittedAt(config.admission.maxConcurrent ?? 0)),
   };
-  const base = { store, pubsub, now, newId: randomUUID, resolveHost, wakePoller: () => poller.nudge(), quotas, idempotency, lifecycle, images, webhooks: outgoing.api };
+  const base = {
+    store: predictions,
+    creator: sqliteCreator(store, idempotency),
+    idempotency: sqliteIdempotency(idempotency),
+    pubsub,
+    now,
+    newId: randomUUID,
+    resolveHost,
+    wakePoller: () => poller.nudge(),
+    quotas,
+    lifecycle,
+    images,
+    webhooks: outgoing.api,
+  };
   const context = (initial: InitialContext): Context => {
     // Set by the HTTP gate or by the socket's connection_init; nothing runs without it.
     const principal = initial.principal;
@@ -207,7 +224,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() }, responseCache?.plugin);
   const onWebhook = config.publicUrl
     ? createWebhookHandler({
-        store,
+        store: predictions,
         pollNow: (id) => poller.pollNow(id),
         secret: new UpstreamSecret(
           () => client.getWebhookSecret(),
