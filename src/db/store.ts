@@ -145,3 +145,34 @@ export function sqliteCreator(store: PredictionStore, idempotency: IdempotencySt
     });
   return { create: async (request, now) => create(request, now) };
 }
+
+/**
+ * Work shared between N gateway instances on one Postgres (issue 16); SQLite's single process (the
+ * DATA_DIR lock) needs none. A claim leases rows to this instance until `now + LEASE_MS`
+ * (`locked_by`, `locked_until`): no other instance takes them before the lease ends, and every
+ * write of the step is fenced by it (see the Postgres recorder), so an instance that lost its
+ * lease (stalled past it, or SIGKILLed) writes nothing; another takes the work over once it expires.
+ */
+export interface Leases {
+  /** Started predictions (polls, reconciliations) due now and not leased by a live lease: leased to this instance. */
+  claimDue(now: Date, limit: number): Promise<string[]>;
+  /**
+   * Queued predictions this instance may submit now, in the queue's fair order, leased to it. The
+   * account's limits (`UPSTREAM_MAX_CONCURRENT`, `UPSTREAM_MAX_PER_MINUTE`) are judged across every
+   * instance inside one transaction that serializes such claims, counting rows leased for
+   * submission by any instance as in flight: N instances together never exceed the tier.
+   */
+  claimQueued(now: Date, limit: number): Promise<string[]>;
+  /** Ends this instance's leases (all, or these), so another instance may take them at once (SIGTERM). */
+  release(ids?: readonly string[]): Promise<void>;
+}
+
+/**
+ * The account-wide pause (a 429's Retry-After, an account error) every instance must honour
+ * (Postgres: the `account_state` row). Extended, never shortened, by a hold.
+ */
+export interface SharedPause {
+  hold(until: Date, reason: string): Promise<void>;
+  /** The pause in force at `now`, if any. */
+  current(now: Date): Promise<{ until: Date; reason: string } | undefined>;
+}
