@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock } from '../clock.js';
 import { isStorageError, storageErrorOf } from '../db/errors.js';
-import type { Predictions, Queue } from '../db/store.js';
+import type { Leases, Predictions, Queue, SharedPause } from '../db/store.js';
 import { terminalStatuses, type PredictionRow } from '../db/schema.js';
 import type { Admission } from './admission.js';
 import type { Logger } from '../log.js';
@@ -25,6 +25,15 @@ export interface PollerOptions {
   admission: Admission;
   client: WaveSpeedClient;
   recorder: Recorder;
+  /**
+   * Writes a cancel (from any instance, whoever leases the row); the recorder itself when there is
+   * one process. With leases, `recorder` is fenced to this instance's leases, and a cancel must win anyway.
+   */
+  lifecycleRecorder?: Recorder;
+  /** Work shared with other instances (Postgres mode): claims instead of the local due-queries. */
+  leases?: Leases;
+  /** The account-wide pause that every instance honours (Postgres mode). */
+  sharedPause?: SharedPause;
   log: Logger;
   schedule: PollSchedule;
   /** Most upstream requests in flight at once. */
@@ -111,13 +120,17 @@ export class Poller extends EventEmitter<PollerEvents> {
     this.loopPromise = this.loop();
   }
 
-  /** Stops taking new work, cancels in-flight polls and downloads, and waits until every outcome is written. */
+  /**
+   * Stops taking new work, cancels in-flight polls and downloads, and waits until every outcome is
+   * written; then gives up this instance's leases, so another instance takes their rows at once.
+   */
   async stop(): Promise<void> {
     this.running = false;
     this.shutdown.abort();
     this.wakeUp?.();
     await this.loopPromise;
     await Promise.allSettled(this.inFlight.values());
+    await this.o.leases?.release().catch((err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'could not release leases; they expire by themselves'));
   }
 
   /** For /readyz: whether the loop runs and what holds it off. */
@@ -176,6 +189,7 @@ export class Poller extends EventEmitter<PollerEvents> {
         await this.probeStorageIfDue();
         await this.enforceDeadlines();
         await this.probeAccountIfDue();
+        await this.followSharedPause();
         // Only a pass that really ran (not one a nudge woke inside a pause) proves the crash is over.
         if ((await this.startDue()) && this.pauses.clear('crash', this.clock.now().getTime())) this.emit('resumed', { kind: 'crash' });
         delay = await this.delayUntilNextDue();
@@ -189,12 +203,24 @@ export class Poller extends EventEmitter<PollerEvents> {
     }
   }
 
-  private hold(kind: PauseKind, reason: string, err?: unknown, waitMs?: number): void {
+  private hold(kind: PauseKind, reason: string, err?: unknown, waitMs?: number, share = true): void {
     const { pause, isNew } = this.pauses.hold(kind, reason, this.clock.now().getTime(), waitMs);
     if (isNew) {
       this.o.log.warn({ err, pause: { kind, until: new Date(pause.until).toISOString() } }, reason);
       this.emit('paused', pause);
     }
+    // What upstream said about the account holds for every instance on it.
+    if (share && this.o.sharedPause && (kind === 'rate' || kind === 'account')) {
+      this.o.sharedPause.hold(new Date(pause.until), reason).catch((e: unknown) => this.o.log.warn({ err: (e as Error).message }, 'could not share a pause with the other instances'));
+    }
+  }
+
+  /** Holds off while another instance has paused the account (a 429 it got, say); checked every pass. */
+  private async followSharedPause(): Promise<void> {
+    if (!this.o.sharedPause) return;
+    const now = this.clock.now().getTime();
+    const shared = await this.o.sharedPause.current(new Date(now));
+    if (shared && shared.until.getTime() > this.pauses.until()) this.hold('rate', shared.reason, undefined, shared.until.getTime() - now, false);
   }
 
   private resume(kind: PauseKind): void {
@@ -273,6 +299,13 @@ export class Poller extends EventEmitter<PollerEvents> {
     for (const [id, until] of this.cooldown) if (until <= t) this.cooldown.delete(id);
     let free = this.o.concurrency - this.inFlight.size;
     if (free <= 0) return false;
+    if (this.o.leases) {
+      // Shared work: claims lease rows to this instance; the tier's limits are judged across all instances.
+      for (const id of await this.o.leases.claimDue(now, free)) this.begin(id, false);
+      free = this.o.concurrency - this.inFlight.size;
+      if (free > 0) for (const id of await this.o.leases.claimQueued(now, free)) this.begin(id, true);
+      return true;
+    }
     // Work already paid for first: polls of tasks upstream, and reconciliations.
     const busy = this.inFlight.size + this.cooldown.size;
     const polls = (await this.o.store.due(now, free + busy)).filter((id) => !this.inFlight.has(id) && !this.cooldown.has(id));
@@ -294,6 +327,9 @@ export class Poller extends EventEmitter<PollerEvents> {
         await this.steps.run(id);
         // The step's writes committed (a storage error would have thrown): storage works again.
         this.resume('storage');
+        // Done with it: another instance may take its next step. (A crashed step keeps its lease
+        // until it expires, which holds the row back as the cooldown does.)
+        await this.o.leases?.release([id]).catch(() => {});
       } catch (err) {
         await this.onStepCrash(id, err);
       } finally {
@@ -321,7 +357,7 @@ export class Poller extends EventEmitter<PollerEvents> {
     const now = this.clock.now();
     const row = await this.o.store.findById(id);
     if (!row || terminalStatuses.has(row.status)) return row;
-    const canceled = await this.o.recorder.record(id, { status: 'CANCELED', error, nextPollAt: null, completedAt: now, image: null, submitStartedAt: null });
+    const canceled = await (this.o.lifecycleRecorder ?? this.o.recorder).record(id, { status: 'CANCELED', error, nextPollAt: null, completedAt: now, image: null, submitStartedAt: null });
     if (!canceled) return this.o.store.findById(id); // it ended otherwise a moment before
     this.o.log.info({ predictionId: id, upstreamId: row.upstreamId, reason: error ?? 'asked by the client' }, 'prediction canceled');
     this.emit('recorded', { id, status: 'CANCELED' });

@@ -144,6 +144,13 @@ export class PredictionSteps {
       ...(finishedAlready ? { nextPollAt: now } : this.nextStep(patch.status ?? row.status, Boolean(token), now, 0)),
     });
     if (!stored) {
+      // Not written because this instance lost the row's lease (it stalled past LEASE_MS): the task is
+      // wanted, and the instance holding the row now finds it upstream and adopts it. Never delete it then.
+      const current = await this.d.store.findById(row.id);
+      if (current && !terminalStatuses.has(current.status)) {
+        this.d.log.warn({ predictionId: row.id, upstreamId: up.id }, 'lost the lease while submitting; the instance that holds the prediction now adopts its task');
+        return;
+      }
       // Canceled (or otherwise ended) while the submission was under way: its task is not wanted.
       this.d.log.info({ predictionId: row.id, upstreamId: up.id }, 'a task arrived for a prediction already final; deleting it upstream');
       void this.d.deleteUpstream([up.id]);
