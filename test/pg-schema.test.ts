@@ -98,7 +98,7 @@ describe('on Postgres', () => {
           hasNsfwContents: [false, true],
         }),
       ];
-      const lease = { lockedBy: 'instance-a', lockedUntil: new Date(at.getTime() + 60_001) };
+      const lease = { lockedBy: 'instance-a', lockedUntil: new Date(at.getTime() + 60_001), pollRequestedAt: new Date(at.getTime() + 5) };
       for (const row of rows) await db.insert(pgSchema.predictions).values({ ...row, ...lease });
       const fromPg = await db.select().from(pgSchema.predictions).orderBy(pgSchema.predictions.seq);
       const fromSqlite = withSqlite((lite) => {
@@ -120,7 +120,7 @@ describe('on Postgres', () => {
       expect(lite.indexes.length).toBeGreaterThan(20);
       expect(lite.indexes.filter((i) => i.partial).length).toBeGreaterThan(8);
       expect(pgShape.tables).toEqual([...lite.tables, 'account_state'].sort());
-      expect(pgShape.columns.filter((c) => !['locked_by', 'locked_until'].includes(c.column) && c.table !== 'account_state')).toEqual(lite.columns);
+      expect(pgShape.columns.filter((c) => !['locked_by', 'locked_until', 'poll_requested_at'].includes(c.column) && c.table !== 'account_state')).toEqual(lite.columns);
       expect(pgShape.indexes.filter((i) => !pgOnlyIndexes.includes(i.name))).toEqual(lite.indexes);
       expect(pgShape.indexes.filter((i) => pgOnlyIndexes.includes(i.name))).toEqual([
         { table: 'predictions', name: 'predictions_claimable', unique: false, partial: true, columns: 'GREATEST(next_poll_at, locked_until)' },

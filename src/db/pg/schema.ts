@@ -25,7 +25,7 @@ import { type PredictionStatus, predictionStatuses } from '../schema.js';
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date', precision: 3 });
 
 /** The columns only Postgres has: who holds a prediction's lease, and until when (see `predictions`). */
-export const pgOnlyPredictionColumns = ['lockedBy', 'lockedUntil'] as const;
+export const pgOnlyPredictionColumns = ['lockedBy', 'lockedUntil', 'pollRequestedAt'] as const;
 
 /**
  * When a live prediction can next be claimed: its `next_poll_at`, or its lease's end if that is later.
@@ -91,6 +91,16 @@ export const predictions = pgTable(
      * over. Null when no lease was ever taken or it was released (SIGTERM, end of a step).
      */
     lockedUntil: ts('locked_until'),
+    /**
+     * Postgres only: the earliest poll asked for (Predictions.makeDue: an upstream webhook) since the
+     * row was last claimed. Needed because the holder of a lease is in the middle of a step whose
+     * next write sets `next_poll_at` to its own schedule: a webhook that lands on another instance
+     * meanwhile cannot simply pull `next_poll_at` forward (the row is already past due, so there is
+     * nothing to pull, and the holder's write would overwrite it anyway). It is kept here instead; every
+     * write of `next_poll_at` takes least(its value, this), release does the same, and a claim clears
+     * it (the claimed step looks at upstream after the request). See src/db/pg/recorder.ts.
+     */
+    pollRequestedAt: ts('poll_requested_at'),
   },
   (t) => [
     index('predictions_next_poll_at').on(t.nextPollAt),

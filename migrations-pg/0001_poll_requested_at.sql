@@ -1,0 +1,1 @@
+ALTER TABLE "predictions" ADD COLUMN "poll_requested_at" timestamp (3) with time zone;
