@@ -224,6 +224,11 @@ test('a final prediction is answered from the cache; the list, mutations and oth
   await t.gql(MIXED, { id });
   await t.gql(MIXED, { id });
   expect(reads()).toBe(before + 2);
+  // So is a document longer than 8 KB (a createVideo may inline megabytes; none is kept).
+  const LONG = `${GET}${' '.repeat(8192)}`;
+  expect((await t.gql(LONG, { id })).body).toEqual((await t.gql(GET, { id })).body);
+  await t.gql(LONG, { id });
+  expect(reads()).toBe(before + 4);
 });
 
 async function waitForStatus(t: TestApp, id: string, status: string) {

@@ -9,7 +9,10 @@ import type { ServerContext } from './yoga.js';
 export interface ResponseCacheOptions {
   /** Every recorded change of a prediction is published here; each one drops its cached answers. */
   pubsub: PredictionPubSub;
-  /** Answers kept at most; least recently used go first. @default 4096 */
+  /**
+   * Answers kept at most; least recently used go first. One is a few KB (up to 20 aliased
+   * predictions, so ~60 KB at worst). @default 1024
+   */
   max?: number;
   /**
    * How long an answer may be kept. Changes never wait for it (they invalidate at once); it bounds
@@ -31,6 +34,11 @@ export interface ResponseCache {
 
 /** Distinct documents judged at most; past it the table starts again (a client sending endless distinct texts). */
 const MAX_JUDGED_DOCUMENTS = 1000;
+/**
+ * Longer documents are never cached, nor kept in that table: a `prediction(id)` read is a few
+ * hundred characters, while a createVideo may inline a data-URI image of megabytes in its text.
+ */
+const MAX_CACHED_DOCUMENT = 8192;
 
 /**
  * Whether an operation only reads `prediction(id)` (aliases and `__typename` allowed): the one
@@ -77,7 +85,7 @@ export function onlyReadsPrediction(query: string, operationName: string | null 
  *   the caller is known to it, with the cache key as ETag; both are left off (`enabled` is false
  *   until the request is keyed; see shouldCacheResult for the headers).
  */
-export function createResponseCache({ pubsub, max = 4096, ttlMs = 60_000 }: ResponseCacheOptions): ResponseCache {
+export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: ResponseCacheOptions): ResponseCache {
   const cache = createInMemoryCache({ max });
   const judged = new Map<string, boolean>();
   /** Requests that may use the cache → the publish count when they were keyed. */
@@ -87,6 +95,7 @@ export function createResponseCache({ pubsub, max = 4096, ttlMs = 60_000 }: Resp
   let epoch = 0;
 
   const cacheable = (query: string, operationName: string | null | undefined): boolean => {
+    if (query.length > MAX_CACHED_DOCUMENT) return false;
     const memo = `${operationName ?? ''}\n${query}`;
     let ok = judged.get(memo);
     if (ok === undefined) {
