@@ -239,7 +239,7 @@ async function waitForStatus(t: TestApp, id: string, status: string) {
   return { ...row, keptOutputs: row.keptOutputs.map((p) => `${t.url}${p}`) };
 }
 
-test("a change written without a local publish (another instance's) is served once invalidate(id) is called, not before", async () => {
+test("a change written without a local publish (another instance's) is served once invalidate(id) or clear() is called, not before", async () => {
   const t = await startApp({ SANDBOX_TASK_SECONDS: '600', POLL_INITIAL_MS: '60000', POLL_MAX_MS: '60000' });
   // Live, and polled only a minute from now: nothing here changes it during the test.
   const id = (await t.gql(CREATE, { p: 'elsewhere' })).body.data.createVideo.id as string;
@@ -256,4 +256,10 @@ test("a change written without a local publish (another instance's) is served on
   must(t.app.responseCache).invalidate(id);
   expect((await t.gql(QUERY, { id })).body.data.prediction).toEqual({ id, error: 'changed elsewhere' });
   expect((await getGraphql(t.url, QUERY, { id })).body.data.prediction).toEqual({ id, error: 'changed elsewhere' });
+
+  // clear() drops every answer at once (changes may have been missed).
+  must(t.app.store.update(id, { error: 'changed again' }, new Date()));
+  expect((await t.gql(QUERY, { id })).body.data.prediction).toEqual({ id, error: 'changed elsewhere' });
+  must(t.app.responseCache).clear();
+  expect((await t.gql(QUERY, { id })).body.data.prediction).toEqual({ id, error: 'changed again' });
 });

@@ -28,6 +28,11 @@ export interface ResponseCache {
    * process hears of without publishing it: another instance's, announced over a bus.
    */
   invalidate(id: string): void;
+  /**
+   * Drops every cached answer: for when changes may have been missed (a bus that reconnected
+   * after announcements were lost).
+   */
+  clear(): void;
   /** Stops listening to the pubsub. */
   stop(): void;
 }
@@ -93,6 +98,8 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
   /** Keys onTtl refused, read by shouldCacheResult right after (same call of the plugin). */
   const refused = new Set<string>();
   let epoch = 0;
+  /** Part of every key: clear() moves it, so no earlier answer is ever found again (the LRU and TTL let them go). */
+  let generation = 0;
 
   const cacheable = (query: string, operationName: string | null | undefined): boolean => {
     if (query.length > MAX_CACHED_DOCUMENT) return false;
@@ -119,7 +126,7 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     session: (_request, { principal, req }) => (principal ? `${principal.owner ?? ''}\n${req.headers.host ?? ''}` : undefined),
     buildResponseCacheKey: ({ documentString, variableValues, operationName, sessionId, request }) => {
       if (sessionId == null || !cacheable(documentString, operationName)) return '';
-      const key = hash('sha256', `${sessionId}\n${operationName ?? ''}\n${documentString}\n${JSON.stringify(variableValues ?? {})}`, 'base64url');
+      const key = hash('sha256', `${generation}\n${sessionId}\n${operationName ?? ''}\n${documentString}\n${JSON.stringify(variableValues ?? {})}`, 'base64url');
       admitted.set(request, { epoch, key });
       return key;
     },
@@ -151,5 +158,9 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     invalidateViaMutation: false,
   });
 
-  return { plugin, invalidate, stop: stopTap };
+  const clear = () => {
+    generation++;
+    epoch++; // and an execution under way when it happens is not stored either
+  };
+  return { plugin, invalidate, clear, stop: stopTap };
 }
