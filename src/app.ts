@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { GraphQLError } from 'graphql';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -15,10 +16,15 @@ import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { createLogger, type Logger } from './log.js';
 import { QueueStore } from './db/queue.js';
 import { sqliteCreator, sqliteIdempotency, sqlitePredictions, sqliteQueue } from './db/store.js';
+import { closePostgres, openPostgres, type PgDb } from './db/pg/client.js';
+import { createPgStore } from './db/pg/index.js';
+import { type Bridge, startBridge } from './bus/bridge.js';
+import { PgChangeBus } from './bus/pg.js';
+import { RedisChangeBus } from './bus/redis.js';
 import { Admission } from './poller/admission.js';
 import { Poller } from './poller/poller.js';
 import { publishQueueMoves } from './poller/queue-ticks.js';
-import { createRecorder } from './poller/record.js';
+import { createRecorder, type Recorder } from './poller/record.js';
 import { createPredictionPubSub, type PredictionPubSub } from './pubsub.js';
 import type { Context, Lifecycle } from './schema/context.js';
 import { buildSchema } from './schema/index.js';
@@ -72,14 +78,30 @@ export interface App {
   readonly webhooks: { store: WebhookStore; dispatcher: WebhookDispatcher };
   /** The response cache of prediction(id), unless RESPONSE_CACHE=false. */
   readonly responseCache?: ResponseCache;
+  /** With DATABASE_URL: what this process's leases and bus announcements say it is. */
+  readonly instanceId?: string;
   /** Listens, then starts the poller; resolves to the base URL (e.g. http://127.0.0.1:4000). */
   start(): Promise<string>;
   /** Stops the poller (letting in-flight writes land), closes sockets and the database. */
   stop(): Promise<void>;
 }
 
-/** The composition root: config → db → pubsub → upstream → poller → yoga + ws server. */
-export function buildApp(config: Config, overrides: AppOverrides = {}): App {
+/**
+ * The app for this configuration: with DATABASE_URL, Postgres is opened (and migrated) first, so
+ * the app is built on it; otherwise the same as buildApp.
+ */
+export async function openApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
+  if (!config.scaleOut) return buildApp(config, overrides);
+  return buildApp(config, overrides, await openPostgres(config.scaleOut.databaseUrl, { applicationName: 'cinegraph' }));
+}
+
+/**
+ * The composition root: config → db → pubsub → upstream → poller → yoga + ws server. With `pg`
+ * (DATABASE_URL, issue 16), predictions, the queue, idempotency keys, leases and the account's
+ * pause live in Postgres, shared by every instance, and changes reach the other instances over the
+ * bus; API keys, the webhook outbox and kept files stay in DATA_DIR.
+ */
+export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb): App {
   const log = overrides.log ?? createLogger(config.logLevel);
   const clock = overrides.clock ?? systemClock;
   const now = () => clock.now();
@@ -113,7 +135,22 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   );
   // Every status change also queues its outgoing webhook, in the same transaction.
   // Each visible change timed from its write to its publish (cinegraph_event_delivery_seconds).
-  const recorder = metrics.observeRecorder(createRecorder(store, pubsub, now, outgoing.hook));
+  const scaleOut = pg && config.scaleOut;
+  const instanceId = scaleOut ? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}` : undefined;
+  const pgStore = pg && scaleOut && instanceId ? createPgStore(pg, { instanceId, leaseMs: scaleOut.leaseMs, limits: config.admission, pubsub, now }) : undefined;
+  /** Joins this instance to the others once started (Postgres mode). */
+  let bridge: Bridge | undefined;
+  /** Each change this instance records is also announced to the other instances. */
+  const announcing = (inner: Recorder): Recorder => {
+    const outer: Recorder = Object.create(inner);
+    outer.record = async (id, patch) => {
+      const row = await inner.record(id, patch);
+      if (row) bridge?.announce(row);
+      return row;
+    };
+    return outer;
+  };
+  const recorder = metrics.observeRecorder(pgStore ? announcing(pgStore.recorder) : createRecorder(store, pubsub, now, outgoing.hook));
   const quotas = new Quotas(config.access.quotas);
   const connections = new Connections();
   const origins = createOriginPolicy({ corsOrigins: config.access.corsOrigins, publicUrl: config.publicUrl });
@@ -161,8 +198,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   const publicUrl = config.publicUrl;
   // The poller and the resolvers see the store through its async interface (db/store.ts), which
   // Postgres will serve too; SQLite's classes stay synchronous underneath.
-  const predictions = sqlitePredictions(store);
-  const queue = sqliteQueue(new QueueStore(db));
+  const predictions = pgStore?.predictions ?? sqlitePredictions(store);
+  const queue = pgStore?.queue ?? sqliteQueue(new QueueStore(db));
   const admission = new Admission(queue, config.admission);
   const poller = new Poller({
     store: predictions,
@@ -170,6 +207,9 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     admission,
     client,
     recorder,
+    lifecycleRecorder: pgStore && metrics.observeRecorder(announcing(pgStore.lifecycleRecorder)),
+    leases: pgStore?.leases,
+    sharedPause: pgStore?.pause,
     log,
     clock,
     media,
@@ -192,8 +232,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
   };
   const base = {
     store: predictions,
-    creator: sqliteCreator(store, idempotency),
-    idempotency: sqliteIdempotency(idempotency),
+    creator: pgStore?.creator ?? sqliteCreator(store, idempotency),
+    idempotency: pgStore?.idempotency ?? sqliteIdempotency(idempotency),
     pubsub,
     now,
     newId: randomUUID,
@@ -202,7 +242,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     quotas,
     lifecycle,
     images,
-    webhooks: outgoing.api,
+    // The outbox is in DATA_DIR's SQLite, beside rows that in Postgres mode are elsewhere.
+    webhooks: pgStore ? { ...outgoing.api, unavailable: 'webhookUrl is not available yet when DATABASE_URL is set (scale-out mode)' } : outgoing.api,
   };
   const context = (initial: InitialContext): Context => {
     // Set by the HTTP gate or by the socket's connection_init; nothing runs without it.
@@ -268,6 +309,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
     retention,
     webhooks: { store: webhookStore, dispatcher },
     responseCache,
+    instanceId,
     async start() {
       if (keys.isEmpty()) {
         // No key means no protection: only this machine may reach an open gateway.
@@ -280,7 +322,22 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
         log.warn({ host: config.host }, 'no API keys: open mode, every request from this machine is accepted (create one with `cinegraph keys create --name NAME`)');
       }
       // Before listening or polling: a second server on this DATA_DIR must not submit anything.
-      instanceLock = await acquireInstanceLock(config.dataDir);
+      // (With DATABASE_URL, instances share the work through leases instead, and may share DATA_DIR.)
+      if (!pgStore) instanceLock = await acquireInstanceLock(config.dataDir);
+      if (pgStore && scaleOut && instanceId) {
+        const bus = scaleOut.redisUrl
+          ? new RedisChangeBus({ url: scaleOut.redisUrl, instanceId, log })
+          : new PgChangeBus({ connectionString: scaleOut.databaseUrl, instanceId, log });
+        bridge = await startBridge({
+          bus,
+          pubsub,
+          load: (id) => predictions.findById(id),
+          log,
+          resyncMs: scaleOut.resyncMs,
+          // Another instance's change: a cached answer here is stale, watched or not.
+          onChange: (change) => responseCache?.invalidate(change.id),
+        });
+      }
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => resolve());
@@ -293,7 +350,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       listenUrl = url;
       poller.start();
       dispatcher.start();
-      stopRetention = retention.schedule();
+      // Retention sweeps SQLite's rows and files; on Postgres it is not built yet (README).
+      if (!pgStore) stopRetention = retention.schedule();
       // Revoked keys (by the CLI, in its own process) lose their sockets and SSE streams within 200 ms.
       stopWatching = watchRevocations({
         keys,
@@ -314,6 +372,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}): App {
       await closeWs();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await bridge?.stop();
+      if (pg) await closePostgres(pg);
       db.$client.close();
       await instanceLock?.release();
     },

@@ -69,7 +69,14 @@ const envSchema = z.object({
   WEBHOOK_SIGNING_SECRET: optionalString.pipe(z.string().regex(/^whsec_[A-Za-z0-9+/]{32,}={0,2}$/, 'must be whsec_ followed by at least 24 bytes of base64').optional()),
   WEBHOOK_RETRY_BASE_MS: int(10, 5_000),
   WEBHOOK_TIMEOUT_MS: int(100, 10_000),
-}).refine((e) => e.POLL_INITIAL_MS <= e.POLL_MAX_MS, { message: 'must not exceed POLL_MAX_MS', path: ['POLL_INITIAL_MS'] });
+  DATABASE_URL: optionalString.pipe(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// (or postgresql://) URL').optional()),
+  REDIS_URL: optionalString.pipe(z.string().regex(/^rediss?:\/\//, 'must be a redis:// (or rediss://) URL').optional()),
+  LEASE_MS: int(1000, 60_000),
+  SUBSCRIPTION_RESYNC_MS: int(0, 30_000),
+})
+  .refine((e) => e.POLL_INITIAL_MS <= e.POLL_MAX_MS, { message: 'must not exceed POLL_MAX_MS', path: ['POLL_INITIAL_MS'] })
+  // A lease must outlive any one upstream request, or a slow answer would be written by nobody.
+  .refine((e) => e.LEASE_MS > e.UPSTREAM_TIMEOUT_MS, { message: 'must be longer than UPSTREAM_TIMEOUT_MS', path: ['LEASE_MS'] });
 
 export type Env = z.infer<typeof envSchema>;
 
@@ -128,6 +135,16 @@ export interface Config {
     corsOrigins: string[];
     quotas: QuotaSettings;
   };
+  /** Present with DATABASE_URL: N instances share one Postgres (issue 16). */
+  scaleOut?: {
+    databaseUrl: string;
+    /** The bus between instances; unset: Postgres LISTEN/NOTIFY. */
+    redisUrl?: string;
+    /** How long a claimed prediction stays this instance's (LEASE_MS). */
+    leaseMs: number;
+    /** Every watched prediction is read again this often, besides on each bus reconnect; 0: only then. */
+    resyncMs: number;
+  };
 }
 
 export class ConfigError extends Error {}
@@ -170,6 +187,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const e = parsed.data;
   const useSandbox = e.WAVESPEED_API_KEY === undefined;
+  if (e.DATABASE_URL && useSandbox && !e.WAVESPEED_BASE_URL) {
+    // Each instance's embedded sandbox knows only its own tasks: a task submitted through one and
+    // polled through another would be "not found". All instances must use one upstream.
+    throw new ConfigError(
+      'invalid configuration:\n  DATABASE_URL: instances on one database must share one upstream: set WAVESPEED_API_KEY, or point WAVESPEED_BASE_URL at one sandbox (e.g. http://127.0.0.1:4000/sandbox of the first instance)',
+    );
+  }
   return {
     host: e.HOST,
     port: e.PORT,
@@ -222,6 +246,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       retryBaseMs: e.WEBHOOK_RETRY_BASE_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_MS,
     },
+    scaleOut: e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL, redisUrl: e.REDIS_URL, leaseMs: e.LEASE_MS, resyncMs: e.SUBSCRIPTION_RESYNC_MS } : undefined,
     access: {
       corsOrigins: e.CORS_ORIGINS,
       quotas: {

@@ -1,4 +1,4 @@
-import { buildApp } from './app.js';
+import { openApp } from './app.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
 import { InstanceLockError } from './lock.js';
 
@@ -11,7 +11,7 @@ try {
   process.exit(2);
 }
 
-const app = buildApp(config);
+const app = await openApp(config);
 try {
   await app.start();
 } catch (err) {

@@ -42,6 +42,13 @@ describe('configuration', () => {
     [{ SANDBOX_ACCEPT_THEN_STALL_RATE: '2' }, 'SANDBOX_ACCEPT_THEN_STALL_RATE'],
     [{ SANDBOX_ACCEPT_THEN_ERROR_RATE: '-1' }, 'SANDBOX_ACCEPT_THEN_ERROR_RATE'],
     [{ SANDBOX_UNAUTHORIZED_SECONDS: '-3' }, 'SANDBOX_UNAUTHORIZED_SECONDS'],
+    [{ DATABASE_URL: 'mysql://db/cinegraph' }, 'DATABASE_URL: must be a postgres://'],
+    [{ DATABASE_URL: 'cinegraph.sqlite' }, 'DATABASE_URL'],
+    [{ REDIS_URL: 'http://127.0.0.1:6379' }, 'REDIS_URL: must be a redis://'],
+    [{ LEASE_MS: '500' }, 'LEASE_MS'],
+    [{ LEASE_MS: '15000' }, 'LEASE_MS: must be longer than UPSTREAM_TIMEOUT_MS'],
+    [{ LEASE_MS: '20000', UPSTREAM_TIMEOUT_MS: '30000' }, 'LEASE_MS: must be longer than UPSTREAM_TIMEOUT_MS'],
+    [{ SUBSCRIPTION_RESYNC_MS: '-1' }, 'SUBSCRIPTION_RESYNC_MS'],
   ])('%j is refused, naming the variable', (env, names) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(names);
@@ -54,6 +61,20 @@ describe('configuration', () => {
     expect(c.retentionMs).toBe(30 * 86_400_000);
     expect(loadConfig({ UPSTREAM_MAX_CONCURRENT: ' ', UPSTREAM_MAX_PER_MINUTE: '' }).admission).toEqual({ maxConcurrent: undefined, maxPerMinute: undefined });
     expect(loadConfig({ UPSTREAM_MAX_CONCURRENT: '2', UPSTREAM_MAX_PER_MINUTE: '2', RETENTION_DAYS: '0' })).toMatchObject({ admission: { maxConcurrent: 2, maxPerMinute: 2 }, retentionMs: 0 });
+  });
+
+  test('scale-out: off without DATABASE_URL; with it, a lease of 60 s, a resync every 30 s, LISTEN/NOTIFY unless REDIS_URL', () => {
+    expect(loadConfig({}).scaleOut).toBeUndefined();
+    expect(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', LEASE_MS: '90000' }).scaleOut).toBeUndefined();
+    expect(() => loadConfig({ DATABASE_URL: 'postgres://db' })).toThrow('DATABASE_URL: instances on one database must share one upstream');
+    const shared = { WAVESPEED_BASE_URL: 'http://127.0.0.1:4000/sandbox' };
+    expect(loadConfig({ ...shared, DATABASE_URL: ' postgres://u@127.0.0.1/db ' }).scaleOut).toEqual({ databaseUrl: 'postgres://u@127.0.0.1/db', redisUrl: undefined, leaseMs: 60_000, resyncMs: 30_000 });
+    expect(loadConfig({ WAVESPEED_API_KEY: 'k', DATABASE_URL: 'postgresql://db', REDIS_URL: 'rediss://r:6380', LEASE_MS: '15001', SUBSCRIPTION_RESYNC_MS: '0' }).scaleOut).toEqual({
+      databaseUrl: 'postgresql://db',
+      redisUrl: 'rediss://r:6380',
+      leaseMs: 15_001,
+      resyncMs: 0,
+    });
   });
 
   test('npm start with a bad value exits 2 and says which variable', async () => {

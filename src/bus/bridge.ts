@@ -11,6 +11,8 @@ export interface BridgeOptions {
   log: Logger;
   /** Every watched prediction is read again this often (SUBSCRIPTION_RESYNC_MS); 0: only on reconnect. */
   resyncMs: number;
+  /** Every change another instance announced, watched here or not (the response cache drops its answer). */
+  onChange?: (change: Change) => void;
 }
 
 export interface Bridge {
@@ -60,6 +62,7 @@ export async function startBridge(o: BridgeOptions): Promise<Bridge> {
   };
 
   const onChange = (change: Change) => {
+    o.onChange?.(change);
     if (!pubsub.has('prediction:updated', change.id)) return;
     if (change.version <= Math.max(published.get(change.id) ?? 0, requested.get(change.id) ?? 0)) return;
     requested.set(change.id, change.version);

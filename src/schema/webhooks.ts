@@ -71,6 +71,7 @@ export async function checkWebhookInput(ctx: Context, input: WebhookInput): Prom
     if (input.webhookEvents != null) throw userError('BAD_USER_INPUT', 'webhookEvents needs a webhookUrl', 'input.webhookEvents');
     return null;
   }
+  if (ctx.webhooks.unavailable) throw userError('BAD_USER_INPUT', ctx.webhooks.unavailable, 'input.webhookUrl');
   const events = input.webhookEvents ?? DEFAULT_WEBHOOK_EVENTS;
   if (!events.length) throw userError('BAD_USER_INPUT', 'webhookEvents must name at least one status (or be left out for the final ones)', 'input.webhookEvents');
   const rawUrl = input.webhookUrl;

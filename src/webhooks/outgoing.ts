@@ -11,6 +11,8 @@ import { webhookPayload } from './payload.js';
 export interface WebhookApi {
   /** WEBHOOK_ALLOW_PRIVATE: loopback and private receivers are allowed. */
   readonly allowPrivate: boolean;
+  /** Why webhooks cannot be asked for in this deployment, if they cannot (createVideo refuses a webhookUrl then). */
+  readonly unavailable?: string;
   /** Whether predictions of this owner (null: open mode) can be signed. */
   hasSecret(owner: string | null): boolean;
   /** Stores a new prediction's webhook (inside its insert's transaction); a CREATED event is queued at once. */
