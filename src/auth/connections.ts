@@ -1,4 +1,4 @@
-import type { KeyStore } from './keys.js';
+import type { Keys } from './keys.js';
 
 /** Closes one long-lived connection (a WebSocket, an SSE stream) whose key no longer holds. */
 type Close = () => void;
@@ -55,16 +55,16 @@ export class Connections {
 }
 
 export interface RevocationWatchOptions {
-  keys: KeyStore;
+  keys: Keys;
   connections: Connections;
-  /** How often SQLite is asked whether another process changed it. @default 200 */
+  /** How often `changeVersion()` is read (SQLite: one PRAGMA; Postgres: a counter). @default 200 */
   intervalMs?: number;
   onClosed?: (owners: (string | null)[], count: number) => void;
 }
 
 /**
- * Closes the connections of revoked keys within `intervalMs`. Each tick costs one
- * `PRAGMA data_version`; the keys are only re-read when they may have changed.
+ * Closes the connections of revoked keys within `intervalMs` of the keys changing. Each tick costs one
+ * `changeVersion()` (a PRAGMA on SQLite); the keys are only re-read when it moved.
  * @returns the function that stops watching.
  */
 export function watchRevocations({ keys, connections, intervalMs = 200, onClosed }: RevocationWatchOptions): () => void {

@@ -22,11 +22,51 @@ export class KeyError extends Error {}
 export const hashKey = (key: string) => createHash('sha256').update(key).digest('hex');
 
 /**
+ * A new key and the row that stores it (its hash, never the key), for either database. Throws
+ * KeyError on a bad name.
+ */
+export function mintKey(name: string, limits: KeyLimits, now: Date) {
+  if (!KEY_NAME.test(name)) throw new KeyError(`invalid key name "${name}": 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
+  const values = {
+    id: randomUUID(),
+    name,
+    prefix: key.slice(0, KEY_PREFIX.length + 6),
+    keyHash: hashKey(key),
+    perMinute: limits.perMinute ?? null,
+    maxInFlight: limits.maxInFlight ?? null,
+    createdAt: now,
+    webhookSecret: generateSigningSecret(),
+  };
+  return { key, values };
+}
+
+/**
+ * What the server asks of the API keys, synchronously on every request and socket operation:
+ * KeyStore reads SQLite in place; PgKeyCache (auth/pg-keys.ts) answers from a snapshot of
+ * Postgres' api_keys, so both stay off the event loop's async path.
+ */
+export interface Keys {
+  /** True when no key exists, live or revoked: the gateway may run open (on loopback only). */
+  isEmpty(): boolean;
+  /** The live key a client presented, or undefined for an unknown or revoked one. */
+  verify(key: string): ApiKey | undefined;
+  /** Whether the key of this id is still live. */
+  isLive(id: string): boolean;
+  /** Which of these key ids are revoked (or gone). */
+  revokedAmong(ids: string[]): string[];
+  /** The secret that signs the webhooks of this key's predictions. */
+  webhookSecretOf(id: string): string | undefined;
+  /** Moves whenever keys may have changed, so open connections are re-checked only then. */
+  changeVersion(): number;
+}
+
+/**
  * The API keys in SQLite. The CLI writes them from its own process while the server runs, so the
  * server reads a key's row on every request (one indexed lookup) instead of caching it: a revoked
  * key is refused from the next request on.
  */
-export class KeyStore {
+export class KeyStore implements Keys {
   private readonly byHash;
   private readonly anyKey;
   private readonly liveById;
@@ -69,21 +109,11 @@ export class KeyStore {
 
   /** Creates a key and its webhook signing secret; the returned `key` is the only time the key exists outside the client. */
   create(name: string, limits: KeyLimits = {}, now = new Date()): { key: string; row: ApiKeyRow } {
-    if (!KEY_NAME.test(name)) throw new KeyError(`invalid key name "${name}": 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
-    const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
+    const { key, values } = mintKey(name, limits, now);
     try {
       const row = this.db
         .insert(apiKeys)
-        .values({
-          id: randomUUID(),
-          name,
-          prefix: key.slice(0, KEY_PREFIX.length + 6),
-          keyHash: hashKey(key),
-          perMinute: limits.perMinute ?? null,
-          maxInFlight: limits.maxInFlight ?? null,
-          createdAt: now,
-          webhookSecret: generateSigningSecret(),
-        })
+        .values(values)
         .returning()
         // `.all()`, not `.get()`: only stepping to the end sees the commit fail (a full disk), so a
         // key is never printed that was not stored.

@@ -1,4 +1,4 @@
-import type { ApiKey, KeyStore } from './keys.js';
+import type { ApiKey, Keys } from './keys.js';
 
 /**
  * Who is calling. `owner` is what their predictions are stored under: the key's id, or null in
@@ -16,7 +16,7 @@ export const OPEN_MODE: Principal = Object.freeze({ owner: null });
  * The caller behind an `Authorization: Bearer <key>` value (an HTTP header, or graphql-ws
  * `connectionParams.authorization`), or undefined for a missing, malformed, unknown or revoked key.
  */
-export function authenticate(keys: KeyStore, authorization: unknown): Principal | undefined {
+export function authenticate(keys: Keys, authorization: unknown): Principal | undefined {
   if (keys.isEmpty()) return OPEN_MODE;
   if (typeof authorization !== 'string') return undefined;
   const token = /^Bearer +(\S{1,200})\s*$/i.exec(authorization)?.[1];
@@ -31,6 +31,6 @@ export const UNAUTHENTICATED_MESSAGE = 'missing, unknown or revoked API key: sen
  * Whether a caller authenticated earlier (a socket, at connection_init) still may act: its key is
  * not revoked, or, in open mode, no key has been created since.
  */
-export function stillValid(keys: KeyStore, principal: Principal): boolean {
+export function stillValid(keys: Keys, principal: Principal): boolean {
   return principal.key ? keys.isLive(principal.key.id) : keys.isEmpty();
 }

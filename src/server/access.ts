@@ -1,12 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Connections } from '../auth/connections.js';
-import type { KeyStore } from '../auth/keys.js';
+import type { Keys } from '../auth/keys.js';
 import { authenticate, UNAUTHENTICATED_MESSAGE, type Principal } from '../auth/principal.js';
 import type { Quotas } from '../auth/quotas.js';
 import { refuse, type OriginPolicy } from './origin.js';
 
 export interface AccessDeps {
-  keys: KeyStore;
+  keys: Keys;
   origins: OriginPolicy;
   connections: Connections;
   quotas: Quotas;

@@ -3,7 +3,7 @@ import { GraphQLError, type DocumentNode, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 import type { Connections } from '../auth/connections.js';
-import type { KeyStore } from '../auth/keys.js';
+import type { Keys } from '../auth/keys.js';
 import { authenticate, stillValid, UNAUTHENTICATED_MESSAGE, type Principal } from '../auth/principal.js';
 import type { Quotas } from '../auth/quotas.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
@@ -13,7 +13,7 @@ import type { Yoga } from './yoga.js';
 type EnvelopedRoot = { execute: (a: ExecutionArgs) => unknown; subscribe: (a: ExecutionArgs) => unknown };
 
 export interface WsAccess {
-  keys: KeyStore;
+  keys: Keys;
   origins: OriginPolicy;
   connections: Connections;
   quotas: Quotas;

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { KeyStore } from '../auth/keys.js';
+import type { Keys } from '../auth/keys.js';
 import type { WebhookStore } from '../db/outbox.js';
 import type { PredictionStore } from '../db/predictions.js';
 import type { PredictionRow, PredictionStatus, WebhookAttemptRow } from '../db/schema.js';
@@ -27,7 +27,7 @@ export interface WebhookApi {
 export interface OutgoingOptions {
   store: WebhookStore;
   predictions: PredictionStore;
-  keys: KeyStore;
+  keys: Keys;
   /** Open mode's secret (WEBHOOK_SIGNING_SECRET or DATA_DIR/webhook-secret), read when first needed. */
   openSecret: () => string;
   /** Origin of absolute links in payloads (PUBLIC_URL, or where the server listens). */
