@@ -4,6 +4,7 @@ import { builder } from './builder.js';
 import type { Context } from './context.js';
 import { userError, validated } from './errors.js';
 import { ownRow, Prediction, PredictionStatus } from './prediction.js';
+import { markVolatile } from './volatile.js';
 
 const MAX_DELIVERIES = 100;
 /** The final statuses: what a client is told about when it names no events. */
@@ -33,6 +34,9 @@ builder.objectField(Prediction, 'webhookDeliveries', (t) =>
     description: `Attempts to deliver this prediction's webhook events, newest first (1 to ${MAX_DELIVERIES}); empty without a webhookUrl.`,
     args: { first: t.arg.int({ defaultValue: 20 }) },
     resolve: (p, { first }, ctx) => {
+      // Attempts are logged without a recorded change of the prediction: an answer listing them must
+      // not be kept by the response cache, or a client polling for a delivery would never see it.
+      markVolatile(ctx);
       const n = first ?? 20;
       if (n < 1 || n > MAX_DELIVERIES) throw userError('BAD_USER_INPUT', `first must be between 1 and ${MAX_DELIVERIES}`, 'first');
       return ctx.webhooks.deliveries(p.id, n);
