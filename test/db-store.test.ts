@@ -8,6 +8,7 @@ import { type Db, openDatabase } from '../src/db/client.js';
 import { isStorageError, storageErrorOf } from '../src/db/errors.js';
 import { PredictionStore } from '../src/db/predictions.js';
 import * as schema from '../src/db/schema.js';
+import { liveStatuses, predictionStatuses, terminalStatuses } from '../src/db/schema.js';
 import { tempDir } from './helpers/app.js';
 import { at, freshDb, newRow, T0 } from './helpers/db.js';
 import { onDispose } from './helpers/dispose.js';
@@ -64,6 +65,14 @@ describe('openDatabase', () => {
     const snapshot = JSON.parse(readFileSync(join(meta, `${String(last).padStart(4, '0')}_snapshot.json`), 'utf8'));
     const current = await generateSQLiteDrizzleJson({ ...schema });
     expect(await generateSQLiteMigration(snapshot, current)).toEqual([]);
+  });
+});
+
+describe('statuses', () => {
+  test('every status is either live (the poller may still write it) or terminal, never both', () => {
+    expect([...liveStatuses].sort()).toEqual(['CREATED', 'PROCESSING']);
+    expect([...terminalStatuses].sort()).toEqual(['CANCELED', 'COMPLETED', 'FAILED']);
+    expect([...liveStatuses, ...terminalStatuses].sort()).toEqual([...predictionStatuses].sort());
   });
 });
 
@@ -354,6 +363,8 @@ describe('PredictionStore.update', () => {
     expect(s.update('p', { inferenceMs: 7, error: 'fourth' })).toMatchObject({ error: 'fourth', inferenceMs: 7 });
     // A visible patch of undefineds only moves version and updatedAt.
     expect(s.update('p', { error: undefined }, at(9))).toMatchObject({ error: 'fourth', inferenceMs: 7, version: 2, updatedAt: at(9) });
+    // A visible null right after a visible nothing: a shape of its own, so the field is cleared.
+    expect(s.update('p', { error: null }, at(10))).toMatchObject({ error: null, inferenceMs: 7, version: 3, updatedAt: at(10) });
   });
 
   test.each(['COMPLETED', 'FAILED', 'CANCELED'] as const)('a %s prediction never changes again', (status) => {
