@@ -358,7 +358,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
         connections,
         onClosed: (owners, count) => log.info({ keys: owners, connections: count }, 'closed the connections of revoked keys'),
       });
-      log.info({ url, upstream: sandbox ? 'sandbox' : config.upstream.baseUrl, dataDir: config.dataDir, webhooks: Boolean(config.publicUrl) }, 'cinegraph listening');
+      log.info({ url, upstream: config.upstream.baseUrl ?? 'sandbox', dataDir: config.dataDir, webhooks: Boolean(config.publicUrl) }, 'cinegraph listening');
       return url;
     },
     async stop() {
