@@ -24,6 +24,7 @@ const postgres = usePostgres();
 const LEASE_MS = 60_000;
 
 interface Instance extends PgStore {
+  name: string;
   db: PgDb;
   clock: { now: Date };
   published: PredictionRow[];
@@ -37,7 +38,7 @@ async function instance(name: string, more: Partial<PgStoreOptions> = {}): Promi
   const published: PredictionRow[] = [];
   pubsub.tap('prediction:updated', (_id, row) => published.push(row));
   const store = createPgStore(db, { instanceId: name, leaseMs: LEASE_MS, limits: {}, pubsub, now: () => clock.now, ...more });
-  return { ...store, db, clock, published };
+  return { ...store, name, db, clock, published };
 }
 
 async function instances(n: number, more: Partial<PgStoreOptions> = {}): Promise<Instance[]> {
@@ -60,6 +61,37 @@ async function lease(db: PgDb, id: string) {
     [id],
   );
   return must(rows[0]);
+}
+
+/**
+ * Runs `claim` while another connection holds a row lock on `lockedId`. Answers what the claim
+ * returned, or `{ blocked: true }` as soon as this instance's connection is seen waiting on a lock (a
+ * claim without SKIP LOCKED waits for the locker), whichever comes first; then the locker commits.
+ */
+async function claimPast(s: Instance, lockedId: string, claim: () => Promise<string[]>): Promise<{ claimed: string[] } | { blocked: true }> {
+  const locker = new pg.Client({ connectionString: postgres.url() });
+  await locker.connect();
+  onDispose(() => locker.end());
+  await locker.query('BEGIN');
+  await locker.query('SELECT 1 FROM predictions WHERE id = $1 FOR UPDATE', [lockedId]);
+  let settled = false;
+  const claimed = claim()
+    .then((ids) => ({ claimed: ids }))
+    .finally(() => {
+      settled = true;
+    });
+  const blocked = (async () => {
+    while (!settled) {
+      const { rows } = await locker.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, [s.name]);
+      if (rows.length) return { blocked: true as const };
+      await new Promise((r) => setImmediate(r));
+    }
+    return undefined;
+  })();
+  const first = await Promise.race([claimed, blocked]);
+  await locker.query('COMMIT');
+  await Promise.all([claimed, blocked]);
+  return must(first);
 }
 
 /** Inserts started rows (a task upstream), each due at T0 - i ms. */
@@ -96,6 +128,15 @@ describe('leases on due work', () => {
       }
     }
     expect(await must(a).leases.claimDue(T0, 100)).toEqual([]);
+  });
+
+  test('a row another transaction has locked (an instance mid-claim, a cancel) is skipped, never waited for: due and queued claims', async () => {
+    const [a] = await instances(1);
+    const ids = await startedRows(must(a), 4);
+    expect(await claimPast(must(a), 's3', () => must(a).leases.claimDue(T0, 10))).toEqual({ claimed: ids.filter((id) => id !== 's3').reverse() });
+    expect(await must(a).leases.claimDue(T0, 10)).toEqual(['s3']);
+    for (const id of ['q0', 'q1', 'q2']) await must(a).insert(newRow(id));
+    expect(await claimPast(must(a), 'q0', () => must(a).leases.claimQueued(T0, 2))).toEqual({ claimed: ['q1', 'q2'] });
   });
 
   test('a lease holds the row until it ends, then another instance takes it over; a fenced write of the loser changes nothing', async () => {
@@ -180,6 +221,19 @@ describe('a webhook’s forced poll while another instance holds the row', () =>
     expect((await lease(must(b).db, id)).poll_requested_at).toBeNull();
     expect(await must(b).recorder.reschedule(id, { nextPollAt: at(30_000) })).toBe(true);
     expect((await lease(must(b).db, id)).next_poll_at).toEqual(at(30_000));
+  });
+
+  test('the instance that takes a row over from a dead holder serves the request made before its claim, and keeps its own schedule', async () => {
+    const [a, b] = await instances(2);
+    const [id] = (await startedRows(must(a), 1)) as [string];
+    expect(await must(a).leases.claimDue(T0, 10)).toEqual([id]);
+    await must(b).predictions.makeDue(id, at(1000));
+    // A dies holding the lease; B takes the row over when it ends and polls upstream after the request.
+    expect(await must(b).leases.claimDue(at(LEASE_MS), 10)).toEqual([id]);
+    expect((await lease(must(b).db, id)).poll_requested_at).toBeNull();
+    must(b).clock.now = at(LEASE_MS + 100);
+    expect(await must(b).recorder.reschedule(id, { nextPollAt: at(LEASE_MS + 30_000) })).toBe(true);
+    expect((await lease(must(b).db, id)).next_poll_at).toEqual(at(LEASE_MS + 30_000));
   });
 
   test('a step that writes no schedule still leaves the row due at the request; a row no one holds keeps no request', async () => {
