@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { systemClock, type Clock } from './clock.js';
 import { Connections, watchRevocations } from './auth/connections.js';
-import { KeyStore } from './auth/keys.js';
+import { KeyStore, type Keys } from './auth/keys.js';
+import { PgKeyCache } from './auth/pg-keys.js';
 import { authenticate, UNAUTHENTICATED_MESSAGE } from './auth/principal.js';
 import { Quotas } from './auth/quotas.js';
 import { ConfigError, type Config } from './config.js';
@@ -66,7 +67,10 @@ export interface App {
   readonly sandbox?: SandboxUpstream;
   readonly media?: MediaStore;
   readonly pubsub: PredictionPubSub;
+  /** The API keys in DATA_DIR; with DATABASE_URL the server uses `keyCache` (Postgres) instead. */
   readonly keys: KeyStore;
+  /** With DATABASE_URL: the snapshot of Postgres' api_keys every request is checked against. */
+  readonly keyCache?: PgKeyCache;
   /** Set once started. */
   /** Built with the app; it runs between start() and stop(). */
   readonly poller: Poller;
@@ -99,7 +103,7 @@ export async function openApp(config: Config, overrides: AppOverrides = {}): Pro
  * The composition root: config → db → pubsub → upstream → poller → yoga + ws server. With `pg`
  * (DATABASE_URL, issue 16), predictions, the queue, idempotency keys, leases and the account's
  * pause live in Postgres, shared by every instance, and changes reach the other instances over the
- * bus; API keys, the webhook outbox and kept files stay in DATA_DIR.
+ * bus; API keys live there too (auth/pg-keys.ts); the webhook outbox and kept files stay in DATA_DIR.
  */
 export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb): App {
   const log = overrides.log ?? createLogger(config.logLevel);
@@ -117,7 +121,10 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     subscriptions: () => pubsub.count(),
     authenticated: (authorization) => authenticate(keys, authorization) !== undefined,
   });
-  const keys = new KeyStore(db);
+  const keyStore = new KeyStore(db);
+  // With DATABASE_URL every instance checks the keys in Postgres, from a snapshot it keeps fresh.
+  const keyCache = pg && config.scaleOut ? new PgKeyCache({ db: pg, connectionString: config.scaleOut.databaseUrl, log }) : undefined;
+  const keys: Keys = keyCache ?? keyStore;
   const webhookStore = new WebhookStore(db);
   /** Where the server listens, once it does: the origin of links in webhook payloads without PUBLIC_URL. */
   let listenUrl = '';
@@ -303,7 +310,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     sandbox,
     media,
     pubsub,
-    keys,
+    keys: keyStore,
+    keyCache,
     poller,
     images,
     retention,
@@ -311,12 +319,14 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     responseCache,
     instanceId,
     async start() {
+      // Never judged on an unread snapshot: until it is read, the cache says "not empty" anyway.
+      await keyCache?.ready();
       if (keys.isEmpty()) {
         // No key means no protection: only this machine may reach an open gateway.
         if (!isLoopbackHost(config.host)) {
           throw new ConfigError(
             `refusing to listen on ${config.host} with no API keys: anyone who can reach it could spend the upstream credit and read every prompt.\n` +
-              `Create a key first (cinegraph keys create --name NAME, with the same DATA_DIR) or listen on a loopback address (HOST=127.0.0.1).`,
+              `Create a key first (cinegraph keys create --name NAME, with the same ${keyCache ? 'DATABASE_URL' : 'DATA_DIR'}) or listen on a loopback address (HOST=127.0.0.1).`,
           );
         }
         log.warn({ host: config.host }, 'no API keys: open mode, every request from this machine is accepted (create one with `cinegraph keys create --name NAME`)');
@@ -336,6 +346,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
           resyncMs: scaleOut.resyncMs,
           // Another instance's change: a cached answer here is stale, watched or not.
           onChange: (change) => responseCache?.invalidate(change.id),
+          // Changes announced while the bus was away are unknown: no cached answer can be trusted.
+          onReconnect: () => responseCache?.clear(),
         });
       }
       await new Promise<void>((resolve, reject) => {
@@ -373,6 +385,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await bridge?.stop();
+      await keyCache?.stop();
       if (pg) await closePostgres(pg);
       db.$client.close();
       await instanceLock?.release();
