@@ -9,6 +9,7 @@ const sections: Record<string, () => Promise<Section>> = {
   store: async () => (await import('./store.js')).run,
   pollcost: async () => (await import('./pollcost.js')).run,
   queue: async () => (await import('./queue.js')).run,
+  scaleout: async () => (await import('./scaleout.js')).run,
 };
 
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');

@@ -13,6 +13,8 @@ export interface BridgeOptions {
   resyncMs: number;
   /** Every change another instance announced, watched here or not (the response cache drops its answer). */
   onChange?: (change: Change) => void;
+  /** The bus came back after a loss: announcements meanwhile are gone (the response cache drops everything). */
+  onReconnect?: () => void;
 }
 
 export interface Bridge {
@@ -75,7 +77,13 @@ export async function startBridge(o: BridgeOptions): Promise<Bridge> {
     await Promise.all([...pubsub.subscribedIds('prediction:updated')].map((id) => refresh(id)));
   };
 
-  await bus.start({ change: onChange, reconnected: () => void resync() });
+  await bus.start({
+    change: onChange,
+    reconnected: () => {
+      o.onReconnect?.();
+      void resync();
+    },
+  });
   const timer = o.resyncMs > 0 ? setInterval(() => void resync(), o.resyncMs) : undefined;
   timer?.unref();
 
