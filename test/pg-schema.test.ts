@@ -22,7 +22,8 @@ type SqliteTables = TablesOf<typeof sqliteSchema, SQLiteTable>;
 /** Postgres-only, documented in src/db/pg/schema.ts: the shared account state and the lease columns. */
 type PgTables = Omit<TablesOf<typeof pgSchema, PgTable>, 'accountState'>;
 type PgOnlyColumns = (typeof pgSchema.pgOnlyPredictionColumns)[number];
-type WithoutLease<K, Row> = K extends 'predictions' ? Omit<Row, PgOnlyColumns> : Row;
+type PgOnlyMessageColumns = (typeof pgSchema.pgOnlyWebhookMessageColumns)[number];
+type WithoutLease<K, Row> = K extends 'predictions' ? Omit<Row, PgOnlyColumns> : K extends 'webhookMessages' ? Omit<Row, PgOnlyMessageColumns> : Row;
 type Selects<Ts> = { [K in keyof Ts]: Ts[K] extends { $inferSelect: infer R } ? R : never };
 type Inserts<Ts> = { [K in keyof Ts]: Ts[K] extends { $inferInsert: infer R } ? R : never };
 type PgSelects = { [K in keyof PgTables]: WithoutLease<K, Selects<PgTables>[K]> };
@@ -36,6 +37,8 @@ describe('the Postgres schema mirrors the SQLite one', () => {
     // Spelled out for the table the rest of the code reads most, so a mismatch names it.
     expectTypeOf<Omit<typeof pgSchema.predictions.$inferSelect, PgOnlyColumns>>().toEqualTypeOf<sqliteSchema.PredictionRecord>();
     expectTypeOf<typeof pgSchema.predictions.$inferSelect.lockedUntil>().toEqualTypeOf<Date | null>();
+    expectTypeOf<Omit<typeof pgSchema.webhookMessages.$inferSelect, PgOnlyMessageColumns>>().toEqualTypeOf<sqliteSchema.WebhookMessageRow>();
+    expectTypeOf<typeof pgSchema.webhookMessages.$inferSelect.lockedUntil>().toEqualTypeOf<Date | null>();
     // And at run time, the same names, so the type test above is not comparing two empty sets.
     const pgTables = Object.entries(pgSchema).flatMap(([k, v]) => (is(v, PgTable) ? [k] : []));
     const sqliteTables = Object.entries(sqliteSchema).flatMap(([k, v]) => (is(v, SQLiteTable) ? [k] : []));
@@ -116,15 +119,27 @@ describe('on Postgres', () => {
       await open();
       const lite = sqliteShape();
       const pgShape = await postgresShape(query);
-      const pgOnlyIndexes = ['predictions_claimable', 'predictions_locked_by'];
+      const pgOnlyIndexes = ['predictions_claimable', 'predictions_locked_by', 'webhook_messages_claimable'];
+      const pgOnlyColumns: Record<string, string[]> = {
+        predictions: ['locked_by', 'locked_until', 'poll_requested_at'],
+        webhook_messages: ['locked_by', 'locked_until'],
+      };
       expect(lite.indexes.length).toBeGreaterThan(20);
       expect(lite.indexes.filter((i) => i.partial).length).toBeGreaterThan(8);
       expect(pgShape.tables).toEqual([...lite.tables, 'account_state'].sort());
-      expect(pgShape.columns.filter((c) => !['locked_by', 'locked_until', 'poll_requested_at'].includes(c.column) && c.table !== 'account_state')).toEqual(lite.columns);
+      expect(pgShape.columns.filter((c) => !pgOnlyColumns[c.table]?.includes(c.column) && c.table !== 'account_state')).toEqual(lite.columns);
+      expect(pgShape.columns.filter((c) => pgOnlyColumns[c.table]?.includes(c.column)).map((c) => `${c.table}.${c.column}`)).toEqual([
+        'predictions.locked_by',
+        'predictions.locked_until',
+        'predictions.poll_requested_at',
+        'webhook_messages.locked_by',
+        'webhook_messages.locked_until',
+      ]);
       expect(pgShape.indexes.filter((i) => !pgOnlyIndexes.includes(i.name))).toEqual(lite.indexes);
       expect(pgShape.indexes.filter((i) => pgOnlyIndexes.includes(i.name))).toEqual([
         { table: 'predictions', name: 'predictions_claimable', unique: false, partial: true, columns: 'GREATEST(next_poll_at, locked_until)' },
         { table: 'predictions', name: 'predictions_locked_by', unique: false, partial: true, columns: 'locked_by' },
+        { table: 'webhook_messages', name: 'webhook_messages_claimable', unique: false, partial: true, columns: 'GREATEST(next_attempt_at, locked_until)' },
       ]);
       expect(pgShape.foreignKeys).toEqual(lite.foreignKeys);
     });

@@ -16,7 +16,7 @@
  * - Statuses stay `text` with the TypeScript enum, no CHECK constraint, exactly as in SQLite.
  *
  * Postgres-only, for N gateways on one database (issue 16): the lease columns on `predictions` and
- * the `account_state` table. The parity test leaves out exactly these.
+ * `webhook_messages`, and the `account_state` table. The parity test leaves out exactly these.
  */
 import { type SQL, sql } from 'drizzle-orm';
 import { bigint, boolean, check, index, integer, jsonb, pgTable, primaryKey, smallint, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
@@ -37,6 +37,17 @@ export const pgOnlyPredictionColumns = ['lockedBy', 'lockedUntil', 'pollRequeste
  * The null test is not optional: GREATEST(NULL, locked_until) would make a final row claimable.
  */
 export const claimableAt: SQL = sql`greatest(next_poll_at, locked_until)`;
+
+/** The columns only Postgres has on `webhook_messages`: which instance is sending a message, and until when. */
+export const pgOnlyWebhookMessageColumns = ['lockedBy', 'lockedUntil'] as const;
+
+/**
+ * When a pending outbox message can next be claimed: its `next_attempt_at`, or the end of another
+ * instance's claim if that is later. Repeated word for word by the claims (src/db/pg/outbox.ts) so
+ * that Postgres uses `webhook_messages_claimable`; `next_attempt_at IS NOT NULL` must come with it
+ * (delivered and given-up messages have none).
+ */
+export const messageClaimableAt: SQL = sql`greatest(next_attempt_at, locked_until)`;
 
 export const predictions = pgTable(
   'predictions',
@@ -191,8 +202,25 @@ export const webhookMessages = pgTable(
     attempts: integer('attempts').notNull().default(0),
     nextAttemptAt: ts('next_attempt_at'),
     deliveredAt: ts('delivered_at'),
+    /**
+     * Postgres only: the instance sending this message now (its id), or null. A dispatcher claims due
+     * messages with FOR UPDATE SKIP LOCKED, setting `locked_by` and `locked_until`, so N instances
+     * never POST one message at the same time; recording the attempt clears both (src/db/pg/outbox.ts).
+     */
+    lockedBy: text('locked_by'),
+    /**
+     * Postgres only: when the claim ends (claim time + WEBHOOK_TIMEOUT_MS + LEASE_MS). After it, another
+     * instance may claim the message: how a message held by a SIGKILLed instance is still sent.
+     */
+    lockedUntil: ts('locked_until'),
   },
-  (t) => [uniqueIndex('webhook_messages_prediction_event').on(t.predictionId, t.event), index('webhook_messages_next_attempt_at').on(t.nextAttemptAt)],
+  (t) => [
+    uniqueIndex('webhook_messages_prediction_event').on(t.predictionId, t.event),
+    index('webhook_messages_next_attempt_at').on(t.nextAttemptAt),
+    // Postgres only, for claims: pending messages keyed by when each can next be claimed
+    // (`messageClaimableAt`), as `predictions_claimable` is for predictions.
+    index('webhook_messages_claimable').on(messageClaimableAt).where(sql`next_attempt_at IS NOT NULL`),
+  ],
 );
 
 /** Every attempt to deliver a message (Prediction.webhookDeliveries). */
