@@ -236,6 +236,18 @@ describe('a webhook’s forced poll while another instance holds the row', () =>
     expect((await lease(must(b).db, id)).next_poll_at).toEqual(at(LEASE_MS + 30_000));
   });
 
+  test('a row that ended while a request was pending stays final: neither its write nor the release brings the poll back', async () => {
+    const [a, b] = await instances(2);
+    const [done, canceled] = (await startedRows(must(a), 2)) as [string, string];
+    expect((await must(a).leases.claimDue(T0, 10)).sort()).toEqual([done, canceled].sort());
+    for (const id of [done, canceled]) await must(b).predictions.makeDue(id, at(1000));
+    expect(await must(a).recorder.record(done, { status: 'COMPLETED', nextPollAt: null, completedAt: at(1100) })).toMatchObject({ nextPollAt: null });
+    expect(await must(b).lifecycleRecorder.record(canceled, { status: 'CANCELED', nextPollAt: null })).toMatchObject({ nextPollAt: null });
+    await must(a).leases.release();
+    for (const id of [done, canceled]) expect(await lease(must(a).db, id)).toMatchObject({ next_poll_at: null, locked_by: null });
+    expect(await must(b).leases.claimDue(at(LEASE_MS * 2), 10)).toEqual([]);
+  });
+
   test('a step that writes no schedule still leaves the row due at the request; a row no one holds keeps no request', async () => {
     const [a, b] = await instances(2);
     const [id, free] = (await startedRows(must(a), 2)) as [string, string];
@@ -251,6 +263,12 @@ describe('a webhook’s forced poll while another instance holds the row', () =>
     await must(a).leases.release();
     expect(await lease(must(a).db, id)).toMatchObject({ next_poll_at: at(1000), locked_by: null, poll_requested_at: null });
     expect((await must(b).leases.claimDue(at(1000), 10)).sort()).toEqual([free, id].sort());
+    // An unfenced write of a later schedule (no fold there) while a request is pending: release folds it.
+    await must(a).predictions.makeDue(id, at(1500));
+    must(await must(a).lifecycleRecorder.reschedule(id, { nextPollAt: at(50_000) }));
+    expect(await lease(must(a).db, id)).toMatchObject({ next_poll_at: at(50_000), poll_requested_at: at(1500) });
+    await must(b).leases.release([id]);
+    expect(await lease(must(a).db, id)).toMatchObject({ next_poll_at: at(1500), locked_by: null, poll_requested_at: null });
   });
 });
 
