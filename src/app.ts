@@ -19,6 +19,7 @@ import { QueueStore } from './db/queue.js';
 import { sqliteCreator, sqliteIdempotency, sqlitePredictions, sqliteQueue } from './db/store.js';
 import { closePostgres, openPostgres, type PgDb } from './db/pg/client.js';
 import { createPgStore } from './db/pg/index.js';
+import { pingPostgres } from './db/pg/ping.js';
 import { type Bridge, startBridge } from './bus/bridge.js';
 import { PgChangeBus } from './bus/pg.js';
 import { RedisChangeBus } from './bus/redis.js';
@@ -46,7 +47,7 @@ import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
 import { createResponseCache, type ResponseCache } from './server/response-cache.js';
 import { ImageStore } from './storage/images.js';
 import { MediaStore } from './storage/media.js';
-import { createRetention, type Retention } from './storage/retention.js';
+import { createPgRetention, createRetention, type Retention } from './storage/retention.js';
 import { SandboxUpstream } from './upstream/sandbox.js';
 import { WaveSpeedClient } from './upstream/wavespeed.js';
 import { systemResolver, type ResolveHost } from './validation/address.js';
@@ -115,6 +116,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
   // Prometheus metrics; their gauges read the store, connections and keys at scrape time.
   const metrics = createMetrics({
     db,
+    pg,
     now,
     token: config.metricsToken,
     connections: () => connections.total(),
@@ -231,8 +233,11 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     webhookUrl: publicUrl ? (id, token) => webhookUrl(publicUrl, id, token) : undefined,
   });
   const stopQueueMoves = publishQueueMoves({ poller, store: predictions, pubsub });
-  const retention = createRetention({ db, images, media, log, now, retentionMs: config.retentionMs });
-  let stopRetention: (() => void) | undefined;
+  // On Postgres, every instance schedules it; one at a time sweeps (an advisory lock, storage/retention.ts).
+  const retention = pg
+    ? createPgRetention({ pg, images, media, log, now, retentionMs: config.retentionMs })
+    : createRetention({ db, images, media, log, now, retentionMs: config.retentionMs });
+  let stopRetention: (() => Promise<void>) | undefined;
   const lifecycle: Lifecycle = {
     cancel: (id) => poller.cancel(id),
     estimate: (row) => admission.estimate(row, now(), () => queue.upstreamSubmittedAt(config.admission.maxConcurrent ?? 0)),
@@ -286,14 +291,16 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
       })
     : undefined;
   const access = { keys, origins, connections, quotas };
-  const ping = db.$client.prepare('SELECT 1');
+  const sqlitePing = db.$client.prepare('SELECT 1');
+  // With DATABASE_URL the predictions are in Postgres: that is the storage to check (within 2 s).
+  const ping = pg ? () => pingPostgres(pg) : async () => void sqlitePing.get();
   /** Why the gateway cannot do its work right now (for /readyz); a rate-limit pause is normal operation. */
-  const notReady = (): string[] => {
+  const notReady = async (): Promise<string[]> => {
     const health = poller.health();
     if (!health.running) return ['poller: not running'];
     const reasons = health.pauses.filter((p) => p.kind !== 'rate').map((p) => `${p.kind}: ${p.reason}`);
     try {
-      ping.get();
+      await ping();
     } catch (err) {
       reasons.push(`storage: ${(err as Error).message}`);
     }
@@ -362,8 +369,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
       listenUrl = url;
       poller.start();
       dispatcher.start();
-      // Retention sweeps SQLite's rows and files; on Postgres it is not built yet (README).
-      if (!pgStore) stopRetention = retention.schedule();
+      stopRetention = retention.schedule();
       // Revoked keys (by the CLI, in its own process) lose their sockets and SSE streams within 200 ms.
       stopWatching = watchRevocations({
         keys,
@@ -375,7 +381,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     },
     async stop() {
       stopWatching?.();
-      stopRetention?.();
+      await stopRetention?.();
       await poller.stop();
       await dispatcher.stop();
       stopQueueMoves();

@@ -19,7 +19,7 @@ export interface HttpDeps {
   media?: MediaStore;
   onWebhook?: (req: IncomingMessage, res: ServerResponse, url: URL) => void;
   /** What keeps the gateway from doing its work (storage, upstream account, poller); empty when ready. */
-  notReady: () => string[];
+  notReady: () => string[] | Promise<string[]>;
   /** The live web page at `/` and its assets. */
   page?: WebPage;
   /** Browser-origin screening for every route and API keys for /graphql. */
@@ -64,7 +64,7 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
     }
     if (pathname === '/readyz') {
       // Liveness stays /healthz; this says whether work can be done, and if not, why.
-      const reasons = notReady();
+      const reasons = await notReady();
       sendJson(res, reasons.length ? 503 : 200, reasons.length ? { status: 'unavailable', reasons } : { status: 'ready' }, { 'cache-control': 'no-store' });
       return;
     }

@@ -5,6 +5,7 @@ import { and, count, isNotNull, lte, min, sql } from 'drizzle-orm';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { UNAUTHENTICATED_MESSAGE } from '../auth/principal.js';
 import type { Db } from '../db/client.js';
+import type { PgDb } from '../db/pg/client.js';
 import { predictions, predictionStatuses } from '../db/schema.js';
 import type { Recorder } from '../poller/record.js';
 import { UpstreamError, type UpstreamObservation } from '../upstream/wavespeed.js';
@@ -12,6 +13,8 @@ import { refuse } from './origin.js';
 
 export interface MetricsDeps {
   db: Db;
+  /** With DATABASE_URL: where the predictions are, so the stored-state gauges read it instead of `db`. */
+  pg?: PgDb;
   /** The poller's clock: `nextPollAt` is in its time, so the lag must be too. */
   now: () => Date;
   /** Open graphql-ws sockets and SSE streams. */
@@ -46,15 +49,19 @@ export function upstreamOutcome(error: unknown): string {
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-/**
- * Prometheus metrics in a registry of their own (so several apps in one process, as in tests, do not
- * collide). Gauges that describe stored state are read at scrape time, by one GROUP BY and one
- * indexed range query, rather than kept in step with every write.
- */
-export function createMetrics({ db, now, connections, subscriptions, authenticated, token }: MetricsDeps): Metrics {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+/** Predictions due now (how many, and the oldest one's due time), for the poller gauges. */
+interface Due {
+  n: number;
+  oldest: Date | null;
+}
 
+/** What the stored-state gauges read at scrape time: synchronous on SQLite, a promise on Postgres. */
+interface StoredState {
+  byStatus(): { status: string; n: number }[] | Promise<{ status: string; n: number }[]>;
+  due(now: Date): Due | Promise<Due>;
+}
+
+function sqliteStoredState(db: Db): StoredState {
   const byStatus = db
     .select({ status: predictions.status, n: count() })
     .from(predictions)
@@ -66,34 +73,75 @@ export function createMetrics({ db, now, connections, subscriptions, authenticat
     .from(predictions)
     .where(and(isNotNull(predictions.nextPollAt), lte(predictions.nextPollAt, sql.placeholder('now'))))
     .prepare();
+  return {
+    byStatus: () => byStatus.all(),
+    due: (now) => due.all({ now: now.getTime() })[0] ?? { n: 0, oldest: null },
+  };
+}
+
+/**
+ * The same gauges on Postgres (DATABASE_URL): every instance's rows, so each instance reports the
+ * cluster's totals (sum nothing across instances; any one of them, or max, is the figure). Due means
+ * what a leased claim takes (src/db/pg/leases.ts): claimable now, `greatest(next_poll_at, locked_until)`,
+ * written as the `predictions_claimable` index has it, so a row another instance is working on under
+ * a live lease is not waiting, and one whose holder died waits from its lease's end.
+ */
+function pgStoredState(pg: PgDb): StoredState {
+  return {
+    async byStatus() {
+      const { rows } = await pg.$client.query<{ status: string; n: number }>('SELECT status, count(*)::int AS n FROM predictions GROUP BY status');
+      return rows;
+    },
+    async due(now) {
+      const { rows } = await pg.$client.query<Due>(
+        `SELECT count(*)::int AS n, min(greatest(next_poll_at, locked_until)) AS oldest FROM predictions
+         WHERE next_poll_at IS NOT NULL AND greatest(next_poll_at, locked_until) <= $1::timestamptz`,
+        [now.toISOString()],
+      );
+      return rows[0] ?? { n: 0, oldest: null };
+    },
+  };
+}
+
+/**
+ * Prometheus metrics in a registry of their own (so several apps in one process, as in tests, do not
+ * collide). Gauges that describe stored state are read at scrape time, by one GROUP BY and one
+ * indexed range query, rather than kept in step with every write.
+ */
+export function createMetrics({ db, pg, now, connections, subscriptions, authenticated, token }: MetricsDeps): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const stored = pg ? pgStoredState(pg) : sqliteStoredState(db);
 
   new Gauge({
     name: 'cinegraph_predictions',
     help: 'Predictions in the database, by status',
     labelNames: ['status'],
     registers: [registry],
-    collect() {
+    // prom-client awaits a collect that returns a promise (Postgres' queries are).
+    async collect() {
+      const counts = await stored.byStatus();
       this.reset();
       for (const status of predictionStatuses) this.set({ status }, 0);
-      for (const { status, n } of byStatus.all()) this.set({ status }, n);
+      for (const { status, n } of counts) this.set({ status }, n);
     },
   });
-  let dueNow: { n: number; oldest: Date | null } | undefined;
-  const readDue = () => (dueNow ??= due.all({ now: now().getTime() })[0] ?? { n: 0, oldest: null });
+  let dueNow: Due | Promise<Due> | undefined;
+  const readDue = () => (dueNow ??= stored.due(now()));
   new Gauge({
     name: 'cinegraph_poller_due_predictions',
     help: 'Predictions whose next step (submission, reconciliation or poll) is due now: the poller queue depth',
     registers: [registry],
-    collect() {
-      this.set(readDue().n);
+    async collect() {
+      this.set((await readDue()).n);
     },
   });
   new Gauge({
     name: 'cinegraph_poller_lag_seconds',
     help: 'How late the oldest due prediction is: now minus its nextPollAt (0 when none is due)',
     registers: [registry],
-    collect() {
-      const oldest = readDue().oldest;
+    async collect() {
+      const oldest = (await readDue()).oldest;
       this.set(oldest ? Math.max(0, now().getTime() - oldest.getTime()) / 1000 : 0);
     },
   });
