@@ -345,6 +345,18 @@ describe('queue claims judge the account’s limits across instances', () => {
     expect((await Promise.all(all.map((s) => s.leases.claimQueued(at(60_001), 10)))).flat()).toHaveLength(2);
   });
 
+  test('a row back in the queue whose last submission is in the window counts once when leased again', async () => {
+    const [a, b] = await instances(2, { limits: { maxPerMinute: 2 } });
+    await must(a).insert(newRow('resent'));
+    await must(a).insert(newRow('q1'));
+    await must(a).insert(newRow('q2'));
+    // Sent at T0, then found not to exist upstream: back in the queue, its submission still in the window.
+    must(await must(a).lifecycleRecorder.record('resent', { submittedAt: T0 }));
+    expect(await must(a).leases.claimQueued(at(1000), 1)).toEqual(['resent']);
+    expect(await must(b).leases.claimQueued(at(1000), 10)).toEqual(['q1']);
+    expect(await must(b).leases.claimQueued(at(1000), 10)).toEqual([]);
+  });
+
   test('an account pause admits nothing on any instance until it ends', async () => {
     const [a, b] = await instances(2);
     await must(a).insert(newRow('q0'));

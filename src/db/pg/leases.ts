@@ -7,14 +7,16 @@ import { QUEUED, UPSTREAM } from './queue.js';
 const MINUTE_MS = 60_000;
 
 /**
- * When a row can next be claimed, and the condition that must come with it, written exactly as the
- * `predictions_claimable` index has them (schema.ts: an expression index is matched by expression;
- * the null test keeps final rows out).
+ * Claimable now: `greatest(next_poll_at, locked_until) <= now` (schema.ts's `claimableAt`), for the
+ * queue claim, where `predictions_queue` gives the fair order and the planner picks the index.
  */
-const CLAIMABLE = 'greatest(next_poll_at, locked_until)';
-const CLAIMABLE_BY = (n: number) => `next_poll_at IS NOT NULL AND ${CLAIMABLE} <= $${n}::timestamptz`;
-/** Leased for submission: queued, under a lease that has not ended. Counted as in flight by every instance. */
-const LEASED_QUEUED = (n: number) => `(${QUEUED} AND locked_until > $${n}::timestamptz)`;
+const CLAIMABLE_BY = (n: number) => `next_poll_at IS NOT NULL AND greatest(next_poll_at, locked_until) <= $${n}::timestamptz`;
+/**
+ * Leased for submission: queued, under a lease that has not ended; counted as in flight by every
+ * instance. `locked_by IS NOT NULL` lets the count read `predictions_locked_by` (few rows) instead of
+ * every queued row.
+ */
+const LEASED_QUEUED = (n: number) => `${QUEUED} AND locked_by IS NOT NULL AND locked_until > $${n}::timestamptz`;
 
 export interface PgLeasesOptions {
   /** Unique per process: what `locked_by` holds. */
@@ -38,24 +40,30 @@ export class PgLeases implements Leases {
     private readonly o: PgLeasesOptions,
   ) {}
 
-  /** Started rows due now (polls, reconciliations), soonest claimable first. */
+  /**
+   * Started rows due now (polls, reconciliations), soonest first. Written as the same condition as
+   * `claimableAt` split in two (next_poll_at <= now, and no live lease) rather than through
+   * `predictions_claimable`: that index also holds every queued row, whose next_poll_at is past while
+   * it waits for admission, so a claim walking it from the oldest entry stepped over the whole
+   * backlog (measured: 100,000 rows read, 85 ms, at 100,000 queued). `predictions_started_due` holds
+   * started rows only; the rows it visits beyond those returned are the ones under a live lease,
+   * i.e. being stepped right now by some instance.
+   */
   async claimDue(now: Date, limit: number): Promise<string[]> {
     if (limit <= 0) return [];
-    const { rows } = await this.db.$client.query<{ id: string }>(
+    const { rows } = await this.db.$client.query<{ id: string; at: Date; seq: string }>(
       `WITH picked AS (
-         SELECT id, ${CLAIMABLE} AS at, seq FROM predictions
-         WHERE ${CLAIMABLE_BY(1)} AND (upstream_id IS NOT NULL OR submit_started_at IS NOT NULL)
-         ORDER BY ${CLAIMABLE} LIMIT $2 FOR UPDATE SKIP LOCKED)
+         SELECT id, next_poll_at AS at, seq FROM predictions
+         WHERE (upstream_id IS NOT NULL OR submit_started_at IS NOT NULL) AND next_poll_at <= $1::timestamptz
+           AND (locked_until IS NULL OR locked_until <= $1::timestamptz)
+         ORDER BY next_poll_at LIMIT $2 FOR UPDATE SKIP LOCKED)
        UPDATE predictions AS p SET locked_by = $3, locked_until = $4::timestamptz, poll_requested_at = NULL
        FROM picked WHERE p.id = picked.id
        RETURNING p.id, picked.at, picked.seq`,
       [now.toISOString(), limit, this.o.instanceId, this.leaseEnd(now)],
     );
     // RETURNING has no order of its own.
-    return rows
-      .map((r) => r as unknown as { id: string; at: Date; seq: string })
-      .sort((a, b) => a.at.getTime() - b.at.getTime() || Number(a.seq) - Number(b.seq))
-      .map((r) => r.id);
+    return rows.sort((a, b) => a.at.getTime() - b.at.getTime() || Number(a.seq) - Number(b.seq)).map((r) => r.id);
   }
 
   /**
@@ -81,13 +89,19 @@ export class PgLeases implements Leases {
       let n = limit;
       const { maxConcurrent, maxPerMinute } = this.o.limits;
       if (maxConcurrent !== undefined) {
-        const { rows } = await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM predictions WHERE (${UPSTREAM}) OR ${LEASED_QUEUED(1)}`, [at]);
+        // Two counts, each over its own partial index, rather than one OR that reads every row.
+        const { rows } = await c.query<{ n: number }>(
+          `SELECT ((SELECT count(*) FROM predictions WHERE ${UPSTREAM}) + (SELECT count(*) FROM predictions WHERE ${LEASED_QUEUED(1)}))::int AS n`,
+          [at],
+        );
         n = Math.min(n, maxConcurrent - (rows[0]?.n ?? 0));
       }
       if (maxPerMinute !== undefined) {
         const since = new Date(now.getTime() - MINUTE_MS).toISOString();
         const { rows } = await c.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM predictions WHERE submit_started_at >= $2::timestamptz OR submitted_at >= $2::timestamptz OR ${LEASED_QUEUED(1)}`,
+          // A leased row whose earlier submission is already in the window is counted once.
+          `SELECT ((SELECT count(*) FROM predictions WHERE submit_started_at >= $2::timestamptz OR submitted_at >= $2::timestamptz)
+             + (SELECT count(*) FROM predictions WHERE ${LEASED_QUEUED(1)} AND NOT coalesce(submitted_at >= $2::timestamptz, false)))::int AS n`,
           [at, since],
         );
         n = Math.min(n, maxPerMinute - (rows[0]?.n ?? 0));
