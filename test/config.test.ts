@@ -46,8 +46,8 @@ describe('configuration', () => {
     [{ DATABASE_URL: 'cinegraph.sqlite' }, 'DATABASE_URL'],
     [{ REDIS_URL: 'http://127.0.0.1:6379' }, 'REDIS_URL: must be a redis://'],
     [{ LEASE_MS: '500' }, 'LEASE_MS'],
-    [{ LEASE_MS: '15000' }, 'LEASE_MS: must be longer than UPSTREAM_TIMEOUT_MS'],
-    [{ LEASE_MS: '20000', UPSTREAM_TIMEOUT_MS: '30000' }, 'LEASE_MS: must be longer than UPSTREAM_TIMEOUT_MS'],
+    [{ DATABASE_URL: 'postgres://db', WAVESPEED_API_KEY: 'k', LEASE_MS: '15000' }, 'LEASE_MS: must be longer than UPSTREAM_TIMEOUT_MS'],
+    [{ DATABASE_URL: 'postgres://db', WAVESPEED_API_KEY: 'k', LEASE_MS: '20000', UPSTREAM_TIMEOUT_MS: '30000' }, 'LEASE_MS: must be longer than UPSTREAM_TIMEOUT_MS'],
     [{ SUBSCRIPTION_RESYNC_MS: '-1' }, 'SUBSCRIPTION_RESYNC_MS'],
   ])('%j is refused, naming the variable', (env, names) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
@@ -66,6 +66,8 @@ describe('configuration', () => {
   test('scale-out: off without DATABASE_URL; with it, a lease of 60 s, a resync every 30 s, LISTEN/NOTIFY unless REDIS_URL', () => {
     expect(loadConfig({}).scaleOut).toBeUndefined();
     expect(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', LEASE_MS: '90000' }).scaleOut).toBeUndefined();
+    // Without DATABASE_URL there are no leases: a long upstream timeout is no error.
+    expect(loadConfig({ UPSTREAM_TIMEOUT_MS: '120000' }).upstream.timeoutMs).toBe(120_000);
     expect(() => loadConfig({ DATABASE_URL: 'postgres://db' })).toThrow('DATABASE_URL: instances on one database must share one upstream');
     const shared = { WAVESPEED_BASE_URL: 'http://127.0.0.1:4000/sandbox' };
     expect(loadConfig({ ...shared, DATABASE_URL: ' postgres://u@127.0.0.1/db ' }).scaleOut).toEqual({ databaseUrl: 'postgres://u@127.0.0.1/db', redisUrl: undefined, leaseMs: 60_000, resyncMs: 30_000 });
