@@ -411,6 +411,8 @@ describe('the recorder’s hook and the shared pause', () => {
         entered.resolve();
         await gate.promise;
         if (fail) throw new Error(`outbox refused ${row.id}`);
+        // Nothing to run after the commit (a hook may return such work).
+        return undefined;
       },
     });
     const reader = new pg.Pool({ connectionString: postgres.url(), max: 1 });
