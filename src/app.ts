@@ -40,7 +40,8 @@ import { createWebhookHandler, WEBHOOK_PREFIX, webhookUrl } from './server/webho
 import { WebhookStore } from './db/outbox.js';
 import { WebhookDispatcher } from './webhooks/dispatcher.js';
 import { UpstreamSecret } from './webhooks/incoming.js';
-import { createOutgoing } from './webhooks/outgoing.js';
+import { createOutgoing, createPgOutgoing, type OutgoingOptions } from './webhooks/outgoing.js';
+import { PgOutbox } from './db/pg/outbox.js';
 import { openModeSecret } from './webhooks/secrets.js';
 import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
@@ -104,7 +105,8 @@ export async function openApp(config: Config, overrides: AppOverrides = {}): Pro
  * The composition root: config → db → pubsub → upstream → poller → yoga + ws server. With `pg`
  * (DATABASE_URL, issue 16), predictions, the queue, idempotency keys, leases and the account's
  * pause live in Postgres, shared by every instance, and changes reach the other instances over the
- * bus; API keys live there too (auth/pg-keys.ts); the webhook outbox and kept files stay in DATA_DIR.
+ * bus; API keys and the outgoing webhook outbox live there too (auth/pg-keys.ts, db/pg/outbox.ts); kept
+ * files and the ids of incoming upstream webhooks stay in DATA_DIR.
  */
 export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb): App {
   const log = overrides.log ?? createLogger(config.logLevel);
@@ -130,23 +132,27 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
   const webhookStore = new WebhookStore(db);
   /** Where the server listens, once it does: the origin of links in webhook payloads without PUBLIC_URL. */
   let listenUrl = '';
-  const outgoing = createOutgoing(
-    {
-      store: webhookStore,
-      predictions: store,
-      keys,
-      openSecret: () => openModeSecret(config.dataDir, config.webhooks.signingSecret),
-      baseUrl: () => config.publicUrl ?? listenUrl,
-      now,
-      allowPrivate: config.webhooks.allowPrivate,
-    },
-    () => dispatcher,
-  );
+  const outgoingOptions: OutgoingOptions = {
+    predictions: { findById: (id) => predictions.findById(id) },
+    keys,
+    // On Postgres, open mode signs with WEBHOOK_SIGNING_SECRET only: a secret generated into each
+    // instance's DATA_DIR would differ between instances, and receivers could verify only one's.
+    openSecret: () => (pg ? config.webhooks.signingSecret : openModeSecret(config.dataDir, config.webhooks.signingSecret)),
+    baseUrl: () => config.publicUrl ?? listenUrl,
+    now,
+    allowPrivate: config.webhooks.allowPrivate,
+  };
+  const outgoing = createOutgoing({ ...outgoingOptions, store: webhookStore }, () => dispatcher);
   // Every status change also queues its outgoing webhook, in the same transaction.
   // Each visible change timed from its write to its publish (cinegraph_event_delivery_seconds).
   const scaleOut = pg && config.scaleOut;
   const instanceId = scaleOut ? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}` : undefined;
-  const pgStore = pg && scaleOut && instanceId ? createPgStore(pg, { instanceId, leaseMs: scaleOut.leaseMs, limits: config.admission, pubsub, now }) : undefined;
+  // Postgres mode: the outbox is there too, each message claimed by one instance at a time for as
+  // long as an attempt can take (the POST's timeout, then LEASE_MS to record it).
+  const pgOutbox = pg && scaleOut && instanceId ? new PgOutbox(pg, { instanceId, leaseMs: config.webhooks.timeoutMs + scaleOut.leaseMs }) : undefined;
+  const pgOutgoing = pgOutbox && createPgOutgoing({ ...outgoingOptions, outbox: pgOutbox }, (): WebhookDispatcher => dispatcher);
+  const pgStore =
+    pg && scaleOut && instanceId ? createPgStore(pg, { instanceId, leaseMs: scaleOut.leaseMs, limits: config.admission, pubsub, now, hook: pgOutgoing?.hook }) : undefined;
   /** Joins this instance to the others once started (Postgres mode). */
   let bridge: Bridge | undefined;
   /** Each change this instance records is also announced to the other instances. */
@@ -169,8 +175,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     : undefined;
   const resolveHost = overrides.resolveHost ?? systemResolver();
   const dispatcher = new WebhookDispatcher({
-    store: webhookStore,
-    secretFor: outgoing.secretFor,
+    store: pgOutbox ?? outgoing.outbox,
+    secretFor: (pgOutgoing ?? outgoing).secretFor,
     log,
     resolveHost,
     clock,
@@ -218,6 +224,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     recorder,
     lifecycleRecorder: pgStore && metrics.observeRecorder(announcing(pgStore.lifecycleRecorder)),
     leases: pgStore?.leases,
+    leaseMs: scaleOut ? scaleOut.leaseMs : undefined,
     sharedPause: pgStore?.pause,
     log,
     clock,
@@ -254,8 +261,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     quotas,
     lifecycle,
     images,
-    // The outbox is in DATA_DIR's SQLite, beside rows that in Postgres mode are elsewhere.
-    webhooks: pgStore ? { ...outgoing.api, unavailable: 'webhookUrl is not available yet when DATABASE_URL is set (scale-out mode)' } : outgoing.api,
+    webhooks: pgOutgoing?.api ?? outgoing.api,
   };
   const context = (initial: InitialContext): Context => {
     // Set by the HTTP gate or by the socket's connection_init; nothing runs without it.
@@ -273,7 +279,10 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
   };
   // GraphiQL prefills an Authorization header in its tabs once keys exist.
   // prediction(id) answers cached per caller and Host, dropped on every recorded change.
-  const responseCache = config.responseCache ? createResponseCache({ pubsub }) : undefined;
+  // Not with several instances: another instance's change reaches this cache only as fast as the
+  // bus, and a lost announcement would leave a stale status until the entry expires; each instance
+  // reads Postgres instead. (README: RESPONSE_CACHE.)
+  const responseCache = config.responseCache && !pgStore ? createResponseCache({ pubsub }) : undefined;
   const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() }, responseCache?.plugin);
   const onWebhook = config.publicUrl
     ? createWebhookHandler({

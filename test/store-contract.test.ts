@@ -405,7 +405,7 @@ describe.each<Backend>(['sqlite', 'postgres'])('the store on %s', (backend) => {
       const h = await harness();
       const withRow: string[] = [];
       const key = (inputHash: string) => ({ key: 'k', inputHash });
-      const first = await h.creator.create({ ...request('p1', 'A', { idempotency: key('h1') }), withRow: (row) => withRow.push(row.id) }, T0);
+      const first = await h.creator.create({ ...request('p1', 'A', { idempotency: key('h1') }), withRow: (row) => void withRow.push(row.id) }, T0);
       expect(first).toMatchObject({ kind: 'created', row: { id: 'p1', owner: 'A', version: 1 } });
       expect(withRow).toEqual(['p1']);
       expect(await h.idempotency.find('A', 'k', at(1000))).toEqual({ predictionId: 'p1', inputHash: 'h1', createdAt: T0 });

@@ -21,6 +21,77 @@ export interface NewAttempt {
   manual: boolean;
 }
 
+/** A prediction's outgoing webhook: where to POST and which statuses. */
+export interface Subscription {
+  url: string;
+  events: PredictionStatus[];
+}
+
+/** One attempt as Prediction.webhookDeliveries lists it: with its message's event, URL and id. */
+export type Delivery = WebhookAttemptRow & { event: PredictionStatus; url: string; webhookId: string };
+
+/** A message's next step after an attempt (`nextAttemptAt` null: delivered or given up). */
+export interface MessageStep {
+  attempts?: number;
+  nextAttemptAt?: Date | null;
+  deliveredAt?: Date;
+}
+
+/**
+ * The outbox as the dispatcher and the resolvers see it: every method async, so SQLite (WebhookStore
+ * underneath; each call resolves at once) and Postgres (db/pg/outbox.ts, N instances on one database)
+ * serve one interface. The writes that must commit with a status change or a new prediction
+ * (subscribe, enqueue) are each backend's own, since they join that backend's transaction: SQLite's
+ * synchronously inside better-sqlite3's, Postgres' with the transaction handed to them (see
+ * webhooks/outgoing.ts).
+ */
+export interface Outbox {
+  subscriptionOf(predictionId: string): Promise<Subscription | undefined>;
+  /**
+   * Messages due at `now` for this process to send, at most `limit`, none of `busy` (its own POSTs in
+   * flight). On Postgres they are claimed: leased to this instance, so no other one sends them until
+   * the attempt is recorded or the lease ends.
+   */
+  claimDue(now: Date, limit: number, busy: ReadonlySet<string> | ReadonlyMap<string, unknown>): Promise<WebhookMessageRow[]>;
+  /** When a message can next be claimed (the earliest retry, or the end of another instance's claim). */
+  nextDueAt(): Promise<Date | undefined>;
+  message(id: string): Promise<WebhookMessageRow | undefined>;
+  /** Records one attempt and its message's next step in one transaction. */
+  recordAttempt(attempt: NewAttempt, next: MessageStep): Promise<void>;
+  /** Gives up this process's claim of these messages unsent (an attempt cut off by stop()): another may send them now. */
+  release(ids: readonly string[]): Promise<void>;
+  /** A prediction's attempts, newest first. */
+  attemptsOf(predictionId: string, limit: number): Promise<Delivery[]>;
+  attempt(id: string): Promise<WebhookAttemptRow | undefined>;
+}
+
+/**
+ * SQLite's outbox behind the async interface. One process sends (the DATA_DIR lock), so a claim is
+ * what `due` returns, less what is in flight, and there is nothing to release.
+ */
+export function sqliteOutbox(store: WebhookStore): Outbox {
+  // A call that throws rejects its promise, as an async store's would.
+  const wrap =
+    <A extends unknown[], R>(fn: (...args: A) => R) =>
+    async (...args: A): Promise<R> =>
+      fn(...args);
+  return {
+    subscriptionOf: wrap((id: string) => store.subscriptionOf(id)),
+    claimDue: wrap((now: Date, limit: number, busy: ReadonlySet<string> | ReadonlyMap<string, unknown>) =>
+      store
+        .due(now, limit + busy.size)
+        .filter((m) => !busy.has(m.id))
+        .slice(0, limit),
+    ),
+    nextDueAt: wrap(() => store.nextDueAt()),
+    message: wrap((id: string) => store.message(id)),
+    recordAttempt: wrap((attempt: NewAttempt, next: MessageStep) => store.recordAttempt(attempt, next)),
+    release: async () => {},
+    attemptsOf: wrap((id: string, limit: number) => store.attemptsOf(id, limit)),
+    attempt: wrap((id: string) => store.attempt(id)),
+  };
+}
+
 /**
  * All SQL of webhooks both ways: the outgoing subscriptions, the outbox and its attempts, and the
  * ids of incoming deliveries already acted on. Synchronous (better-sqlite3), so `enqueue` can run
@@ -67,7 +138,7 @@ export class WebhookStore {
     this.db.insert(predictionWebhooks).values({ predictionId, url, events }).run();
   }
 
-  subscriptionOf(predictionId: string): { url: string; events: PredictionStatus[] } | undefined {
+  subscriptionOf(predictionId: string): Subscription | undefined {
     return this.subscriptionStmt.get({ id: predictionId });
   }
 
@@ -90,7 +161,7 @@ export class WebhookStore {
   }
 
   /** Records one attempt and the message's next step (`nextAttemptAt` null: delivered or given up) in one transaction. */
-  recordAttempt(attempt: NewAttempt, next: { attempts?: number; nextAttemptAt?: Date | null; deliveredAt?: Date }): void {
+  recordAttempt(attempt: NewAttempt, next: MessageStep): void {
     this.transaction(() => {
       this.db.insert(webhookAttempts).values(attempt).run();
       if (Object.keys(next).length) this.db.update(webhookMessages).set(next).where(eq(webhookMessages.id, attempt.messageId)).run();
@@ -98,7 +169,7 @@ export class WebhookStore {
   }
 
   /** A prediction's attempts, newest first. */
-  attemptsOf(predictionId: string, limit: number): (WebhookAttemptRow & { event: PredictionStatus; url: string; webhookId: string })[] {
+  attemptsOf(predictionId: string, limit: number): Delivery[] {
     return this.db
       .select({ ...attemptColumns, event: webhookMessages.event, url: webhookMessages.url, webhookId: webhookMessages.id })
       .from(webhookAttempts)

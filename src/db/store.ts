@@ -55,8 +55,14 @@ export interface CreateRequest {
   idempotency?: { key: string; inputHash: string };
   /** Refuses when the owner already has this many unfinished predictions; undefined: no limit. */
   maxInFlight?: number;
-  /** Work that must commit with the new row (its outgoing webhook subscription). */
-  withRow?: (row: PredictionRow) => void;
+  /**
+   * Work that must commit with the new row (its outgoing webhook subscription), handed the backend's
+   * transaction, which only work built for the same backend can use: on SQLite `undefined` (better-
+   * sqlite3's transaction is implicit: the call runs inside it, synchronously, and must not return a
+   * promise), on Postgres the Drizzle transaction (PgTx), awaited. A function it resolves to runs
+   * after the commit.
+   */
+  withRow?: (row: PredictionRow, tx: unknown) => void | Promise<(() => void) | undefined>;
 }
 
 export type CreateOutcome =
@@ -139,7 +145,8 @@ export function sqliteCreator(store: PredictionStore, idempotency: IdempotencySt
         if (unfinished >= request.maxInFlight) return { kind: 'tooManyInFlight', unfinished, max: request.maxInFlight };
       }
       const row = store.insert(request.row);
-      request.withRow?.(row);
+      // Synchronous, inside the transaction: a promise here would run after the commit, outside it.
+      if (request.withRow?.(row, undefined) instanceof Promise) throw new Error('withRow must be synchronous on SQLite');
       if (request.idempotency) idempotency.remember(owner, request.idempotency.key, { predictionId: row.id, inputHash: request.idempotency.inputHash }, now);
       return { kind: 'created', row };
     });
@@ -154,15 +161,21 @@ export function sqliteCreator(store: PredictionStore, idempotency: IdempotencySt
  * lease (stalled past it, or SIGKILLed) writes nothing; another takes the work over once it expires.
  */
 export interface Leases {
-  /** Started predictions (polls, reconciliations) due now and not leased by a live lease: leased to this instance. */
-  claimDue(now: Date, limit: number): Promise<string[]>;
+  /**
+   * Started predictions (polls, reconciliations) due now and not leased by a live lease: leased to
+   * this instance. `busy`: rows this instance is still stepping, never claimed again meanwhile (a
+   * claim would make an old step's fenced writes valid again, after another instance took the row).
+   */
+  claimDue(now: Date, limit: number, busy?: readonly string[]): Promise<string[]>;
   /**
    * Queued predictions this instance may submit now, in the queue's fair order, leased to it. The
    * account's limits (`UPSTREAM_MAX_CONCURRENT`, `UPSTREAM_MAX_PER_MINUTE`) are judged across every
    * instance inside one transaction that serializes such claims, counting rows leased for
    * submission by any instance as in flight: N instances together never exceed the tier.
    */
-  claimQueued(now: Date, limit: number): Promise<string[]>;
+  claimQueued(now: Date, limit: number, busy?: readonly string[]): Promise<string[]>;
+  /** Extends this instance's leases on rows it is still stepping (a long upload or download), so none runs out mid-step. */
+  renew(ids: readonly string[], now: Date): Promise<void>;
   /** Ends this instance's leases (all, or these), so another instance may take them at once (SIGTERM). */
   release(ids?: readonly string[]): Promise<void>;
 }

@@ -84,7 +84,7 @@ builder.mutationField('createVideo', (t) =>
             },
             idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, inputHash },
             maxInFlight: ctx.quotas.maxInFlight(ctx.principal),
-            withRow: webhook ? (created) => ctx.webhooks.subscribe(created, webhook.url, webhook.events) : undefined,
+            withRow: webhook ? (created, tx) => ctx.webhooks.subscribe(created, webhook.url, webhook.events, tx) : undefined,
           },
           now,
         ),

@@ -52,12 +52,12 @@ builder.mutationField('redeliverWebhook', (t) =>
     args: { deliveryId: t.arg.id({ required: true }) },
     resolve: async (_root, { deliveryId }, ctx) => {
       const id = String(deliveryId);
-      const attempt = id.length <= 100 ? ctx.webhooks.attempt(id) : undefined;
+      const attempt = id.length <= 100 ? await ctx.webhooks.attempt(id) : undefined;
       if (!attempt || !ownRow(ctx, await ctx.store.findById(attempt.predictionId))) {
         throw userError('NOT_FOUND', `no webhook delivery with id "${id.slice(0, 100)}"`, 'deliveryId');
       }
       const sent = await ctx.webhooks.redeliver(id);
-      const delivery = sent && ctx.webhooks.deliveries(attempt.predictionId, MAX_DELIVERIES).find((d) => d.id === sent.id);
+      const delivery = sent && (await ctx.webhooks.deliveries(attempt.predictionId, MAX_DELIVERIES)).find((d) => d.id === sent.id);
       if (!delivery) throw userError('NOT_FOUND', `no webhook delivery with id "${id}"`, 'deliveryId');
       return delivery;
     },
@@ -80,6 +80,14 @@ export async function checkWebhookInput(ctx: Context, input: WebhookInput): Prom
   if (!events.length) throw userError('BAD_USER_INPUT', 'webhookEvents must name at least one status (or be left out for the final ones)', 'input.webhookEvents');
   const rawUrl = input.webhookUrl;
   const url = await validated(() => checkWebhookUrl(rawUrl, ctx.resolveHost, ctx.webhooks.allowPrivate));
+  if (ctx.principal.owner === null && !ctx.webhooks.hasSecret(null)) {
+    // Only with DATABASE_URL: open mode's secret is then WEBHOOK_SIGNING_SECRET, one for every instance.
+    throw userError(
+      'WEBHOOK_SECRET_MISSING',
+      'open mode with DATABASE_URL signs webhooks with WEBHOOK_SIGNING_SECRET, which is not set; give every instance the same one',
+      'input.webhookUrl',
+    );
+  }
   if (!ctx.webhooks.hasSecret(ctx.principal.owner)) {
     throw userError(
       'WEBHOOK_SECRET_MISSING',

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { Webhook } from 'standardwebhooks';
 import { systemClock, type Clock } from '../clock.js';
-import type { WebhookStore } from '../db/outbox.js';
+import type { MessageStep, Outbox } from '../db/outbox.js';
 import type { PredictionStatus, WebhookAttemptRow, WebhookMessageRow } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import type { ResolveHost } from '../validation/address.js';
@@ -20,9 +20,10 @@ export interface DispatcherEvents {
 }
 
 export interface DispatcherOptions {
-  store: WebhookStore;
+  /** SQLite's (db/outbox.ts) or, with N instances, Postgres' (db/pg/outbox.ts: claims are leased). */
+  store: Outbox;
   /** The signing secret of the prediction's owner; undefined when there is none. */
-  secretFor: (predictionId: string) => string | undefined;
+  secretFor: (predictionId: string) => Promise<string | undefined>;
   log: Logger;
   resolveHost: ResolveHost;
   /** Deliver to loopback and private addresses too (WEBHOOK_ALLOW_PRIVATE). */
@@ -42,14 +43,20 @@ export const RETRY_WINDOW_MS = 24 * 3600 * 1000;
 const MAX_GAP_MS = 3600 * 1000;
 /** Longest sleep when nothing is due; a nudge wakes the loop sooner. */
 const IDLE_MS = 5000;
+/**
+ * The pause when a message is due but the pass could not claim it (Postgres: another instance's claim
+ * holds the row this instant, or took it). Never on SQLite, where everything due is taken.
+ */
+const CONTENDED_MS = 100;
 
 type Outcome = { statusCode: number | null; error: string | null; ok: boolean; permanent: boolean; latencyMs: number };
 
 /**
  * Delivers the outbox: every message due is POSTed to its URL, signed per Standard Webhooks with
- * its owner's secret, and retried with exponential backoff for 24 h. All state is in SQLite, so a
- * new process delivers whatever a dead one left (at least once: receivers drop duplicates by
- * `webhook-id`, which stays the same across attempts).
+ * its owner's secret, and retried with exponential backoff for 24 h. All state is in the database
+ * (SQLite, or Postgres shared by N instances, where each message is claimed by one instance at a
+ * time), so a new process delivers whatever a dead one left (at least once: receivers drop
+ * duplicates by `webhook-id`, which stays the same across attempts).
  */
 export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
   private readonly clock: Clock;
@@ -57,6 +64,8 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
   private running = false;
   private loopPromise?: Promise<void>;
   private wakeUp?: () => void;
+  /** Set by a nudge or a finished POST: a pass that was running then (awaiting the store) looks again at once. */
+  private woken = false;
   /** Aborts POSTs in flight on stop: shutdown does not wait for slow receivers. */
   private readonly shutdown = new AbortController();
 
@@ -85,7 +94,12 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
 
   /** A message was written: look now rather than at the next timer. */
   nudge(): void {
-    setImmediate(() => this.wakeUp?.());
+    setImmediate(() => this.wake());
+  }
+
+  private wake(): void {
+    this.woken = true;
+    this.wakeUp?.();
   }
 
   /**
@@ -93,8 +107,8 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
    * returns the new attempt. A success marks a still-pending message delivered.
    */
   async redeliver(attemptId: string): Promise<WebhookAttemptRow | undefined> {
-    const attempt = this.o.store.attempt(attemptId);
-    const message = attempt && this.o.store.message(attempt.messageId);
+    const attempt = await this.o.store.attempt(attemptId);
+    const message = attempt && (await this.o.store.message(attempt.messageId));
     if (!message) return undefined;
     const deliveryId = await this.send(message, true);
     return deliveryId === undefined ? undefined : this.o.store.attempt(deliveryId);
@@ -102,35 +116,46 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
 
   private async loop(): Promise<void> {
     while (this.running) {
+      this.woken = false;
+      let delay = IDLE_MS;
       try {
-        this.startDue();
+        const now = this.clock.now();
+        const started = await this.startDue(now);
+        delay = await this.delay(now, started);
       } catch (err) {
         this.o.log.error({ err }, 'webhook dispatcher pass failed; retrying');
       }
-      await this.sleep(this.delay());
+      // A nudge or a finished POST during the pass (while it awaited the store) is not lost.
+      if (!this.woken) await this.sleep(delay);
     }
   }
 
-  private startDue(): void {
+  /** Claims what is due and starts sending it; how many were started. */
+  private async startDue(now: Date): Promise<number> {
     const free = (this.o.concurrency ?? 8) - this.inFlight.size;
-    if (free <= 0) return;
-    const due = this.o.store.due(this.clock.now(), free + this.inFlight.size).filter((m) => !this.inFlight.has(m.id));
-    for (const message of due.slice(0, free)) {
+    if (free <= 0) return 0;
+    const due = await this.o.store.claimDue(now, free, this.inFlight);
+    for (const message of due) {
       const work = this.send(message, false)
         .then(() => undefined)
         .catch((err) => this.o.log.error({ err, messageId: message.id }, 'recording a webhook attempt failed'))
         .finally(() => {
           this.inFlight.delete(message.id);
-          this.wakeUp?.();
+          this.wake();
         });
       this.inFlight.set(message.id, work);
     }
+    return due.length;
   }
 
-  private delay(): number {
+  /** How long to sleep after a pass at `passAt` that started `started` POSTs. */
+  private async delay(passAt: Date, started: number): Promise<number> {
     if (this.inFlight.size >= (this.o.concurrency ?? 8)) return IDLE_MS; // a finishing POST wakes the loop
-    const next = this.o.store.nextDueAt();
+    const next = await this.o.store.nextDueAt();
     if (!next) return IDLE_MS;
+    // Due at the pass, yet nothing claimed nor in flight: another instance's claim holds it this
+    // instant (Postgres; on SQLite the pass takes all that is due). Look again soon, not at once.
+    if (next <= passAt && !started && !this.inFlight.size) return CONTENDED_MS;
     // Due but in flight: its end wakes the loop.
     const ms = next.getTime() - this.clock.now().getTime();
     return ms <= 0 ? (this.inFlight.size ? IDLE_MS : 0) : Math.min(ms, IDLE_MS);
@@ -150,11 +175,15 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
   /** One attempt, recorded with the message's next step; returns the attempt's id (undefined when cut off by stop()). */
   private async send(message: WebhookMessageRow, manual: boolean): Promise<string | undefined> {
     const outcome = await this.post(message);
-    if (this.shutdown.signal.aborted && !outcome.ok) return undefined; // cut off by stop(): not an attempt
+    if (this.shutdown.signal.aborted && !outcome.ok) {
+      // Cut off by stop(): not an attempt. Its claim (Postgres) ends now, so another instance sends it at once.
+      if (!manual) await this.o.store.release([message.id]);
+      return undefined;
+    }
     const now = this.clock.now();
     const deliveryId = randomUUID();
     const attempts = message.attempts + (manual ? 0 : 1);
-    let next: { attempts?: number; nextAttemptAt?: Date | null; deliveredAt?: Date } = {};
+    let next: MessageStep = {};
     let gaveUp: string | undefined;
     if (outcome.ok) {
       if (!message.deliveredAt) next = { deliveredAt: now, nextAttemptAt: null, attempts };
@@ -165,7 +194,7 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
       else if (at > message.createdAt.getTime() + RETRY_WINDOW_MS) gaveUp = `no success in ${RETRY_WINDOW_MS / 3_600_000} h`;
       next = { attempts, nextAttemptAt: gaveUp ? null : new Date(at) };
     }
-    this.o.store.recordAttempt(
+    await this.o.store.recordAttempt(
       { id: deliveryId, messageId: message.id, predictionId: message.predictionId, attemptedAt: now, statusCode: outcome.statusCode, latencyMs: outcome.latencyMs, error: outcome.error, manual },
       next,
     );
@@ -182,7 +211,7 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
   private async post(message: WebhookMessageRow): Promise<Outcome> {
     const started = performance.now();
     const done = (o: Omit<Outcome, 'latencyMs'>): Outcome => ({ ...o, latencyMs: Math.round(performance.now() - started) });
-    const secret = this.o.secretFor(message.predictionId);
+    const secret = await this.o.secretFor(message.predictionId);
     if (!secret) return done({ ok: false, statusCode: null, error: 'no signing secret for the owner of this prediction', permanent: true });
     const url = new URL(message.url);
     if (!this.o.allowPrivate) {

@@ -32,8 +32,9 @@ export class PgCreator implements Creator {
     private readonly idempotency: PgIdempotency,
   ) {}
 
-  create(request: CreateRequest, now: Date): Promise<CreateOutcome> {
-    return this.db.transaction(async (tx): Promise<CreateOutcome> => {
+  async create(request: CreateRequest, now: Date): Promise<CreateOutcome> {
+    let afterCommit: (() => void) | undefined;
+    const outcome = await this.db.transaction(async (tx): Promise<CreateOutcome> => {
       const owner = request.row.owner;
       await tx.execute(sql`SELECT pg_advisory_xact_lock(${CREATE_LOCK_CLASS}::int4, hashtext(${owner ?? ''}::text))`);
       if (request.idempotency) {
@@ -47,11 +48,12 @@ export class PgCreator implements Creator {
         if (unfinished >= request.maxInFlight) return { kind: 'tooManyInFlight', unfinished, max: request.maxInFlight };
       }
       const row = await this.predictions.insert(request.row, tx);
-      // withRow is synchronous in store.ts's CreateRequest and is not handed the transaction: work it
-      // does cannot join this transaction yet (see the report on store.ts).
-      request.withRow?.(row);
+      // The webhook subscription (and its CREATED message) commits with the row, or neither does.
+      afterCommit = (await request.withRow?.(row, tx)) ?? undefined;
       if (request.idempotency) await this.idempotency.remember(tx, owner, request.idempotency.key, { predictionId: row.id, inputHash: request.idempotency.inputHash }, now);
       return { kind: 'created', row };
     });
+    afterCommit?.();
+    return outcome;
   }
 }

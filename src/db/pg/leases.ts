@@ -49,18 +49,18 @@ export class PgLeases implements Leases {
    * started rows only; the rows it visits beyond those returned are the ones under a live lease,
    * i.e. being stepped right now by some instance.
    */
-  async claimDue(now: Date, limit: number): Promise<string[]> {
+  async claimDue(now: Date, limit: number, busy: readonly string[] = []): Promise<string[]> {
     if (limit <= 0) return [];
     const { rows } = await this.db.$client.query<{ id: string; at: Date; seq: string }>(
       `WITH picked AS (
          SELECT id, next_poll_at AS at, seq FROM predictions
          WHERE (upstream_id IS NOT NULL OR submit_started_at IS NOT NULL) AND next_poll_at <= $1::timestamptz
-           AND (locked_until IS NULL OR locked_until <= $1::timestamptz)
+           AND (locked_until IS NULL OR locked_until <= $1::timestamptz) AND NOT (id = ANY($5::text[]))
          ORDER BY next_poll_at LIMIT $2 FOR UPDATE SKIP LOCKED)
        UPDATE predictions AS p SET locked_by = $3, locked_until = $4::timestamptz, poll_requested_at = NULL
        FROM picked WHERE p.id = picked.id
        RETURNING p.id, picked.at, picked.seq`,
-      [now.toISOString(), limit, this.o.instanceId, this.leaseEnd(now)],
+      [now.toISOString(), limit, this.o.instanceId, this.leaseEnd(now), [...busy]],
     );
     // RETURNING has no order of its own.
     return rows.sort((a, b) => a.at.getTime() - b.at.getTime() || Number(a.seq) - Number(b.seq)).map((r) => r.id);
@@ -75,7 +75,7 @@ export class PgLeases implements Leases {
    * `submit_started_at` yet, or is about to). The same leased rows count against the per-minute
    * window too. An account pause in force (SharedPause) admits nothing: the row is already locked.
    */
-  async claimQueued(now: Date, limit: number): Promise<string[]> {
+  async claimQueued(now: Date, limit: number, busy: readonly string[] = []): Promise<string[]> {
     if (limit <= 0) return [];
     return this.transaction(async (c) => {
       const at = now.toISOString();
@@ -110,12 +110,12 @@ export class PgLeases implements Leases {
       const { rows } = await c.query<{ id: string; queue_turn: number; seq: string }>(
         `WITH picked AS (
            SELECT id, queue_turn, seq FROM predictions
-           WHERE ${QUEUED} AND ${CLAIMABLE_BY(1)}
+           WHERE ${QUEUED} AND ${CLAIMABLE_BY(1)} AND NOT (id = ANY($5::text[]))
            ORDER BY queue_turn, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE predictions AS p SET locked_by = $3, locked_until = $4::timestamptz, poll_requested_at = NULL
          FROM picked WHERE p.id = picked.id
          RETURNING p.id, picked.queue_turn, picked.seq`,
-        [at, n, this.o.instanceId, this.leaseEnd(now)],
+        [at, n, this.o.instanceId, this.leaseEnd(now), [...busy]],
       );
       return rows.sort((a, b) => a.queue_turn - b.queue_turn || Number(a.seq) - Number(b.seq)).map((r) => r.id);
     });
@@ -134,6 +134,16 @@ export class PgLeases implements Leases {
        WHERE locked_by = $1 ${ids ? 'AND id = ANY($2::text[])' : ''}`,
       ids ? [this.o.instanceId, [...ids]] : [this.o.instanceId],
     );
+  }
+
+  /** Pushes out the end of this instance's own leases on these rows (a lease another instance took is left alone). */
+  async renew(ids: readonly string[], now: Date): Promise<void> {
+    if (!ids.length) return;
+    await this.db.$client.query('UPDATE predictions SET locked_until = $3::timestamptz WHERE locked_by = $1 AND id = ANY($2::text[])', [
+      this.o.instanceId,
+      [...ids],
+      this.leaseEnd(now),
+    ]);
   }
 
   private leaseEnd(now: Date): string {

@@ -6,10 +6,13 @@ import type { PgDb, PgTx } from './client.js';
 import type { Fence, PgPredictions } from './predictions.js';
 
 /**
- * Work that must commit or fail with a visible change (the webhook outbox, later): runs inside the
- * write's transaction, after the row is written; a throw rolls the write back and nothing is published.
+ * Work that must commit or fail with a visible change (the webhook outbox): runs inside the write's
+ * transaction, after the row is written; a throw rolls the write back and nothing is published. A
+ * function it returns runs once the transaction has committed (waking the webhook dispatcher: before
+ * the commit, its claim could not see the message yet).
  */
-export type PgRecordHook = (tx: PgTx, row: PredictionRow, patch: PredictionPatch) => Promise<void>;
+// biome-ignore lint/suspicious/noConfusingVoidType: a hook with nothing to do after the commit is an async function that returns nothing (Promise<void>), which `undefined` would refuse
+export type PgRecordHook = (tx: PgTx, row: PredictionRow, patch: PredictionPatch) => Promise<void | (() => void)>;
 
 export interface PgRecorderOptions {
   now: () => Date;
@@ -44,15 +47,17 @@ export function createPgRecorder(db: PgDb, store: PgPredictions, pubsub: Predict
       const at = o.now();
       const options = { visibleAt: at, fence: fenceAt(at) };
       const { hook } = o;
+      let afterCommit: (() => void) | undefined;
       // One UPDATE is a transaction by itself; an explicit one only when the hook must share it.
       const row = hook
         ? await db.transaction(async (tx) => {
             const written = await store.update(tx, id, patch, options);
-            if (written) await hook(tx, written, patch);
+            if (written) afterCommit = (await hook(tx, written, patch)) ?? undefined;
             return written;
           })
         : await store.update(db, id, patch, options);
       if (row) pubsub.publish('prediction:updated', id, row);
+      afterCommit?.();
       return row;
     },
     async reschedule(id, patch) {
