@@ -141,7 +141,8 @@ export class PgKeyCache implements Keys {
   private stopped = false;
 
   constructor(private readonly o: PgKeyCacheOptions) {
-    this.bus = new PgChangeBus({ connectionString: o.connectionString, instanceId: `keys-cache:${process.pid}`, log: o.log, channel: KEYS_CHANNEL });
+    // Its log lines say "bus: …" as the predictions' bus does; the field tells the two apart.
+    this.bus = new PgChangeBus({ connectionString: o.connectionString, instanceId: `keys-cache:${process.pid}`, log: o.log.child({ channel: KEYS_CHANNEL }), channel: KEYS_CHANNEL });
     this.first = this.start();
     // ready() reports a failed start; until someone asks, it must not be an unhandled rejection.
     this.first.catch(() => {});
