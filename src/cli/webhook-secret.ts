@@ -13,6 +13,12 @@ export function registerWebhookSecret(program: Command): void {
     .description("print open mode's webhook signing secret (WEBHOOK_SIGNING_SECRET, or the one generated into DATA_DIR); keys have their own")
     .action(() => {
       const config = loadConfig();
+      if (config.scaleOut && !config.webhooks.signingSecret) {
+        // With DATABASE_URL a secret generated into one DATA_DIR would sign nothing: open mode signs with this one only.
+        console.error('with DATABASE_URL, open mode signs webhooks with WEBHOOK_SIGNING_SECRET (the same on every instance), which is not set');
+        process.exitCode = 1;
+        return;
+      }
       mkdirSync(config.dataDir, { recursive: true });
       console.log(openModeSecret(config.dataDir, config.webhooks.signingSecret));
     });
