@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import pg from 'pg';
 
 /** What a storage failure says: SQLite's code (SQLITE_FULL, SQLITE_IOERR, ...) or the file system's (ENOSPC, EIO, ...). */
 export interface StorageFailure {
@@ -8,6 +9,15 @@ export interface StorageFailure {
 
 /** File-system failures of the files kept beside the database (images, outputs). */
 const FILE_STORAGE_CODES = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS']);
+/** A Postgres that cannot be reached (DATABASE_URL): the socket errors its pool passes on as they are. */
+const PG_SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+/**
+ * SQLSTATE classes of a Postgres that failed as a store rather than a query: connection exceptions
+ * (08), insufficient resources (53: disk full, out of memory, too many connections), operator
+ * intervention (57P01-57P05: shutdown, restart, cannot connect now), system errors (58), and a
+ * read-only transaction (25006, a standby after failover).
+ */
+const isPgStoreFailure = (code: string) => /^(08|53|58|57P0)/.test(code) || code === '25006';
 
 /**
  * A failure of the store itself (disk full, I/O error, read-only or locked file, corruption), as
@@ -22,9 +32,16 @@ export function isStorageError(err: unknown): boolean {
 /** The storage failure behind `err`, if the store itself failed. */
 export function storageErrorOf(err: unknown): StorageFailure | undefined {
   for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    // Upstream's and media downloads' errors (they carry `transient`) are never the store's, even
+    // when a socket error like ECONNREFUSED is their cause.
+    if (typeof (e as { transient?: unknown }).transient === 'boolean') return undefined;
     if (e instanceof Database.SqliteError) return e.code.startsWith('SQLITE_CONSTRAINT') ? undefined : e;
+    if (e instanceof pg.DatabaseError) return e.code && isPgStoreFailure(e.code) ? { code: e.code, message: e.message } : undefined;
+    const message = (e as Error).message ?? '';
+    // node-postgres's own words for a connection that died under a query.
+    if (/^Connection terminated/.test(message)) return { code: 'PG_CONNECTION', message };
     const code = (e as NodeJS.ErrnoException).code;
-    if (code && FILE_STORAGE_CODES.has(code)) return { code, message: (e as Error).message };
+    if (code && (FILE_STORAGE_CODES.has(code) || PG_SOCKET_CODES.has(code))) return { code, message };
   }
   return undefined;
 }

@@ -34,6 +34,8 @@ export interface PollerOptions {
   leases?: Leases;
   /** The account-wide pause that every instance honours (Postgres mode). */
   sharedPause?: SharedPause;
+  /** LEASE_MS: with leases, the rows this instance steps are renewed every third of it. */
+  leaseMs?: number;
   log: Logger;
   schedule: PollSchedule;
   /** Most upstream requests in flight at once. */
@@ -69,6 +71,11 @@ export interface PollerHealth {
 const FORCED_POLL_GAP_MS = 5000;
 /** Longest backoff of a poller-wide pause (account probe, storage retry, crashed pass). */
 const PAUSE_CAP_MS = 60_000;
+/**
+ * With leases, work that looks due may be held by another instance (its lease runs on): a pass that
+ * claimed nothing waits this long before looking again, instead of spinning on the claim queries.
+ */
+const LEASED_RETRY_MS = 500;
 
 /**
  * The one background scheduler, its loop: which predictions are due, how many steps run at once,
@@ -92,6 +99,9 @@ export class Poller extends EventEmitter<PollerEvents> {
   private readonly pauses = new Pauses(1000, PAUSE_CAP_MS);
   private probing = false;
   private running = false;
+  /** Rows the last pass claimed (leases only): none while some look due means another instance holds them. */
+  private lastClaimed = 0;
+  private heartbeat?: ReturnType<typeof setInterval>;
   private loopPromise?: Promise<void>;
   private wakeUp?: () => void;
   private wakePending = false;
@@ -118,6 +128,16 @@ export class Poller extends EventEmitter<PollerEvents> {
     if (this.running) return;
     this.running = true;
     this.loopPromise = this.loop();
+    const { leases, leaseMs } = this.o;
+    if (leases && leaseMs) {
+      // A step may outlast a lease (an upload or a download may take 120 s): its lease is renewed
+      // while it runs, so no other instance takes the row from under it.
+      this.heartbeat = setInterval(() => {
+        const ids = [...this.inFlight.keys()];
+        if (ids.length) leases.renew(ids, this.clock.now()).catch((err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'could not renew leases'));
+      }, Math.max(100, Math.floor(leaseMs / 3)));
+      this.heartbeat.unref();
+    }
   }
 
   /**
@@ -130,6 +150,7 @@ export class Poller extends EventEmitter<PollerEvents> {
     this.wakeUp?.();
     await this.loopPromise;
     await Promise.allSettled(this.inFlight.values());
+    clearInterval(this.heartbeat);
     await this.o.leases?.release().catch((err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'could not release leases; they expire by themselves'));
   }
 
@@ -276,7 +297,12 @@ export class Poller extends EventEmitter<PollerEvents> {
     if (next === Number.POSITIVE_INFINITY) return idle;
     const delay = next - now;
     // Due but not started means every slot is busy (a finishing request wakes us) or the row cools down.
-    if (delay <= 0) return this.inFlight.size >= this.o.concurrency || this.cooldown.size ? Math.min(idle, 1000) : 0;
+    if (delay <= 0) {
+      if (this.inFlight.size >= this.o.concurrency || this.cooldown.size) return Math.min(idle, 1000);
+      // Due by the rows, yet nothing claimed: another instance's lease holds it (or the tier is full there).
+      if (this.o.leases && this.lastClaimed === 0) return Math.min(idle, LEASED_RETRY_MS);
+      return 0;
+    }
     return Math.min(delay, idle);
   }
 
@@ -301,9 +327,13 @@ export class Poller extends EventEmitter<PollerEvents> {
     if (free <= 0) return false;
     if (this.o.leases) {
       // Shared work: claims lease rows to this instance; the tier's limits are judged across all instances.
-      for (const id of await this.o.leases.claimDue(now, free)) this.begin(id, false);
+      // Never a row this instance is still stepping: see Leases.claimDue.
+      const polls = await this.o.leases.claimDue(now, free, [...this.inFlight.keys()]);
+      for (const id of polls) this.begin(id, false);
       free = this.o.concurrency - this.inFlight.size;
-      if (free > 0) for (const id of await this.o.leases.claimQueued(now, free)) this.begin(id, true);
+      const submissions = free > 0 ? await this.o.leases.claimQueued(now, free, [...this.inFlight.keys()]) : [];
+      for (const id of submissions) this.begin(id, true);
+      this.lastClaimed = polls.length + submissions.length;
       return true;
     }
     // Work already paid for first: polls of tasks upstream, and reconciliations.

@@ -45,6 +45,11 @@ export interface OpenPostgresOptions {
 export async function openPostgres(url: string, opts: OpenPostgresOptions = {}): Promise<PgDb> {
   const pool = new pg.Pool({ connectionString: url, max: opts.max, application_name: opts.applicationName });
   pool.on('error', opts.onIdleError ?? (() => {}));
+  // The pool listens for errors only on idle connections: one that dies while checked out (inside a
+  // transaction, between two of its queries: a Postgres restart, pg_terminate_backend) would emit
+  // an 'error' nobody handles, and that ends the process. Every connection gets a listener of its
+  // own for its whole life; the query that meets the dead connection fails and is handled there.
+  pool.on('connect', (client) => client.on('error', () => {}));
   try {
     await migrateLocked(pool);
   } catch (err) {
