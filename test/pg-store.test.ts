@@ -182,6 +182,29 @@ describe('leases on due work', () => {
     expect(await must(b).predictions.findById(unheld)).toMatchObject({ status: 'CANCELED', nextPollAt: null });
   });
 
+  test('a claim never takes a row its own instance is still stepping, due or queued; renew extends only its own leases', async () => {
+    const [a, b] = await instances(2);
+    const [id] = await startedRows(must(a), 1);
+    expect(await must(a).leases.claimDue(T0, 10)).toEqual([id]);
+    // A's step outlives its lease; B takes the row over, finishes a step and lets it go.
+    expect(await must(b).leases.claimDue(at(LEASE_MS), 10)).toEqual([id]);
+    await must(b).leases.release([must(id)]);
+    // A's old step is still running: a claim that named it again would make that step's fenced
+    // writes valid once more (the double submission the review found). With it busy, A skips it.
+    expect(await must(a).leases.claimDue(at(LEASE_MS + 1), 10, [must(id)])).toEqual([]);
+    must(a).clock.now = at(LEASE_MS + 2);
+    expect(await must(a).recorder.reschedule(must(id), { nextPollAt: at(LEASE_MS + 3) })).toBe(false);
+    // Queued rows the same way.
+    await must(a).insert(newRow('q-busy'));
+    expect(await must(a).leases.claimQueued(T0, 10, ['q-busy'])).toEqual([]);
+    expect(await must(a).leases.claimQueued(T0, 10)).toEqual(['q-busy']);
+    // Renew pushes out A's own lease only: not a row B holds.
+    expect(await must(b).leases.claimDue(at(LEASE_MS + 1), 10)).toEqual([id]);
+    await must(a).leases.renew(['q-busy', must(id)], at(10));
+    expect(await lease(must(a).db, 'q-busy')).toMatchObject({ locked_by: 'instance-a', locked_until: at(10 + LEASE_MS) });
+    expect(await lease(must(a).db, must(id))).toMatchObject({ locked_by: 'instance-b', locked_until: at(2 * LEASE_MS + 1) });
+  });
+
   test('release ends this instance’s leases (these, or all) and no one else’s', async () => {
     const [a, b] = await instances(2);
     const ids = await startedRows(must(a), 4);
