@@ -2,7 +2,8 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { MAX_IMAGE_BYTES } from '../src/validation/limits.js';
-import { startApp, waitFor, type TestApp } from './helpers/app.js';
+import { ImageStore } from '../src/storage/images.js';
+import { startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { pngOfSize } from './helpers/images.js';
 import { must } from './helpers/must.js';
 
@@ -77,6 +78,14 @@ describe('images as files', () => {
     expect(notMultipart.status).toBe(400);
     expect(t.app.sandbox?.stats.uploads).toBe(0);
   });
+});
+
+test('an image file missing from DATA_DIR/images (another instance kept it) is said by name, never by the server path', () => {
+  const dir = tempDir();
+  const name = `${'a'.repeat(64)}.png`;
+  const read = () => new ImageStore(join(dir, 'images')).read(name);
+  expect(read).toThrow(`the image file ${name} is not in this gateway's DATA_DIR/images`);
+  expect(read).not.toThrow(dir);
 });
 
 describe('retention', () => {

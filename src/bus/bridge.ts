@@ -65,6 +65,8 @@ export async function startBridge(o: BridgeOptions): Promise<Bridge> {
 
   const onChange = (change: Change) => {
     o.onChange?.(change);
+    // Without a resync timer nothing else forgets unwatched predictions: keep the map bounded here.
+    if (published.size > 10_000) for (const id of published.keys()) if (!pubsub.has('prediction:updated', id)) published.delete(id);
     if (!pubsub.has('prediction:updated', change.id)) return;
     if (change.version <= Math.max(published.get(change.id) ?? 0, requested.get(change.id) ?? 0)) return;
     requested.set(change.id, change.version);

@@ -44,7 +44,14 @@ export class ImageStore {
 
   read(name: string): Buffer {
     if (!NAME.test(name)) throw new Error(`not an image name this store makes: ${name}`);
-    return readFileSync(join(this.dir, name));
+    try {
+      return readFileSync(join(this.dir, name));
+    } catch (err) {
+      // Said without the server's path, which would reach the prediction's `error`. With several
+      // instances on one Postgres, DATA_DIR/images must be a volume they share.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`the image file ${name} is not in this gateway's DATA_DIR/images`);
+      throw err;
+    }
   }
 
   contentType(name: string): 'image/jpeg' | 'image/png' {
