@@ -10,7 +10,9 @@ import { openDatabase } from '../src/db/client.js';
 import { closePostgres, openPostgres } from '../src/db/pg/client.js';
 import { predictionStatuses } from '../src/db/schema.js';
 import { createMetrics } from '../src/server/metrics.js';
-import { RETENTION_LOCK_KEY } from '../src/storage/retention.js';
+import { createLogger } from '../src/log.js';
+import { ImageStore } from '../src/storage/images.js';
+import { createPgRetention, RETENTION_LOCK_KEY } from '../src/storage/retention.js';
 import { SandboxUpstream } from '../src/upstream/sandbox.js';
 import { fastEnv, postGraphql, tempDir, waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
@@ -154,6 +156,27 @@ describe('retention on Postgres', () => {
     expect(await t.app.retention.sweep()).toEqual({ predictions: 0, images: 0, outputs: 0 });
     expect((await rowOf(c, id))?.status).toBe('COMPLETED');
     expect(existsSync(join(t.dataDir, 'images', must(imageFile)))).toBe(true);
+  });
+
+  test('a sweep goes in batches until none is full, and one stopped (aborted) ends after its current batch', async () => {
+    const pool = await openPostgres(db.url());
+    onDispose(() => closePostgres(pool));
+    const longAgo = new Date(Date.now() - 40 * DAY_MS);
+    for (const id of ['a', 'b', 'c', 'd', 'e']) {
+      await pool.$client.query(
+        `INSERT INTO predictions (id, model, status, prompt, has_image, enable_prompt_expansion, created_at, updated_at, completed_at)
+         VALUES ($1, 'minimax/video-01', 'COMPLETED', $1, false, true, $2, $2, $2)`,
+        [id, longAgo],
+      );
+    }
+    const retention = createPgRetention({ pg: pool, images: new ImageStore(join(tempDir(), 'images')), log: createLogger('silent'), now: () => new Date(), retentionMs: 30 * DAY_MS, batchSize: 2 });
+    const count = async () => (await pool.$client.query('SELECT count(*)::int AS n FROM predictions')).rows[0].n;
+    const stopped = new AbortController();
+    stopped.abort();
+    expect(await retention.sweep(stopped.signal)).toEqual({ predictions: 2, images: 0, outputs: 0 });
+    expect(await count()).toBe(3);
+    expect(await retention.sweep()).toEqual({ predictions: 3, images: 0, outputs: 0 });
+    expect(await count()).toBe(0);
   });
 
   test('two instances sweeping at once do the work once: the one without the advisory lock skips', async () => {

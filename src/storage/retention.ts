@@ -41,7 +41,7 @@ export function createRetention(d: RetentionDeps) {
   const imageUsed = c.prepare('SELECT 1 FROM predictions INDEXED BY predictions_image_file WHERE image_file IS NOT NULL AND image_file = ? LIMIT 1').pluck();
   const keptLists = c.prepare(`SELECT kept_outputs FROM predictions WHERE kept_outputs != '[]'`).pluck();
 
-  async function sweep(): Promise<SweepResult> {
+  async function sweep(signal?: AbortSignal): Promise<SweepResult> {
     const result: SweepResult = { predictions: 0, images: 0, outputs: 0 };
     if (d.retentionMs <= 0) return result;
     const before = d.now().getTime() - d.retentionMs;
@@ -56,7 +56,8 @@ export function createRetention(d: RetentionDeps) {
         if (imageFile) images.add(imageFile);
         for (const path of JSON.parse(keptOutputs) as string[]) outputs.add(path);
       }
-      if (rows.length < batchSize) break;
+      // Stopping ends the sweep after this batch; the files of the rows deleted so far are still judged.
+      if (rows.length < batchSize || signal?.aborted) break;
       await new Promise((resolve) => setImmediate(resolve));
     }
     // Once per sweep, not per row: an indexed look-up per image, one read of the kept-output lists.
@@ -77,25 +78,27 @@ export function createRetention(d: RetentionDeps) {
 }
 
 export interface Retention {
-  /** One sweep now; resolves once its rows are deleted and its files judged and removed. */
-  sweep(): Promise<SweepResult>;
-  /** Sweeps a minute after start, then daily; the function it returns stops that and awaits a sweep under way. */
+  /** One sweep now; resolves once its rows are deleted and its files judged and removed. An aborted one stops after its current batch. */
+  sweep(signal?: AbortSignal): Promise<SweepResult>;
+  /** Sweeps a minute after start, then daily; the function it returns stops that, ending a sweep under way after its batch. */
   schedule(): () => Promise<void>;
 }
 
 /** Sweeps a minute after start, then once a day; timers never keep the process alive. */
-function scheduleSweeps(d: Pick<RetentionDeps, 'log' | 'retentionMs'>, sweep: () => Promise<SweepResult>): () => Promise<void> {
+function scheduleSweeps(d: Pick<RetentionDeps, 'log' | 'retentionMs'>, sweep: Retention['sweep']): () => Promise<void> {
   if (d.retentionMs <= 0) return async () => undefined;
+  const stopping = new AbortController();
   let running: Promise<unknown> = Promise.resolve();
   const run = () => {
-    running = sweep().catch((err) => d.log.error({ err }, 'retention sweep failed; the next one tries again'));
+    running = sweep(stopping.signal).catch((err) => d.log.error({ err }, 'retention sweep failed; the next one tries again'));
   };
   const first = setTimeout(run, 60_000).unref();
   const daily = setInterval(run, 86_400_000).unref();
   return async () => {
     clearTimeout(first);
     clearInterval(daily);
-    // Stopping closes the database next: a sweep under way finishes first rather than fail on it.
+    // Stopping closes the database next: a sweep under way ends after its batch rather than fail on it.
+    stopping.abort();
     await running;
   };
 }
@@ -137,7 +140,7 @@ export interface PgRetentionDeps extends Omit<RetentionDeps, 'db'> {
 export function createPgRetention(d: PgRetentionDeps): Retention {
   const batchSize = d.batchSize ?? 500;
 
-  async function sweep(): Promise<SweepResult> {
+  async function sweep(signal?: AbortSignal): Promise<SweepResult> {
     const result: SweepResult = { predictions: 0, images: 0, outputs: 0 };
     if (d.retentionMs <= 0) return result;
     const before = new Date(d.now().getTime() - d.retentionMs);
@@ -165,7 +168,7 @@ export function createPgRetention(d: PgRetentionDeps): Retention {
             if (imageFile) images.add(imageFile);
             for (const path of keptOutputs) outputs.add(path);
           }
-          if (rows.length < batchSize) break;
+          if (rows.length < batchSize || signal?.aborted) break;
         }
         // Once per sweep: which candidates a remaining row still names (an index probe per image, one scan for the outputs).
         if (images.size) {
