@@ -365,4 +365,34 @@ describe('two gateways on one Postgres', () => {
     expect(list.map((d) => [d.statusCode, d.succeeded])).toEqual([[200, true]]);
     expect(r.got).toHaveLength(2);
   }, 120_000);
+
+  test('the instance sending a message is stopped (SIGTERM) mid-POST: it releases the claim, so the other one sends it long before the claim would have ended', async () => {
+    const secret = generateSigningSecret();
+    // A claim of 21 s: the survivor, whose idle sleep is at most 5 s, can only send it sooner if it was released.
+    const gs = await gateways(secret, 30, { LEASE_MS: '20000' });
+    const [A] = gs;
+    const db = await admin();
+    const r = await receiver((n) => (n === 1 ? 'hang' : 200));
+    const first = r.next();
+    const res = await postGraphql(A.url, CREATE, { input: { prompt: 'stopped mid-POST', webhookUrl: r.url, webhookEvents: ['CREATED'] } });
+    expect(res.body.errors, explain(gs)).toBeUndefined();
+    const hung = await first;
+    const claim = must((await db.query<{ locked_by: string; locked_until: Date }>('SELECT locked_by, locked_until FROM webhook_messages')).rows[0]);
+    expect(claim.locked_until.getTime() - hung.at).toBeGreaterThan(15_000);
+    const holder = must(gs.find((g) => claim.locked_by.includes(`:${g.child.pid}:`)));
+    const second = r.next();
+    holder.child.kill('SIGTERM');
+    expect(await holder.exited, explain(gs)).toBe(0);
+    const resent = await Promise.race([
+      second,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not resent in 12 s\n${explain(gs)}`)), 12_000)),
+    ]);
+    expect(resent.headers['webhook-id']).toBe(hung.headers['webhook-id']);
+    expect(resent.at).toBeLessThan(claim.locked_until.getTime() - 5_000);
+    // The cut-off POST was no attempt: the survivor's is the only one logged.
+    await waitFor(
+      async () => (await db.query<{ status_code: number }>('SELECT status_code FROM webhook_attempts')).rows.map((row) => row.status_code),
+      (codes) => codes.length === 1 && codes[0] === 200,
+    );
+  }, 120_000);
 });
