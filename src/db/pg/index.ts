@@ -21,7 +21,7 @@ export interface PgStoreOptions {
   limits: AdmissionLimits;
   pubsub: PredictionPubSub;
   now: () => Date;
-  /** Runs inside every recorded change's transaction (the webhook outbox, later). */
+  /** Runs inside every recorded change's transaction: the webhook outbox (webhooks/outgoing.ts, createPgOutgoing). */
   hook?: PgRecordHook;
 }
 
