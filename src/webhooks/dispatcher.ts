@@ -125,8 +125,9 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
       } catch (err) {
         this.o.log.error({ err }, 'webhook dispatcher pass failed; retrying');
       }
-      // A nudge or a finished POST during the pass (while it awaited the store) is not lost.
-      if (!this.woken) await this.sleep(delay);
+      // A nudge or a finished POST during the pass (while it awaited the store) is not lost, nor a
+      // stop(): it ends the loop now, not after one more sleep.
+      if (!this.woken && this.running) await this.sleep(delay);
     }
   }
 
