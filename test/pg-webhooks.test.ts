@@ -1,16 +1,19 @@
+import { existsSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, test } from 'vitest';
+import { openApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
 import { closePostgres, openPostgres, type PgDb } from '../src/db/pg/client.js';
 import { PgOutbox } from '../src/db/pg/outbox.js';
 import * as pgSchema from '../src/db/pg/schema.js';
 import type { PredictionStatus } from '../src/db/schema.js';
 import { SandboxUpstream } from '../src/upstream/sandbox.js';
 import { generateSigningSecret } from '../src/webhooks/secrets.js';
-import { postGraphql, tempDir, waitFor } from './helpers/app.js';
+import { fastEnv, postGraphql, tempDir, waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { must } from './helpers/must.js';
 import { usePostgres } from './helpers/postgres.js';
@@ -151,6 +154,22 @@ describe('the Postgres outbox', () => {
     await a.release(['msg_1']);
     expect((await b.claimDue(at(8000), 1)).map((x) => x.id)).toEqual(['msg_1']);
   });
+});
+
+test('open mode on Postgres signs with WEBHOOK_SIGNING_SECRET only: without it a webhookUrl is refused and nothing is stored', async () => {
+  const dataDir = tempDir();
+  const env = { ...fastEnv, DATA_DIR: dataDir, DATABASE_URL: postgres.url(), WAVESPEED_BASE_URL: 'http://127.0.0.1:9/sandbox', WEBHOOK_ALLOW_PRIVATE: 'true' };
+  const app = await openApp(loadConfig(env));
+  const url = await app.start();
+  onDispose(() => app.stop());
+  const res = await postGraphql(url, 'mutation ($input: CreateVideoInput!) { createVideo(input: $input) { id } }', {
+    input: { prompt: 'unsigned', webhookUrl: 'http://127.0.0.1:9/hook' },
+  });
+  expect(res.body.errors?.[0]).toMatchObject({ extensions: { code: 'WEBHOOK_SECRET_MISSING' }, message: expect.stringContaining('WEBHOOK_SIGNING_SECRET') });
+  const db = await admin();
+  expect((await db.query('SELECT id FROM predictions')).rows).toEqual([]);
+  // No secret was generated into DATA_DIR either: it would sign for this instance alone.
+  expect(existsSync(join(dataDir, 'webhook-secret'))).toBe(false);
 });
 
 // ---- Two gateway processes on one Postgres.
