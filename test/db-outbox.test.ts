@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { IDEMPOTENCY_TTL_MS, IdempotencyStore } from '../src/db/idempotency.js';
-import { type NewAttempt, WebhookStore } from '../src/db/outbox.js';
+import { type NewAttempt, sqliteOutbox, WebhookStore } from '../src/db/outbox.js';
 import { PredictionStore } from '../src/db/predictions.js';
 import { at, freshDb, newRow, T0 } from './helpers/db.js';
 import { must } from './helpers/must.js';
@@ -182,6 +182,46 @@ describe('the outbox', () => {
     hooks.recordAttempt(attempt('a', 'm', 'p1', at(1)), {});
     db.$client.prepare(`DELETE FROM predictions WHERE id = 'p1'`).run();
     expect([hooks.subscriptionOf('p1'), hooks.message('m'), hooks.attempt('a')]).toEqual([undefined, undefined, undefined]);
+  });
+});
+
+describe('sqliteOutbox: the same outbox behind the async interface', () => {
+  test('claimDue: due messages less the busy ones, still up to the limit', async () => {
+    const { hooks } = stores();
+    const outbox = sqliteOutbox(hooks);
+    hooks.enqueue(message('m1', 'p1', 'COMPLETED', at(100)));
+    hooks.enqueue(message('m2', 'p2', 'COMPLETED', at(200)));
+    hooks.enqueue(message('m3', 'p3', 'COMPLETED', at(300)));
+    hooks.enqueue(message('m4', 'p1', 'PROCESSING', at(400)));
+    const ids = (rows: { id: string }[]) => rows.map((r) => r.id);
+    expect(ids(await outbox.claimDue(at(1000), 10, new Set()))).toEqual(['m1', 'm2', 'm3', 'm4']);
+    expect(ids(await outbox.claimDue(at(1000), 2, new Set()))).toEqual(['m1', 'm2']);
+    // The busy ones do not use up the limit.
+    expect(ids(await outbox.claimDue(at(1000), 2, new Set(['m1', 'm2'])))).toEqual(['m3', 'm4']);
+    expect(ids(await outbox.claimDue(at(1000), 1, new Map([['m1', 1]])))).toEqual(['m2']);
+    expect(ids(await outbox.claimDue(at(250), 10, new Set(['m2'])))).toEqual(['m1']);
+    // Claiming is not taking: the same messages are due again.
+    expect(ids(await outbox.claimDue(at(1000), 10, new Set()))).toEqual(['m1', 'm2', 'm3', 'm4']);
+  });
+
+  test('every read and write is the store’s, as a promise; a failure rejects', async () => {
+    const { hooks } = stores();
+    const outbox = sqliteOutbox(hooks);
+    hooks.subscribe('p1', 'https://hooks.example/a', ['COMPLETED']);
+    hooks.enqueue(message('m', 'p1', 'COMPLETED', at(100)));
+    expect(await outbox.subscriptionOf('p1')).toStrictEqual({ url: 'https://hooks.example/a', events: ['COMPLETED'] });
+    expect(await outbox.subscriptionOf('p2')).toBeUndefined();
+    expect(await outbox.nextDueAt()).toEqual(at(100));
+    expect((await outbox.message('m'))?.attempts).toBe(0);
+    await outbox.recordAttempt(attempt('a', 'm', 'p1', at(100)), { attempts: 1, nextAttemptAt: at(900) });
+    expect(await outbox.message('m')).toMatchObject({ attempts: 1, nextAttemptAt: at(900) });
+    expect(await outbox.nextDueAt()).toEqual(at(900));
+    expect((await outbox.attemptsOf('p1', 5)).map((d) => [d.id, d.event])).toEqual([['a', 'COMPLETED']]);
+    expect(await outbox.attempt('a')).toMatchObject({ id: 'a', messageId: 'm', statusCode: 500 });
+    await expect(outbox.release(['m'])).resolves.toBeUndefined();
+    expect(await outbox.message('m')).toMatchObject({ attempts: 1, nextAttemptAt: at(900) });
+    const rejected = outbox.recordAttempt(attempt('a', 'm', 'p1', at(200)), {});
+    await expect(rejected).rejects.toThrow(/UNIQUE constraint failed/);
   });
 });
 
