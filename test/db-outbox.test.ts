@@ -199,6 +199,8 @@ describe('sqliteOutbox: the same outbox behind the async interface', () => {
     // The busy ones do not use up the limit.
     expect(ids(await outbox.claimDue(at(1000), 2, new Set(['m1', 'm2'])))).toEqual(['m3', 'm4']);
     expect(ids(await outbox.claimDue(at(1000), 1, new Map([['m1', 1]])))).toEqual(['m2']);
+    // Busy ids that are not due (sent, say, or not yet due) do not widen the limit either.
+    expect(ids(await outbox.claimDue(at(1000), 1, new Set(['elsewhere', 'other'])))).toEqual(['m1']);
     expect(ids(await outbox.claimDue(at(250), 10, new Set(['m2'])))).toEqual(['m1']);
     // Claiming is not taking: the same messages are due again.
     expect(ids(await outbox.claimDue(at(1000), 10, new Set()))).toEqual(['m1', 'm2', 'm3', 'm4']);
