@@ -203,6 +203,7 @@ async function threeGatewaysRun(pgServer: TestPostgres, bus: Bus) {
     const byC = new Set(logged(C, 'submitted upstream').map((l) => l.predictionId as string));
     for (const id of byC) {
       const i = ids.indexOf(id);
+      if (i < 0) continue; // one of the six around the 429, not followed
       for (const subscriber of [onA[i], onB[i]]) {
         const statuses = must(subscriber).values.map((v) => v.predictionUpdated.status);
         expect(statuses, `${id} as followed: ${statuses.join(' → ')}`).toContain('COMPLETED');
