@@ -361,7 +361,12 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
           log,
           resyncMs: scaleOut.resyncMs,
           // Another instance's change: a cached answer here is stale, watched or not.
-          onChange: (change) => responseCache?.invalidate(change.id),
+          onChange: (change) => {
+            responseCache?.invalidate(change.id);
+            // Another instance's change may have moved the queue (a submission, a cancel): the
+            // queued predictions followed here get their new places (coalesced, once a second).
+            poller.emit('queueMoved');
+          },
           // Changes announced while the bus was away are unknown: no cached answer can be trusted.
           onReconnect: () => responseCache?.clear(),
         });
