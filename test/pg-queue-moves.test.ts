@@ -1,13 +1,10 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { openApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
-import { SandboxUpstream } from '../src/upstream/sandbox.js';
 import { fastEnv, postGraphql, tempDir, waitFor } from './helpers/app.js';
 import { wsClient, wsSubscribe } from './helpers/clients.js';
 import { onDispose } from './helpers/dispose.js';
+import { sandboxServer } from './helpers/sandbox-server.js';
 import { usePostgres } from './helpers/postgres.js';
 
 const CREATE = 'mutation ($p: String!) { createVideo(input: { prompt: $p }) { id } }';
@@ -17,18 +14,7 @@ const FOLLOW = 'subscription ($id: ID!) { predictionUpdated(id: $id) { id status
 const db = usePostgres();
 
 test('a queued prediction followed on one instance gets its new place when another instance moves the queue', async () => {
-  const dir = tempDir();
-  const sandbox = new SandboxUpstream({ taskSeconds: 30, tasksFile: join(dir, 'tasks.sqlite'), uploadsDir: join(dir, 'uploads') });
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    void sandbox.handle(req, res, (req.url ?? '/').replace(/^\/sandbox/, '') || '/', upstream);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const upstream = `http://127.0.0.1:${(server.address() as AddressInfo).port}/sandbox`;
-  onDispose(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-    sandbox.close();
-  });
+  const { url: upstream, sandbox } = await sandboxServer(30);
   const env = { ...fastEnv, WAVESPEED_API_KEY: 'test-key', WAVESPEED_BASE_URL: upstream, DATABASE_URL: db.url(), UPSTREAM_MAX_CONCURRENT: '1', SUBSCRIPTION_RESYNC_MS: '0' };
   const a = await openApp(loadConfig({ ...env, DATA_DIR: tempDir() }));
   const b = await openApp(loadConfig({ ...env, DATA_DIR: tempDir() }));

@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -13,7 +12,7 @@ import { createMetrics } from '../src/server/metrics.js';
 import { createLogger } from '../src/log.js';
 import { ImageStore } from '../src/storage/images.js';
 import { createPgRetention, RETENTION_LOCK_KEY } from '../src/storage/retention.js';
-import { SandboxUpstream } from '../src/upstream/sandbox.js';
+import { sandboxServer } from './helpers/sandbox-server.js';
 import { fastEnv, postGraphql, tempDir, waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { dataUri, pngOfSize } from './helpers/images.js';
@@ -26,22 +25,7 @@ const DAY_MS = 86_400_000;
 const db = usePostgres();
 
 /** The embedded sandbox on a loopback port: one upstream for every app of a test, as in scale-out mode. */
-async function upstream() {
-  const dir = tempDir();
-  const sandbox = new SandboxUpstream({ taskSeconds: 0.3, tasksFile: join(dir, 'tasks.sqlite'), uploadsDir: join(dir, 'uploads') });
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').replace(/^\/sandbox/, '') || '/';
-    void sandbox.handle(req, res, path, url);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/sandbox`;
-  onDispose(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-    sandbox.close();
-  });
-  return { url, sandbox };
-}
+const upstream = () => sandboxServer(0.3);
 
 interface PgApp {
   app: App;

@@ -11,7 +11,7 @@ import { closePostgres, openPostgres, type PgDb } from '../src/db/pg/client.js';
 import { PgOutbox } from '../src/db/pg/outbox.js';
 import * as pgSchema from '../src/db/pg/schema.js';
 import type { PredictionStatus } from '../src/db/schema.js';
-import { SandboxUpstream } from '../src/upstream/sandbox.js';
+import { sandboxServer } from './helpers/sandbox-server.js';
 import { generateSigningSecret } from '../src/webhooks/secrets.js';
 import { fastEnv, postGraphql, tempDir, waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
@@ -181,22 +181,7 @@ const LEASE_MS = 1500;
 const WEBHOOK_TIMEOUT_MS = 1000;
 
 /** One upstream for both instances: the sandbox on a loopback port. */
-async function sharedUpstream(taskSeconds: number): Promise<string> {
-  const dir = tempDir();
-  const sandbox = new SandboxUpstream({ taskSeconds, tasksFile: join(dir, 'tasks.sqlite'), uploadsDir: join(dir, 'uploads') });
-  const server = createServer((req, res) => {
-    const path = (req.url ?? '/').replace(/^\/sandbox/, '') || '/';
-    const { port } = server.address() as AddressInfo;
-    void sandbox.handle(req, res, path, `http://127.0.0.1:${port}/sandbox`);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  onDispose(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-    sandbox.close();
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/sandbox`;
-}
+const sharedUpstream = async (taskSeconds: number): Promise<string> => (await sandboxServer(taskSeconds)).url;
 
 interface Received {
   at: number;

@@ -1,10 +1,6 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { SandboxUpstream } from '../src/upstream/sandbox.js';
 import { postGraphql, tempDir, waitFor } from './helpers/app.js';
 import { sseSubscribe, wsClient, wsSubscribe } from './helpers/clients.js';
 import { onDispose } from './helpers/dispose.js';
@@ -12,6 +8,7 @@ import { must } from './helpers/must.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { freePort, type ServerProcess, spawnServer } from './helpers/process.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
+import { sandboxServer } from './helpers/sandbox-server.js';
 
 const CREATE = 'mutation ($input: CreateVideoInput!) { createVideo(input: $input) { id status } }';
 const FOLLOW = 'subscription ($id: ID!) { predictionUpdated(id: $id) { id status } }';
@@ -33,36 +30,21 @@ interface Seen {
  * 429 and `Retry-After`. Tasks are kept in a file, so every submission can be counted by prompt.
  */
 async function sharedUpstream() {
-  const dir = tempDir();
-  const tasksFile = join(dir, 'tasks.sqlite');
-  const sandbox = new SandboxUpstream({ taskSeconds: 2, tasksFile, uploadsDir: join(dir, 'uploads') });
   const seen: Seen[] = [];
   let rateLimitNext: { seconds: number; answered: (at: number) => void } | undefined;
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').replace(/^\/sandbox/, '') || '/';
-    const entry = { at: Date.now(), auth: req.headers.authorization ?? '', method: req.method ?? '', path };
-    seen.push(entry);
-    if (rateLimitNext && req.method === 'POST' && path.startsWith('/api/v3/minimax/video-01')) {
-      const { seconds, answered } = rateLimitNext;
-      rateLimitNext = undefined;
-      req.resume();
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(seconds) });
-      res.end(JSON.stringify({ code: 429, message: 'rate limited (test)', data: null }));
-      answered(Date.now());
-      return;
-    }
-    const { port } = server.address() as AddressInfo;
-    void sandbox.handle(req, res, path, `http://127.0.0.1:${port}/sandbox`);
+  const { url, tasksFile } = await sandboxServer(2, (req, res, path) => {
+    seen.push({ at: Date.now(), auth: req.headers.authorization ?? '', method: req.method ?? '', path });
+    if (!rateLimitNext || req.method !== 'POST' || !path.startsWith('/api/v3/minimax/video-01')) return false;
+    const { seconds, answered } = rateLimitNext;
+    rateLimitNext = undefined;
+    req.resume();
+    res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(seconds) });
+    res.end(JSON.stringify({ code: 429, message: 'rate limited (test)', data: null }));
+    answered(Date.now());
+    return true;
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  onDispose(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-    sandbox.close();
-  });
-  const { port } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}/sandbox`,
+    url,
     seen,
     /** Every prompt submitted, once per task created upstream. */
     submittedPrompts(): string[] {
