@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { GraphQLError } from 'graphql';
+import { GraphQLError, graphql } from 'graphql';
 import { describe, expect, test } from 'vitest';
 import type { PredictionRow } from '../src/db/schema.js';
 import { createPredictionPubSub, refreshes } from '../src/pubsub.js';
@@ -15,6 +15,7 @@ import {
 } from '../src/schema/admission.js';
 import type { Context } from '../src/schema/context.js';
 import { notFound, stored, userError, validated } from '../src/schema/errors.js';
+import { buildSchema } from '../src/schema/index.js';
 import { isVolatile, markVolatile } from '../src/schema/volatile.js';
 import { watchPrediction } from '../src/schema/watch.js';
 import { InputError } from '../src/validation/errors.js';
@@ -314,5 +315,131 @@ describe('watchPrediction', () => {
     queued.publish(row(2));
     await second.return?.();
     expect(await second.next()).toEqual({ value: undefined, done: true });
+  });
+});
+
+describe('predictions connection and cancelPrediction (the real schema, a context of fakes)', () => {
+  const schema = buildSchema();
+  const rowsOf = (n: number, owner: string | null = 'alice') =>
+    Array.from({ length: n }, (_, i) => ({ id: `p${n - i}`, seq: n - i, owner, status: 'QUEUED', version: 1 }) as unknown as PredictionRow);
+
+  function ctxFor(parts: { rows?: PredictionRow[]; cancelled?: PredictionRow | undefined; storeFails?: boolean }) {
+    const lists: unknown[] = [];
+    const cancels: string[] = [];
+    const ctx = {
+      principal: { owner: 'alice' },
+      store: {
+        list: async (q: { first: number; beforeSeq?: number; status?: string; owner: string | null }) => {
+          lists.push(q);
+          return (parts.rows ?? [])
+            .filter((r) => q.beforeSeq === undefined || r.seq < q.beforeSeq)
+            .filter((r) => q.status === undefined || r.status === q.status)
+            .slice(0, q.first);
+        },
+        findById: async (id: string) => parts.rows?.find((r) => r.id === id),
+      },
+      lifecycle: {
+        cancel: async (id: string) => {
+          cancels.push(id);
+          if (parts.storeFails) throw diskFull();
+          return parts.cancelled;
+        },
+      },
+    } as unknown as Context;
+    return { ctx, lists, cancels };
+  }
+
+  const run = async (ctx: Context, source: string, variableValues?: Record<string, unknown>) =>
+    (await graphql({ schema, source, contextValue: ctx, variableValues })) as {
+      data?: Record<string, never> | null;
+      errors?: readonly GraphQLError[];
+    };
+
+  const PAGE = 'query ($first: Int, $after: String, $status: PredictionStatus) { predictions(first: $first, after: $after, status: $status) { edges { cursor node { id } } nodes { id } pageInfo { hasNextPage endCursor } } }';
+  type Page = { edges: { cursor: string; node: { id: string } }[]; nodes: { id: string }[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } };
+
+  test('pages of `first`, asking the store for one more; the cursors lead to the next page', async () => {
+    const { ctx, lists } = ctxFor({ rows: rowsOf(5) });
+    const one = (await run(ctx, PAGE, { first: 2 })).data?.predictions as unknown as Page;
+    expect(one.nodes.map((n) => n.id)).toEqual(['p5', 'p4']);
+    expect(one.edges.map((e) => e.node.id)).toEqual(['p5', 'p4']);
+    expect(one.pageInfo).toEqual({ hasNextPage: true, endCursor: one.edges[1]?.cursor });
+    expect(Buffer.from(one.pageInfo.endCursor ?? '', 'base64url').toString()).toBe('seq:4');
+    expect(lists[0]).toEqual({ first: 3, beforeSeq: undefined, status: undefined, owner: 'alice' });
+
+    const two = (await run(ctx, PAGE, { first: 3, after: one.pageInfo.endCursor })).data?.predictions as unknown as Page;
+    expect(two.nodes.map((n) => n.id)).toEqual(['p3', 'p2', 'p1']);
+    expect(two.pageInfo.hasNextPage).toBe(false);
+    expect(lists[1]).toMatchObject({ first: 4, beforeSeq: 4 });
+
+    const empty = (await run(ctxFor({}).ctx, PAGE, {})).data?.predictions as unknown as Page;
+    expect(empty).toEqual({ edges: [], nodes: [], pageInfo: { hasNextPage: false, endCursor: null } });
+  });
+
+  test('first defaults to 20 and must be 1 to 100; the status filter is passed on', async () => {
+    const { ctx, lists } = ctxFor({ rows: rowsOf(30) });
+    const page = (await run(ctx, PAGE, {})).data?.predictions as unknown as Page;
+    expect(page.nodes).toHaveLength(20);
+    expect(page.pageInfo.hasNextPage).toBe(true);
+    expect((await run(ctx, PAGE, { first: 30 })).data?.predictions).toMatchObject({ pageInfo: { hasNextPage: false } });
+    expect((await run(ctx, PAGE, { first: 1 })).data?.predictions).toMatchObject({ nodes: [{ id: 'p30' }] });
+    expect((await run(ctx, PAGE, { first: 100 })).errors).toBeUndefined();
+    for (const first of [0, 101, -1]) {
+      const { errors } = await run(ctx, PAGE, { first });
+      expect(errors?.[0]?.message).toBe('first must be between 1 and 100');
+      expect(errors?.[0]?.extensions).toEqual({ code: 'BAD_USER_INPUT', field: 'first' });
+    }
+    await run(ctx, PAGE, { status: 'FAILED' });
+    expect(lists.at(-1)).toMatchObject({ status: 'FAILED' });
+  });
+
+  test('a cursor this API did not return is BAD_USER_INPUT', async () => {
+    const { ctx, lists } = ctxFor({ rows: rowsOf(2) });
+    const enc = (s: string) => Buffer.from(s).toString('base64url');
+    for (const after of ['garbage', enc('seq:'), enc('seq:x1'), enc('xseq:1'), enc('seq:1x'), enc(`seq:${'9'.repeat(16)}`)]) {
+      const { errors } = await run(ctx, PAGE, { after });
+      expect(errors?.[0]?.message, after).toBe('after: not a cursor this API returned');
+      expect(errors?.[0]?.extensions).toEqual({ code: 'BAD_USER_INPUT', field: 'after' });
+    }
+    expect(lists).toEqual([]);
+    await run(ctx, PAGE, { after: enc(`seq:${'9'.repeat(15)}`) });
+    expect(lists).toEqual([{ first: 21, beforeSeq: 999_999_999_999_999, status: undefined, owner: 'alice' }]);
+  });
+
+  const CANCEL = 'mutation ($id: ID!) { cancelPrediction(id: $id) { id status } }';
+
+  test('cancelPrediction: a live own prediction ends CANCELED', async () => {
+    const live = rowsOf(1)[0] as PredictionRow;
+    const { ctx, cancels } = ctxFor({ rows: [live], cancelled: { ...live, status: 'CANCELED' } as PredictionRow });
+    const res = await run(ctx, CANCEL, { id: 'p1' });
+    expect(res.errors).toBeUndefined();
+    expect(res.data?.cancelPrediction).toEqual({ id: 'p1', status: 'CANCELED' });
+    expect(cancels).toEqual(['p1']);
+  });
+
+  test('cancelPrediction: unknown or foreign is NOT_FOUND, final is ALREADY_FINAL, nothing cancelled', async () => {
+    for (const [rows, code, message] of [
+      [[], 'NOT_FOUND', 'no prediction with id "p1"'],
+      [rowsOf(1, 'bob'), 'NOT_FOUND', 'no prediction with id "p1"'],
+      [[{ ...rowsOf(1)[0], status: 'COMPLETED' }], 'ALREADY_FINAL', 'prediction "p1" is already COMPLETED'],
+    ] as [PredictionRow[], string, string][]) {
+      const { ctx, cancels } = ctxFor({ rows });
+      const { errors } = await run(ctx, CANCEL, { id: 'p1' });
+      expect(errors?.[0]?.message).toBe(message);
+      expect(errors?.[0]?.extensions).toEqual({ code, field: 'id' });
+      expect(cancels).toEqual([]);
+    }
+  });
+
+  test('cancelPrediction: a row that ended otherwise meanwhile, vanished, or a store that fails', async () => {
+    const live = rowsOf(1)[0] as PredictionRow;
+    const raced = await run(ctxFor({ rows: [live], cancelled: { ...live, status: 'FAILED' } as PredictionRow }).ctx, CANCEL, { id: 'p1' });
+    expect(raced.errors?.[0]?.message).toBe('prediction "p1" is already FAILED');
+    expect(raced.errors?.[0]?.extensions).toEqual({ code: 'ALREADY_FINAL', field: 'id' });
+    const gone = await run(ctxFor({ rows: [live], cancelled: undefined }).ctx, CANCEL, { id: 'p1' });
+    expect(gone.errors?.[0]?.extensions).toEqual({ code: 'NOT_FOUND', field: 'id' });
+    const failing = await run(ctxFor({ rows: [live], storeFails: true }).ctx, CANCEL, { id: 'p1' });
+    expect(failing.errors?.[0]?.message).toBe('the gateway cannot store the cancel right now; the prediction goes on, try again later');
+    expect(failing.errors?.[0]?.extensions).toEqual({ code: 'STORAGE_UNAVAILABLE', http: { status: 503 } });
   });
 });
