@@ -116,6 +116,14 @@ describe('Admission.nextAdmissionAt', () => {
     expect(await admission.allowance(at(30_000), none)).toBe(0);
   });
 
+  test('concurrency taken by this process\'s own submissions alone: undefined, even with a recorded submission in the window', async () => {
+    const { store, admission } = setup({ maxConcurrent: 2, maxPerMinute: 5 });
+    inFlight(store, 'a', at(-30_000));
+    store.update('a', { status: 'COMPLETED', completedAt: at(-1) }, at(-1));
+    expect(await admission.allowance(T0, new Set(['x', 'y']))).toBe(0);
+    expect(await admission.nextAdmissionAt(T0, new Set(['x', 'y']))).toBeUndefined();
+  });
+
   test('per minute held only by this process\'s own unwritten submissions: undefined (their ends wake the poller)', async () => {
     const { admission } = setup({ maxPerMinute: 2 });
     expect(await admission.nextAdmissionAt(T0, new Set(['x', 'y']))).toBeUndefined();
@@ -175,6 +183,22 @@ describe('Admission.estimate', () => {
     expect(await admission.estimate(row, T0, noTasks)).toEqual({ queuePosition: null, estimatedStartAt: T0, estimatedCompletionAt: at(60_000) });
   });
 
+  test('the row as given decides whether it is queued: a copy taken before its submission was written', async () => {
+    const { store, admission } = setup({ maxPerMinute: 1 });
+    completed(store, 'c', 60_000);
+    inFlight(store, 'r1', at(-20_000));
+    inFlight(store, 'r2', at(-10_000));
+    const queuedInDb = store.insert(newRow('q'));
+    // The caller's copy already has its task: estimated from its submission, not from the queue.
+    const started = { ...queuedInDb, upstreamId: 'task-q', submittedAt: at(-1000), status: 'PROCESSING' as const };
+    expect(await admission.estimate(started, T0, noTasks)).toEqual({ queuePosition: null, estimatedStartAt: at(-1000), estimatedCompletionAt: at(59_000) });
+    const submittingCopy = { ...queuedInDb, submitStartedAt: at(-2000) };
+    expect(await admission.estimate(submittingCopy, T0, noTasks)).toEqual({ queuePosition: null, estimatedStartAt: at(-2000), estimatedCompletionAt: at(58_000) });
+    // Queued in the copy but no longer in the database: from now, whatever the per-minute budget.
+    store.update('q', { status: 'CANCELED' }, T0);
+    expect(await admission.estimate(queuedInDb, T0, noTasks)).toEqual({ queuePosition: null, estimatedStartAt: T0, estimatedCompletionAt: at(60_000) });
+  });
+
   test('queued without limits: starts now', async () => {
     const { store, admission } = setup({});
     completed(store, 'c', 60_000);
@@ -208,6 +232,15 @@ describe('Admission.estimate', () => {
     const second = rows[1] as (typeof rows)[0];
     expect((await admission.estimate(second, T0, many)).estimatedStartAt).toEqual(at(40_000));
     expect((await admission.estimate(rows[2] as (typeof rows)[0], T0, many)).estimatedStartAt).toEqual(at(60_000));
+    // Slots that free out of order with the simulated ones (tasks stamped by a clock ahead of ours):
+    // each freed slot goes back in its place, the soonest taken first.
+    const three = setup({ maxConcurrent: 3 });
+    completed(three.store, 'c', 1_000);
+    const r3 = ['q1', 'q2', 'q3', 'q4', 'q5'].map((id) => three.store.insert(newRow(id)));
+    const ahead = async () => [at(500), at(200)];
+    const s3 = [];
+    for (const row of r3) s3.push((await three.admission.estimate(row, T0, ahead)).estimatedStartAt);
+    expect(s3).toEqual([T0, at(1000), at(1200), at(1500), at(2000)]);
     // Both slots taken until later: the first queued waits for the sooner one.
     const busy = async () => [at(-1_000), at(-30_000)];
     expect((await admission.estimate(first, T0, busy)).estimatedStartAt).toEqual(at(30_000));
@@ -247,7 +280,7 @@ describe('Admission.estimate', () => {
     completed(store, 'c', 1_000);
     // One transaction: 10 001 commits would take seconds.
     db.$client.transaction(() => {
-      for (let i = 1; i <= 10_001; i++) store.insert(newRow(`q${String(i).padStart(5, '0')}`));
+      for (let i = 1; i <= 10_002; i++) store.insert(newRow(`q${String(i).padStart(5, '0')}`));
     })();
     const row = (id: string) => {
       const r = store.findById(id);
@@ -265,6 +298,10 @@ describe('Admission.estimate', () => {
     expect(next.queuePosition).toBe(10_001);
     expect(next.estimatedStartAt).toEqual(at(5_000_500));
     expect(next.estimatedCompletionAt).toEqual(at(5_001_500));
+    // Past the simulated places whole rounds are rounded up: place 10 002 (the simulation would say
+    // +5000.8 s) gets the soonest slot plus 5001 rounds, at most one run later.
+    const later = await admission.estimate(row('q10002'), T0, tasks);
+    expect(later.estimatedStartAt).toEqual(at(5_001_500));
   }, 60_000);
 });
 

@@ -214,7 +214,8 @@ describe('publishQueueMoves', () => {
     store.update('submitting', { submitStartedAt: T0 });
     store.insert(newRow('processing'));
     store.update('processing', { status: 'PROCESSING' }, T0);
-    for (const id of ['queued', 'submitted', 'submitting', 'processing', 'missing']) follow(id);
+    // A followed id with no row comes first: it is skipped, not the end of the pass.
+    for (const id of ['missing', 'queued', 'submitted', 'submitting', 'processing']) follow(id);
     const stop = publishQueueMoves(deps);
     onDispose(stop);
     poller.emit('queueMoved');
