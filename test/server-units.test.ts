@@ -78,7 +78,11 @@ describe('origin policy', () => {
         message: `open mode answers only requests addressed to this machine, not to "${host.toLowerCase()}"`,
       });
     }
-    expect(policy.check(req({}), true)).toMatchObject({ ok: false, code: 'FORBIDDEN_HOST' });
+    expect(policy.check(req({}), true)).toEqual({
+      ok: false,
+      code: 'FORBIDDEN_HOST',
+      message: 'open mode answers only requests addressed to this machine, not to ""',
+    });
     // The same Hosts are fine when a key protects the gateway.
     expect(policy.check(req({ host: 'evil.example' }), false)).toEqual({ ok: true });
   });
@@ -228,6 +232,22 @@ describe('useBodyLimit', () => {
     expect((await post(stream)).status).toBe(413);
   });
 
+  test('the Content-Length alone decides: a header over the limit is 413 even when fewer bytes follow', async () => {
+    // Node's parser never passes more bytes than the header says, so the header bounds the body.
+    const res = await post('{"query":"{ echo }"}', { 'content-length': String(LIMIT + 1) });
+    expect(res.status).toBe(413);
+  });
+
+  test('a chunked body no parser accepts gets yoga\'s own answer', async () => {
+    const plain = createYoga({ schema: createSchema({ typeDefs: 'type Query { a: String }' }), logging: false });
+    const ask = (y: typeof yoga) =>
+      y.fetch('http://localhost/graphql', { method: 'POST', headers: { 'content-type': 'text/x-unknown' }, body: chunked('{ a }').stream, duplex: 'half' } as RequestInit);
+    const expected = await ask(plain);
+    const res = await ask(yoga);
+    expect(res.status).toBe(expected.status);
+    expect(res.status).not.toBe(500);
+  });
+
   test('a GET without a body is untouched', async () => {
     const res = await yoga.fetch(`http://localhost/graphql?query=${encodeURIComponent('{ echo(s: "hi") }')}`, { headers: { accept: 'application/json' } });
     expect(res.status).toBe(200);
@@ -292,6 +312,8 @@ describe('resultCost', () => {
     expect(cost('{ items(first: 3) { ... on Item { a } ... { heavy } } }')).toBe(1 + 3 * ROW_COST + 3 + 3 * 7);
     expect(cost('{ ... on Query { item { heavy } } }')).toBe(8);
     expect(cost('{ a ...Missing }')).toBe(1);
+    // An object field selected without a selection set (refused by validation later) is not walked into.
+    expect(cost('{ item }')).toBe(1);
   });
 
   test('the walk stops once past the limit', () => {
@@ -373,6 +395,17 @@ describe('useResultCostLimit', () => {
     expect(json.errors[0]?.extensions.code).toBe('QUERY_TOO_COMPLEX');
     expect(json.errors[0]?.message).toMatch(new RegExp(`^operation cost \\d+ exceeds ${MAX_RESULT_COST} with these variables`));
     expect(resolved).toBe(before);
+  });
+
+  test('an operation costing exactly MAX_RESULT_COST runs; one more is refused', async () => {
+    // 16 fields of 1 + 4 × first each: 16 + 4 × (12 × 100 + 46) = 5000.
+    const firsts = [...Array(12).fill(100), 46, 0, 0, 0] as number[];
+    const query = (extra: string) => `{ ${firsts.map((f, i) => `i${i}: items(first: ${f}) { a }`).join(' ')} ${extra} }`;
+    const exact = (await (await gql(query(''), {})).json()) as { data?: unknown; errors?: unknown[] };
+    expect(exact.errors).toBeUndefined();
+    const over = (await (await gql(query('z: items(first: 0) { a }'), {})).json()) as { errors: { extensions: { code: string }; message: string }[] };
+    expect(over.errors[0]?.extensions.code).toBe('QUERY_TOO_COMPLEX');
+    expect(over.errors[0]?.message).toBe(`operation cost 5001 exceeds ${MAX_RESULT_COST} with these variables: ask for fewer rows or fields`);
   });
 
   test('a subscription over the limit is refused too; one within it runs', async () => {
