@@ -370,6 +370,8 @@ describe('predictions connection and cancelPrediction (the real schema, a contex
     const two = (await run(ctx, PAGE, { first: 3, after: one.pageInfo.endCursor })).data?.predictions as unknown as Page;
     expect(two.nodes.map((n) => n.id)).toEqual(['p3', 'p2', 'p1']);
     expect(two.pageInfo.hasNextPage).toBe(false);
+    expect(two.pageInfo.endCursor).toBe(two.edges[2]?.cursor);
+    expect(Buffer.from(two.pageInfo.endCursor ?? '', 'base64url').toString()).toBe('seq:1');
     expect(lists[1]).toMatchObject({ first: 4, beforeSeq: 4 });
 
     const empty = (await run(ctxFor({}).ctx, PAGE, {})).data?.predictions as unknown as Page;
