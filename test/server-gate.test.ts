@@ -48,6 +48,9 @@ describe('createRequestLogging', () => {
         reqLog.info('through the handed logger');
         currentLog(log).info('through currentLog');
         scoped.info('through the scoped logger');
+        // A method taken off the scoped logger still logs as the request's.
+        const { debug } = scoped;
+        debug('detached method');
         expect(scoped.level).toBe('debug');
         res.statusCode = status;
         res.end('done');
@@ -63,20 +66,20 @@ describe('createRequestLogging', () => {
     expect(res.headers[REQUEST_ID_HEADER]).toBe('req-1');
     const done = await waitFor(parsed, (ls) => ls.some((l) => l.msg === 'request completed'));
     const mine = done.filter((l) => l.requestId === 'req-1').map((l) => l.msg);
-    expect(mine).toEqual(['through the handed logger', 'through currentLog', 'through the scoped logger', 'request completed']);
+    expect(mine).toEqual(['through the handed logger', 'through currentLog', 'through the scoped logger', 'detached method', 'request completed']);
     const completed = must(done.find((l) => l.msg === 'request completed'));
     expect(completed).toMatchObject({ level: 30, req: { method: 'GET', path: '/graphql' }, res: { statusCode: 200 } });
     expect(JSON.stringify(done)).not.toContain('secret');
     expect(Object.keys(completed.req as object).sort()).toEqual(['method', 'path']);
   });
 
-  test('a fresh UUID without an id; a 5xx completes at error level', async () => {
-    const { url, parsed } = await server(503);
+  test('a fresh UUID without an id; a 500 completes at error level', async () => {
+    const { url, parsed } = await server(500);
     const res = await raw(url, { method: 'POST', path: '/x' });
     expect(res.headers[REQUEST_ID_HEADER]).toMatch(UUID);
     const done = await waitFor(parsed, (ls) => ls.some((l) => l.res !== undefined));
     const last = must(done.find((l) => l.res !== undefined));
-    expect(last).toMatchObject({ level: 50, requestId: res.headers[REQUEST_ID_HEADER], req: { path: '/x' }, res: { statusCode: 503 } });
+    expect(last).toMatchObject({ level: 50, requestId: res.headers[REQUEST_ID_HEADER], req: { path: '/x' }, res: { statusCode: 500 } });
   });
 
   test('probes and scrapers are not logged on completion; other paths are', async () => {
@@ -186,6 +189,9 @@ describe('access gate', () => {
     const b = await sse(url);
     expect([a.status, b.status]).toEqual([200, 200]);
     expect(connections.count('key-1')).toBe(2);
+    // A plain request of the same key is no stream: neither counted against the limit nor refused.
+    const plain = await raw(url, { method: 'POST', headers: { authorization: 'Bearer good' }, body: '{}' });
+    expect(plain.status).toBe(200);
     const refused = await sse(url);
     expect(refused.status).toBe(429);
     expect(codeOf(refused.first)).toEqual({ message: tooManySockets(2), extensions: { code: 'TOO_MANY_SOCKETS' } });
