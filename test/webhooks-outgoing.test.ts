@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, test } from 'vitest';
 import type { ResolveHost } from '../src/validation/address.js';
+import { MAX_GAP_MS, nextAttemptAt, RETRY_WINDOW_MS, retryGapMs } from '../src/webhooks/dispatcher.js';
 import { generateSigningSecret } from '../src/webhooks/secrets.js';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
@@ -121,11 +122,14 @@ describe('outgoing webhooks: Standard Webhooks to the client', () => {
       [503, false, 'receiver answered HTTP 503'],
       [503, false, 'receiver answered HTTP 503'],
     ]);
-    // Backoff doubles: each gap at least twice the base times 2^(attempt-1) apart.
+    // Backoff doubles: the n-th gap is at least base × 2^(n−1) (50, 100, 200 ms), and the gaps grow
+    // as the schedule does (a fixed delay would give three equal gaps; slack for timers and the POST).
     const times = list.map((d: { attemptedAt: string }) => Date.parse(d.attemptedAt)).reverse();
-    expect(times[1] - times[0]).toBeGreaterThanOrEqual(50);
-    expect(times[2] - times[1]).toBeGreaterThanOrEqual(100);
-    expect(times[3] - times[2]).toBeGreaterThanOrEqual(200);
+    const gaps = [times[1] - times[0], times[2] - times[1], times[3] - times[2]] as [number, number, number];
+    expect(gaps[0]).toBeGreaterThanOrEqual(50);
+    expect(gaps[1]).toBeGreaterThanOrEqual(100);
+    expect(gaps[2]).toBeGreaterThanOrEqual(200);
+    expect(gaps[2]).toBeGreaterThan(gaps[0] * 2);
     expect(t.app.db.$client.prepare('SELECT attempts, next_attempt_at AS next, delivered_at IS NOT NULL AS done FROM webhook_messages').get()).toEqual({ attempts: 4, next: null, done: 1 });
   });
 
@@ -213,6 +217,62 @@ describe('outgoing webhooks: Standard Webhooks to the client', () => {
     const noSecret = await gql(bob, CREATE, { input: { prompt: 'p', webhookUrl: r.url } });
     expect(noSecret.body.errors?.[0]).toMatchObject({ extensions: { code: 'WEBHOOK_SECRET_MISSING', field: 'input.webhookUrl' }, message: expect.stringContaining('cinegraph keys rotate-webhook-secret') });
     expect(t.app.store.count()).toBe(before);
+  });
+});
+
+describe('outgoing webhooks: the retry schedule', () => {
+  const HOUR = 3_600_000;
+
+  test.each([
+    // base, failed attempts so far, pause before the next attempt
+    [50, 1, 50],
+    [50, 2, 100],
+    [50, 3, 200],
+    [50, 4, 400],
+    [1000, 1, 1000],
+    [1000, 5, 16_000],
+    [1000, 12, 2_048_000],
+    [1000, 13, HOUR], // 4,096,000 would pass the hour: capped
+    [1000, 40, HOUR],
+    [HOUR, 1, HOUR],
+    [2 * HOUR, 1, HOUR],
+  ])('base %i ms, after %i failures: %i ms', (base, attempts, gap) => {
+    expect(retryGapMs(base, attempts)).toBe(gap);
+  });
+
+  test('the gap is capped at one hour', () => {
+    expect(MAX_GAP_MS).toBe(HOUR);
+  });
+
+  test('the next attempt is the gap after the failure, until that would be more than 24 h after the event', () => {
+    expect(RETRY_WINDOW_MS).toBe(24 * HOUR);
+    const created = new Date('2026-01-01T00:00:00Z');
+    const at = (msAfterEvent: number, attempts: number, base = 1000) => nextAttemptAt(base, attempts, new Date(created.getTime() + msAfterEvent), created)?.toISOString() ?? null;
+    expect(at(0, 1)).toBe('2026-01-01T00:00:01.000Z');
+    expect(at(10_000, 3)).toBe('2026-01-01T00:00:14.000Z');
+    expect(at(5 * HOUR, 20)).toBe('2026-01-01T06:00:00.000Z');
+    // Exactly at the end of the window is still tried; a millisecond later is not.
+    expect(at(23 * HOUR, 20)).toBe('2026-01-02T00:00:00.000Z');
+    expect(at(23 * HOUR + 1, 20)).toBeNull();
+    expect(at(24 * HOUR - 1000, 1)).toBe('2026-01-02T00:00:00.000Z');
+    expect(at(24 * HOUR - 999, 1)).toBeNull();
+  });
+
+  test('a receiver that always fails is tried 35 times over the 24 h with base 1 s (doubling to the hourly cap), then given up', () => {
+    const created = new Date(0);
+    let now = 0;
+    const pauses: number[] = [];
+    for (let attempts = 1; ; attempts++) {
+      const next = nextAttemptAt(1000, attempts, new Date(now), created);
+      if (next === null) break;
+      pauses.push(next.getTime() - now);
+      now = next.getTime();
+    }
+    expect(pauses.slice(0, 13)).toEqual([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600].map((s) => s * 1000));
+    expect(pauses.slice(12).every((p) => p === HOUR)).toBe(true);
+    expect(now).toBeLessThanOrEqual(24 * HOUR);
+    expect(now + HOUR).toBeGreaterThan(24 * HOUR);
+    expect(pauses.length + 1).toBe(35);
   });
 });
 

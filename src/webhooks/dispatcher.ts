@@ -40,7 +40,21 @@ export interface DispatcherOptions {
 /** Messages are retried this long after they were written, then given up. */
 export const RETRY_WINDOW_MS = 24 * 3600 * 1000;
 /** Longest gap between two attempts. */
-const MAX_GAP_MS = 3600 * 1000;
+export const MAX_GAP_MS = 3600 * 1000;
+
+/** The pause after the `attempts`-th failed attempt: base × 2^(attempts−1), at most MAX_GAP_MS. */
+export function retryGapMs(baseMs: number, attempts: number): number {
+  return Math.min(baseMs * 2 ** (attempts - 1), MAX_GAP_MS);
+}
+
+/**
+ * When to try again after the `attempts`-th failure at `now`, for a message written at `createdAt`;
+ * null once that would be past RETRY_WINDOW_MS after `createdAt` (the message is given up).
+ */
+export function nextAttemptAt(baseMs: number, attempts: number, now: Date, createdAt: Date): Date | null {
+  const at = now.getTime() + retryGapMs(baseMs, attempts);
+  return at > createdAt.getTime() + RETRY_WINDOW_MS ? null : new Date(at);
+}
 /** Longest sleep when nothing is due; a nudge wakes the loop sooner. */
 const IDLE_MS = 5000;
 /**
@@ -189,11 +203,10 @@ export class WebhookDispatcher extends EventEmitter<DispatcherEvents> {
     if (outcome.ok) {
       if (!message.deliveredAt) next = { deliveredAt: now, nextAttemptAt: null, attempts };
     } else if (!manual) {
-      const gap = Math.min(this.o.retryBaseMs * 2 ** (attempts - 1), MAX_GAP_MS);
-      const at = now.getTime() + gap;
+      const at = nextAttemptAt(this.o.retryBaseMs, attempts, now, message.createdAt);
       if (outcome.permanent) gaveUp = outcome.error ?? 'cannot be sent';
-      else if (at > message.createdAt.getTime() + RETRY_WINDOW_MS) gaveUp = `no success in ${RETRY_WINDOW_MS / 3_600_000} h`;
-      next = { attempts, nextAttemptAt: gaveUp ? null : new Date(at) };
+      else if (at === null) gaveUp = `no success in ${RETRY_WINDOW_MS / 3_600_000} h`;
+      next = { attempts, nextAttemptAt: gaveUp ? null : at };
     }
     await this.o.store.recordAttempt(
       { id: deliveryId, messageId: message.id, predictionId: message.predictionId, attemptedAt: now, statusCode: outcome.statusCode, latencyMs: outcome.latencyMs, error: outcome.error, manual },
