@@ -12,6 +12,7 @@ import { Quotas } from './auth/quotas.js';
 import { ConfigError, type Config } from './config.js';
 import { IdempotencyStore } from './db/idempotency.js';
 import { openDatabase, type Db } from './db/client.js';
+import { reportStorageFailures } from './db/errors.js';
 import { PredictionStore } from './db/predictions.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { createLogger, type Logger } from './log.js';
@@ -249,9 +250,11 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     cancel: (id) => poller.cancel(id),
     estimate: (row) => admission.estimate(row, now(), () => queue.upstreamSubmittedAt(config.admission.maxConcurrent ?? 0)),
   };
+  const storageFailed = (err: unknown) => void poller.storageFailed(err);
   const base = {
     store: predictions,
-    creator: pgStore?.creator ?? sqliteCreator(store, idempotency),
+    // A resolver's write that fails on storage pauses the poller too (see reportStorageFailures).
+    creator: reportStorageFailures(pgStore?.creator ?? sqliteCreator(store, idempotency), storageFailed),
     idempotency: pgStore?.idempotency ?? sqliteIdempotency(idempotency),
     pubsub,
     now,
@@ -260,7 +263,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     wakePoller: () => poller.nudge(),
     quotas,
     lifecycle,
-    images,
+    images: reportStorageFailures(images, storageFailed),
     webhooks: pgOutgoing?.api ?? outgoing.api,
   };
   const context = (initial: InitialContext): Context => {

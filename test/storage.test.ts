@@ -58,6 +58,7 @@ describe('a full disk', () => {
     sandbox.setFaults({ unauthorizedSeconds: 2 });
     const accountPaused = new Promise((resolve) => poller.once('paused', resolve));
     const first = await createVideo(t, 'waits through the full disk');
+    expect(first.body.errors).toBeUndefined();
     const waitingId = first.body.data.createVideo.id as string;
     expect(await accountPaused).toMatchObject({ kind: 'account' });
 
@@ -89,6 +90,11 @@ describe('a full disk', () => {
     expect(rows.every((r) => r.submitAttempts === 1)).toBe(true);
     expect(sandbox.stats.submissions).toBe(2);
     expect((await fetch(`${t.url}/readyz`)).status).toBe(200);
+    // Every id ever returned is there for clients too, not only in the store.
+    for (const id of ids) {
+      const read = await t.gql(`query($id: ID!) { prediction(id: $id) { id status } }`, { id });
+      expect(read.body).toEqual({ data: { prediction: { id, status: 'COMPLETED' } } });
+    }
   });
 
   test('a store out of pages (max_page_count) refuses createVideo with 503 STORAGE_UNAVAILABLE and stores nothing', async () => {
@@ -110,6 +116,18 @@ describe('a full disk', () => {
     }
     expect(t.app.store.count()).toBe(before);
     expect(t.app.sandbox?.stats.submissions).toBe(0);
+
+    // An idle gateway (nothing due: the poller's own writes would never find out) says so at once.
+    const notReady = await fetch(`${t.url}/readyz`);
+    expect(notReady.status).toBe(503);
+    expect((await notReady.json()).reasons.join()).toMatch(/^storage: storage unavailable: SQLITE_FULL: database or disk is full/);
+    // Room again: the poller's probe write commits and ends the pause by itself.
+    const resumed = new Promise((resolve) => t.app.poller.once('resumed', resolve));
+    sqlite.pragma('max_page_count = 1073741823');
+    expect(await resumed).toEqual({ kind: 'storage' });
+    expect((await fetch(`${t.url}/readyz`)).status).toBe(200);
+    const after = await createVideo(t, 'room again');
+    expect(after.body.errors).toBeUndefined();
   });
 });
 
@@ -137,8 +155,14 @@ describe('one server per DATA_DIR', () => {
       body: JSON.stringify({ query: CREATE, variables: { p: 'first still serves' } }),
     });
     expect(((await created.json()) as { data: { createVideo: { id: string } } }).data.createVideo.id).toBeTruthy();
-    const cli = execFileSync(process.execPath, [join(root, 'bin/cinegraph.mjs'), 'keys', 'list'], { env: { ...process.env, DATA_DIR: dataDir }, encoding: 'utf8' });
-    expect(typeof cli).toBe('string');
+    // A CLI command writes to the same database while the server holds the instance lock.
+    const cli = (...args: string[]) => execFileSync(process.execPath, [join(root, 'bin/cinegraph.mjs'), ...args], { env: { ...process.env, DATA_DIR: dataDir }, encoding: 'utf8' });
+    const key = must(cli('keys', 'create', '--name', 'beside-the-server').trim().split('\n').at(-1));
+    expect(key).toMatch(/^cg_/);
+    expect(cli('keys', 'list')).toContain('beside-the-server');
+    // The running server sees the key the CLI wrote: it is no longer open.
+    expect((await fetch(`${first.url}/graphql?query=%7B__typename%7D`)).status).toBe(401);
+    expect((await fetch(`${first.url}/graphql?query=%7B__typename%7D`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
   });
 
   test('the lock holds across network namespaces (a second container on the same volume), not only on one host network', async () => {

@@ -45,3 +45,30 @@ export function storageErrorOf(err: unknown): StorageFailure | undefined {
   }
   return undefined;
 }
+
+/**
+ * `target` with every method wrapped so that a storage failure it throws or rejects with is told to
+ * `report` (and then thrown on as it was). The resolvers' writes go through such wrappers, so a
+ * createVideo refused on a full disk pauses the poller and turns /readyz to 503 at once, instead of
+ * only when the poller's own next write fails.
+ */
+export function reportStorageFailures<T extends object>(target: T, report: (err: unknown) => void): T {
+  const tell = (err: unknown): never => {
+    if (isStorageError(err)) report(err);
+    throw err;
+  };
+  return new Proxy(target, {
+    get(obj, key, receiver) {
+      const value = Reflect.get(obj, key, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        try {
+          const result = value.apply(obj, args);
+          return result instanceof Promise ? result.catch(tell) : result;
+        } catch (err) {
+          return tell(err);
+        }
+      };
+    },
+  });
+}

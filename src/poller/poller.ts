@@ -154,6 +154,21 @@ export class Poller extends EventEmitter<PollerEvents> {
     await this.o.leases?.release().catch((err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'could not release leases; they expire by themselves'));
   }
 
+  /**
+   * A write outside the poller failed on storage (a createVideo's insert on a full disk, say): the
+   * poller pauses as if its own write had failed, so /readyz says so at once and the probe ends the
+   * pause with the first write that commits. Other errors are not the poller's business.
+   * @returns whether it was a storage failure.
+   */
+  storageFailed(err: unknown): boolean {
+    const storage = storageErrorOf(err);
+    if (!storage) return false;
+    this.hold('storage', `storage unavailable: ${storage.code}: ${storage.message}`, storage);
+    // An idle loop may sleep until its next due row: wake it so it sleeps until the probe instead.
+    this.wakeUp?.();
+    return true;
+  }
+
   /** For /readyz: whether the loop runs and what holds it off. */
   health(): PollerHealth {
     return { running: this.running, pauses: this.pauses.list() };
