@@ -182,6 +182,10 @@ describe('bounded waits and a loop that never dies', () => {
     const [done] = await settled(t, [id]);
     expect(done?.status).toBe('COMPLETED');
     expect(sent).toHaveLength(2);
+    // The resubmission went out when the capped wait ended: not before it, and nowhere near the 10^7 s asked.
+    const waited = must(sent[1]) - must(sent[0]);
+    expect(waited).toBeGreaterThanOrEqual(1000 - 50);
+    expect(waited).toBeLessThan(1000 + 250 + 2000); // 250 ms of jitter, 2 s for a loaded machine
   });
 
   test('an exception in a poller pass is logged once, retried with backoff, and work goes on', async () => {
