@@ -1,11 +1,12 @@
+import { createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { describe, expect, test } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { decodeTaskId } from '../src/upstream/sandbox-tasks.js';
 import { SANDBOX_WEBHOOK_ATTEMPTS } from '../src/upstream/sandbox-webhooks.js';
 import { SandboxUpstream } from '../src/upstream/sandbox.js';
-import { signUpstreamDelivery } from '../src/webhooks/incoming.js';
+import { signUpstreamDelivery, verifyUpstreamDelivery } from '../src/webhooks/incoming.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { listen } from './helpers/listen.js';
@@ -47,6 +48,9 @@ async function deliver(t: TestApp, path: string, d: Delivery = {}): Promise<Resp
   if (d.omit) delete headers[d.omit];
   return fetch(`${t.url}${path}`, { method: 'POST', headers, body });
 }
+
+/** The webhook-ids the gateway remembers, in order. */
+const receipts = (t: TestApp) => (t.app.db.$client.prepare('SELECT webhook_id AS id FROM webhook_receipts ORDER BY webhook_id').all() as { id: string }[]).map((r) => r.id);
 
 /** A prediction submitted upstream (with a task that runs for minutes), as stored. */
 async function submitted(t: TestApp, prompt: string) {
@@ -98,7 +102,7 @@ describe('incoming webhooks: verified', () => {
       await deliver(t, path, { omit: 'webhook-signature' }),
       await deliver(t, path, { omit: 'webhook-id' }),
       await deliver(t, path, { omit: 'webhook-timestamp' }),
-      await deliver(t, path, { timestamp: now - 301 }), // correctly signed, too old
+      await deliver(t, path, { id: 'too-old', timestamp: now - 301 }), // correctly signed, too old
       await deliver(t, path, { timestamp: now + 301 }), // correctly signed, too far ahead
       await deliver(t, path, { timestamp: Number.NaN }),
       await deliver(t, path, { id: 'x'.repeat(300) }), // correctly signed, an absurd id
@@ -110,9 +114,13 @@ describe('incoming webhooks: verified', () => {
     await t.app.poller.runOnce();
     expect(t.app.store.findById(row.id)).toEqual(row);
     expect(reads()).toBe(0);
+    // No refused delivery left its webhook-id behind: the genuine ones with those ids are not taken for replays.
+    expect(receipts(t)).toEqual([]);
     // A delivery 4 minutes old is within the tolerance.
-    expect((await deliver(t, path, { timestamp: now - 240 })).status).toBe(202);
+    expect((await deliver(t, path, { id: 'too-old', timestamp: now - 240 })).status).toBe(202);
     await waitFor(reads, (n) => n === 1);
+    expect((await deliver(t, path, { id: 'fixed-id' })).status).toBe(202);
+    expect(receipts(t)).toEqual(['fixed-id', 'too-old']);
   });
 
   test('a replayed webhook-id is acknowledged and dropped: no upstream read is scheduled', async () => {
@@ -143,23 +151,27 @@ describe('incoming webhooks: verified', () => {
     const row = await submitted(t, 'target');
     const other = await submitted(t, 'other');
     const reads = () => t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0;
+    // All with one webhook-id: a refused delivery must not make the next one a "duplicate".
+    const id = 'wh-refused-by-token';
     const refused = [
-      await deliver(t, `/webhooks/wavespeed/${row.id}`),
-      await deliver(t, `/webhooks/wavespeed/${row.id}?token=`),
-      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${'A'.repeat(43)}`),
-      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${other.webhookToken}`),
-      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${row.webhookToken?.slice(0, -1)}`),
-      await deliver(t, `/webhooks/wavespeed/no-such-id?token=${row.webhookToken}`),
+      await deliver(t, `/webhooks/wavespeed/${row.id}`, { id }),
+      await deliver(t, `/webhooks/wavespeed/${row.id}?token=`, { id }),
+      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${'A'.repeat(43)}`, { id }),
+      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${other.webhookToken}`, { id }),
+      await deliver(t, `/webhooks/wavespeed/${row.id}?token=${row.webhookToken?.slice(0, -1)}`, { id }),
+      await deliver(t, `/webhooks/wavespeed/no-such-id?token=${row.webhookToken}`, { id }),
     ];
     expect(refused.map((r) => r.status)).toEqual([404, 404, 404, 404, 404, 404]);
     expect((await fetch(`${t.url}/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`)).status).toBe(405);
     await t.app.poller.runOnce();
     expect(t.app.store.findById(row.id)).toEqual(row);
     expect(reads()).toBe(0);
+    expect(receipts(t)).toEqual([]);
 
-    // The genuine delivery triggers a re-read upstream; the body's claim of completion is ignored.
+    // The genuine delivery (the same webhook-id) triggers a re-read upstream; the body's claim of completion is ignored.
     const forged = JSON.stringify({ id: row.upstreamId, status: 'completed', outputs: ['http://evil.example/x.mp4'] });
-    expect((await deliver(t, `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`, { body: forged })).status).toBe(202);
+    expect((await deliver(t, `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`, { id, body: forged })).status).toBe(202);
+    expect(receipts(t)).toEqual([id]);
     await waitFor(reads, (n) => n === 1);
     await t.app.poller.runOnce();
     expect((await t.gql(GET, { id: row.id })).body.data.prediction.status).not.toBe('COMPLETED');
@@ -212,6 +224,122 @@ describe('incoming webhooks: verified', () => {
     const res = await fetch(`${t.url}/webhooks/wavespeed/x?token=y`, { method: 'POST', headers: { 'webhook-id': 'a', 'webhook-timestamp': '1', 'webhook-signature': 'v3,00' }, body: '{}' });
     expect(res.status).toBe(503);
     expect(t.app.db.$client.prepare('SELECT count(*) AS n FROM webhook_receipts').get()).toEqual({ n: 0 });
+  });
+});
+
+describe('incoming webhooks: the signature, computed independently', () => {
+  /** WaveSpeed's format, from its docs (docs-api/verifying_webhook): HMAC-SHA256, keyed with the secret minus `whsec_` as text, over "{id}.{timestamp}.{raw body}", sent as `v3,<hex>`. */
+  const expected = (secret: string, id: string, timestamp: number | string, body: string) =>
+    `v3,${createHmac('sha256', secret.replace(/^whsec_/, '')).update(`${id}.${timestamp}.${body}`).digest('hex')}`;
+
+  // A vector computed outside Node (openssl dgst -sha256 -hmac 'Y2luZWdyYXBoLWtub3duLWFuc3dlcg=='), with the
+  // id and timestamp of the docs' example headers.
+  const vector = {
+    secret: 'whsec_Y2luZWdyYXBoLWtub3duLWFuc3dlcg==',
+    id: '45b392b22c3b449fa935bd4dc',
+    timestamp: 1758798328,
+    body: '{"id":"0195e8a1c2d34f5a","status":"completed"}',
+    signature: 'v3,64fb89f60e2157b25ec71d285073b43e7b24c35ff08a8e799914a174dba1ccbc',
+    // The same HMAC keyed with the base64-decoded remainder (Standard Webhooks' rule, not WaveSpeed's).
+    decodedKeySignature: 'v3,38a80eb0d72b57366fc03c1a3ec0abf8e1d8260fc660320aba0be1d92b8e57a6',
+  };
+  const at = (seconds: number) => new Date(seconds * 1000);
+
+  test('known answer: the signing and the check agree with an HMAC computed here and with openssl', () => {
+    const { secret, id, timestamp, body, signature } = vector;
+    expect(expected(secret, id, timestamp, body)).toBe(signature);
+    expect(signUpstreamDelivery(secret, id, timestamp, body)).toBe(signature);
+    const headers = { id, timestamp: String(timestamp), signature };
+    expect(verifyUpstreamDelivery(secret, headers, Buffer.from(body), at(timestamp))).toEqual({ ok: true });
+    // Within 5 minutes either side, not beyond.
+    expect(verifyUpstreamDelivery(secret, headers, Buffer.from(body), at(timestamp + 300))).toEqual({ ok: true });
+    expect(verifyUpstreamDelivery(secret, headers, Buffer.from(body), at(timestamp - 300))).toEqual({ ok: true });
+    expect(verifyUpstreamDelivery(secret, headers, Buffer.from(body), at(timestamp + 301))).toEqual({ ok: false, reason: 'webhook-timestamp is more than 5 minutes away' });
+    expect(verifyUpstreamDelivery(secret, headers, Buffer.from(body), at(timestamp - 301))).toEqual({ ok: false, reason: 'webhook-timestamp is more than 5 minutes away' });
+  });
+
+  test("the docs' format: the key is the text after whsec_ (not base64-decoded, not with the prefix), lowercase or uppercase hex, one of several signatures", () => {
+    const { secret, id, timestamp, body, signature, decodedKeySignature } = vector;
+    const check = (sig: string, key = secret) => verifyUpstreamDelivery(key, { id, timestamp: String(timestamp), signature: sig }, Buffer.from(body), at(timestamp)).ok;
+    expect(check(signature)).toBe(true);
+    expect(check(decodedKeySignature)).toBe(false);
+    // Keyed with the whole secret, prefix included.
+    expect(check(`v3,${createHmac('sha256', secret).update(`${id}.${timestamp}.${body}`).digest('hex')}`)).toBe(false);
+    // The secret is accepted without its prefix as well.
+    expect(check(signature, secret.slice('whsec_'.length))).toBe(true);
+    expect(check(signature.toUpperCase().replace('V3,', 'v3,'))).toBe(true);
+    // During a rotation the header may carry several space-separated signatures.
+    expect(check(`v3,${'0'.repeat(64)} ${signature}`)).toBe(true);
+    // Other separators or versions are not WaveSpeed's.
+    expect(check(signature.replace('v3,', 'v3='))).toBe(false);
+    expect(check(signature.replace('v3,', 'v1,'))).toBe(false);
+    expect(check(`v3,${Buffer.from(signature.slice(3), 'hex').toString('base64')}`)).toBe(false);
+    // Each part of "{id}.{timestamp}.{body}" counts.
+    expect(check(expected(secret, `${id}x`, timestamp, body))).toBe(false);
+    expect(check(expected(secret, id, timestamp + 1, body))).toBe(false);
+    expect(check(expected(secret, id, timestamp, `${body} `))).toBe(false);
+    expect(check(`v3,${createHmac('sha256', secret.slice(6)).update(`${id}${timestamp}${body}`).digest('hex')}`)).toBe(false);
+  });
+
+  test('the gateway accepts a delivery signed here with the secret upstream serves, and refuses the same signed with the decoded key', async () => {
+    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
+    const row = await submitted(t, 'signed here');
+    const path = `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`;
+    const served = (await (await fetch(`${t.url}/sandbox/api/v3/webhook/secret`, { headers: { authorization: 'Bearer k' } })).json()).data.secret as string;
+    expect(served).toMatch(/^whsec_/);
+    const timestamp = Math.floor(Date.now() / 1000);
+    const body = JSON.stringify({ id: row.upstreamId, status: 'completed' });
+    const decodedKey = `v3,${createHmac('sha256', Buffer.from(served.slice(6), 'base64')).update(`d-1.${timestamp}.${body}`).digest('hex')}`;
+    expect((await deliver(t, path, { id: 'd-1', timestamp, body, signature: decodedKey })).status).toBe(401);
+    expect((await deliver(t, path, { id: 'd-1', timestamp, body, signature: expected(served, 'd-1', timestamp, body) })).status).toBe(202);
+    await waitFor(() => t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0, (n) => n === 1);
+  });
+});
+
+describe('incoming webhooks: the secret is cached', () => {
+  test('a flood of deliveries, one after another and at once, fetches the secret once; bad signatures within the minute fetch nothing more', async () => {
+    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
+    const sandbox = must(t.app.sandbox);
+    const row = await submitted(t, 'cached');
+    const path = `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`;
+    expect(sandbox.stats.secretRequests).toBe(0); // fetched when first needed
+    const parallel = await Promise.all(Array.from({ length: 10 }, () => deliver(t, path)));
+    expect(parallel.map((r) => r.status)).toEqual(parallel.map(() => 202));
+    expect(sandbox.stats.secretRequests).toBe(1);
+    for (let i = 0; i < 10; i++) expect((await deliver(t, path)).status).toBe(202);
+    expect(sandbox.stats.secretRequests).toBe(1);
+    for (let i = 0; i < 10; i++) expect((await deliver(t, path, { secret: 'whsec_wrong' })).status).toBe(401);
+    expect(sandbox.stats.secretRequests).toBe(1);
+  });
+
+  test('after the secret changes upstream, a mismatch past the minute fetches it once more, and deliveries signed with the new one are accepted', async () => {
+    const t = await webhookApp({ SANDBOX_TASK_SECONDS: '600' });
+    const sandbox = must(t.app.sandbox);
+    const row = await submitted(t, 'rotated');
+    const path = `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`;
+    expect((await deliver(t, path)).status).toBe(202);
+    expect(sandbox.stats.secretRequests).toBe(1);
+    const old = sandbox.webhookSecret;
+    const fresh = sandbox.rotateWebhookSecret();
+    expect(fresh).not.toBe(old);
+    // Within a minute of the last fetch a mismatch does not fetch again: the new secret is not known yet.
+    expect((await deliver(t, path, { secret: fresh })).status).toBe(401);
+    expect(sandbox.stats.secretRequests).toBe(1);
+
+    // A minute later (the gateway's cache reads Date.now(); signatures are made and checked in the same shifted time).
+    const realNow = Date.now.bind(Date);
+    const shifted = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 61_000);
+    try {
+      const first = await Promise.all(Array.from({ length: 5 }, () => deliver(t, path, { secret: fresh })));
+      expect(first.map((r) => r.status)).toEqual([202, 202, 202, 202, 202]);
+      expect(sandbox.stats.secretRequests).toBe(2);
+      for (let i = 0; i < 5; i++) expect((await deliver(t, path, { secret: fresh })).status).toBe(202);
+      // The old secret and made-up ones are refused, and do not make the gateway fetch again.
+      for (const secret of [old, 'whsec_wrong', old]) expect((await deliver(t, path, { secret })).status).toBe(401);
+      expect(sandbox.stats.secretRequests).toBe(2);
+    } finally {
+      shifted.mockRestore();
+    }
   });
 });
 

@@ -53,6 +53,8 @@ export interface SandboxStats {
   /** Webhook deliveries answered 2xx, and every attempt (retries included). */
   webhooksDelivered: number;
   webhookAttempts: number;
+  /** Requests for the webhook secret (`GET /api/v3/webhook/secret`). */
+  secretRequests: number;
 }
 
 
@@ -75,9 +77,19 @@ export class SandboxUpstream {
     faults: { serverError: 0, rateLimited: 0, slow: 0, malformed: 0, unauthorized: 0, acceptedThenStalled: 0, acceptedThenFailed: 0 },
     webhooksDelivered: 0,
     webhookAttempts: 0,
+    secretRequests: 0,
   };
+  private secret = generateSigningSecret();
   /** Signs webhook deliveries; served at /api/v3/webhook/secret like the account secret upstream. */
-  readonly webhookSecret = generateSigningSecret();
+  get webhookSecret(): string {
+    return this.secret;
+  }
+
+  /** Replaces the webhook secret, as regenerating it in the account does; the new one. */
+  rotateWebhookSecret(): string {
+    this.secret = generateSigningSecret();
+    return this.secret;
+  }
   private faults: SandboxFaults;
   private readonly clock: Clock;
   private rateLimitedUntil = 0;
@@ -134,7 +146,10 @@ export class SandboxUpstream {
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions') return this.list(req, res, mountUrl);
     if (req.method === 'POST' && url.pathname === '/api/v3/predictions/delete') return this.delete(req, res);
     if (req.method === 'POST' && url.pathname === '/api/v3/media/upload/binary') return this.upload(req, res, mountUrl);
-    if (req.method === 'GET' && url.pathname === '/api/v3/webhook/secret') return sendJson(res, 200, { code: 200, message: 'success', data: { secret: this.webhookSecret } });
+    if (req.method === 'GET' && url.pathname === '/api/v3/webhook/secret') {
+      this.stats.secretRequests++;
+      return sendJson(res, 200, { code: 200, message: 'success', data: { secret: this.webhookSecret } });
+    }
     const resultOf = /^\/api\/v3\/predictions\/([^/]+)\/result$/.exec(url.pathname)?.[1];
     if (req.method === 'GET' && resultOf !== undefined) return this.result(res, decodeURIComponent(resultOf), mountUrl);
     return sendJson(res, 404, { code: 404, message: `no route for ${req.method} ${url.pathname}`, data: null });
