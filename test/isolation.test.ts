@@ -48,7 +48,9 @@ test("predictionUpdated over graphql-ws and SSE follows the caller's own predict
   const foreignWs = wsSubscribe(aliceWs, WATCH, { id: b1 });
   const foreignSse = sseSubscribe(url, WATCH, { id: b1 }, bearer(alice));
   const unknownWs = wsSubscribe(aliceWs, WATCH, { id: 'no-such-id' });
-  // Bob on the same id as alice, same document and variables: the shared execution must not mix them up.
+  // Bob on alice's id, same document and variables, is refused when he subscribes (watch.ts), so he never
+  // shares an event with her: this checks isolation, not the shared execution's operation key
+  // (test/shared-execution.test.ts checks that directly).
   const bobOnA = wsSubscribe(wsClient(url, { authorization: `Bearer ${bob}` }), WATCH, { id: a1 });
 
   expect((await own.done).at(-1).predictionUpdated).toEqual({ id: a1, status: 'COMPLETED', input: { prompt: 'alice one' } });

@@ -1,0 +1,138 @@
+import {
+  type ExecutionArgs,
+  type ExecutionResult,
+  GraphQLInt,
+  GraphQLObjectType,
+  GraphQLSchema,
+  GraphQLString,
+  parse,
+} from 'graphql';
+import { describe, expect, test } from 'vitest';
+import type { Context } from '../src/schema/context.js';
+import { useSharedSubscriptionExecution } from '../src/server/shared-execution.js';
+
+/**
+ * The plugin's subscribe function, run directly: every subscriber's source stream yields the very
+ * same event object (as the pubsub hands it to all of them), so the plugin shares one execution
+ * among subscribers whose operation key matches. The resolver reads what a result may depend on
+ * besides the event: the caller's owner, the base URL of links, and a variable.
+ */
+function rig() {
+  let executions = 0;
+  const sources: Array<(event: object) => void> = [];
+  const Seen = new GraphQLObjectType({
+    name: 'Seen',
+    fields: { n: { type: GraphQLInt }, owner: { type: GraphQLString }, base: { type: GraphQLString }, tag: { type: GraphQLString } },
+  });
+  const schema = new GraphQLSchema({
+    query: new GraphQLObjectType({ name: 'Query', fields: { ok: { type: GraphQLInt } } }),
+    subscription: new GraphQLObjectType({
+      name: 'Subscription',
+      fields: {
+        watched: {
+          type: Seen,
+          args: { tag: { type: GraphQLString } },
+          subscribe: () => {
+            // One event per subscriber, pushed by `publish`.
+            let push: (event: object) => void = () => {};
+            const next = new Promise<object>((resolve) => (push = resolve));
+            sources.push((event) => push(event));
+            return (async function* () {
+              yield await next;
+            })();
+          },
+          resolve: (event: { n: number }, args: { tag?: string | null }, ctx: Context) => {
+            executions++;
+            return { n: event.n, owner: ctx.principal.owner, base: ctx.baseUrl(), tag: args.tag ?? null };
+          },
+        },
+      },
+    }),
+  });
+  let subscribeFn: ((args: ExecutionArgs) => Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult>) | undefined;
+  const plugin = useSharedSubscriptionExecution();
+  // biome-ignore lint/suspicious/noExplicitAny: only setSubscribeFn of envelop's onSubscribe payload is used
+  (plugin.onSubscribe as (payload: any) => void)({ setSubscribeFn: (fn: typeof subscribeFn) => (subscribeFn = fn) });
+  const run = must(subscribeFn);
+
+  const context = (owner: string | null, base = 'http://gw.example') => ({ principal: { owner }, baseUrl: () => base }) as unknown as Context;
+
+  /** Subscribes once per entry, then publishes one event object to all; each subscriber's first result. */
+  async function deliverOnce(subscribers: Array<{ context: Context; variables?: Record<string, unknown>; document?: ReturnType<typeof parse>; operationName?: string }>, document: ReturnType<typeof parse>) {
+    const streams = [] as AsyncIterableIterator<ExecutionResult>[];
+    for (const s of subscribers) {
+      const stream = await run({ schema, document: s.document ?? document, contextValue: s.context, variableValues: s.variables ?? {}, operationName: s.operationName });
+      if (!(Symbol.asyncIterator in stream)) throw new Error(`not a stream: ${JSON.stringify(stream)}`);
+      streams.push(stream);
+    }
+    expect(sources).toHaveLength(subscribers.length);
+    const event = { n: 7 };
+    for (const push of sources.splice(0)) push(event);
+    const results = await Promise.all(streams.map(async (s) => (await s.next()).value as ExecutionResult));
+    await Promise.all(streams.map((s) => s.return?.()));
+    return results;
+  }
+  return { deliverOnce, context, executions: () => executions };
+}
+
+function must<T>(v: T | undefined): T {
+  if (v === undefined) throw new Error('the plugin set no subscribe function');
+  return v;
+}
+
+/** The `watched` field of a result. */
+const watched = (x: ExecutionResult) => (x.data?.watched ?? {}) as Record<string, unknown>;
+
+const DOC = parse('subscription W($tag: String) { watched(tag: $tag) { n owner base tag } }');
+
+describe('shared subscription execution', () => {
+  test('subscribers with the same operation, variables, base URL and owner share one execution (the same result object)', async () => {
+    const r = rig();
+    const [a, b, c] = await r.deliverOnce([{ context: r.context('alice') }, { context: r.context('alice') }, { context: r.context('alice') }], DOC);
+    expect(a?.data).toEqual({ watched: { n: 7, owner: 'alice', base: 'http://gw.example', tag: null } });
+    expect(b).toBe(a);
+    expect(c).toBe(a);
+    expect(r.executions()).toBe(1);
+  });
+
+  test('contexts that differ only in principal.owner get each their own result', async () => {
+    const r = rig();
+    const results = await r.deliverOnce([{ context: r.context('alice') }, { context: r.context('bob') }, { context: r.context(null) }, { context: r.context('alice') }], DOC);
+    expect(results.map((x) => watched(x).owner)).toEqual(['alice', 'bob', null, 'alice']);
+    expect(r.executions()).toBe(3);
+  });
+
+  test('contexts that differ only in baseUrl get each their own result', async () => {
+    const r = rig();
+    const results = await r.deliverOnce([{ context: r.context('alice', 'http://a.example') }, { context: r.context('alice', 'https://b.example') }], DOC);
+    expect(results.map((x) => watched(x).base)).toEqual(['http://a.example', 'https://b.example']);
+    expect(r.executions()).toBe(2);
+  });
+
+  test('subscribers that differ only in variables get each their own result', async () => {
+    const r = rig();
+    const alice = r.context('alice');
+    const results = await r.deliverOnce([{ context: alice, variables: { tag: 'x' } }, { context: alice, variables: { tag: 'y' } }, { context: alice }, { context: alice, variables: { tag: 'x' } }], DOC);
+    expect(results.map((x) => watched(x).tag)).toEqual(['x', 'y', null, 'x']);
+    expect(results[3]).toBe(results[0]);
+    expect(r.executions()).toBe(3);
+  });
+
+  test('another document or another operation of one document is executed on its own', async () => {
+    const r = rig();
+    const two = parse('subscription A { watched(tag: "a") { tag } } subscription B { watched(tag: "b") { tag } }');
+    const alice = r.context('alice');
+    const results = await r.deliverOnce(
+      [
+        { context: alice, document: two, operationName: 'A' },
+        { context: alice, document: two, operationName: 'B' },
+        { context: alice, document: parse('subscription W($tag: String) { watched(tag: $tag) { n owner base tag } }') },
+        { context: alice },
+      ],
+      DOC,
+    );
+    expect(results.map((x) => x.data?.watched)).toEqual([{ tag: 'a' }, { tag: 'b' }, { n: 7, owner: 'alice', base: 'http://gw.example', tag: null }, { n: 7, owner: 'alice', base: 'http://gw.example', tag: null }]);
+    expect(results[3]).not.toBe(results[2]);
+    expect(r.executions()).toBe(4);
+  });
+});
