@@ -1,14 +1,37 @@
 // biome-ignore-all lint/performance/useDomNodeTextContent: these are Playwright Locator.innerText() calls, not DOM nodes: they read the text as rendered (hidden text left out), which is what the tests assert a person sees
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Locator, Page } from 'playwright-core';
 import { describe, expect, test } from 'vitest';
 import { UNAUTHENTICATED_MESSAGE } from '../src/auth/principal.js';
-import { startApp, tempDir } from './helpers/app.js';
-import { fenceToOrigin, launchChromium, screenshot } from './helpers/browser.js';
+import { postGraphql, startApp, tempDir, waitFor } from './helpers/app.js';
+import { fenceToOrigin, launchChromium, screenshot, screenText, terminalHtml, terminalScreen } from './helpers/browser.js';
 import { gif1x1, png } from './helpers/images.js';
 import { createKey } from './helpers/keys.js';
+import { must } from './helpers/must.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
 
 /** How long a page may take to show what a test waits for; expect.poll's default (1 s) is too short on a busy machine. */
 const eventually = { timeout: 15_000 };
+
+/** Sets the built-in sandbox's faults (e.g. hangRate 1: every task submitted from now on runs until canceled). */
+async function faults(url: string, settings: Record<string, number>): Promise<void> {
+  const res = await fetch(`${url}/sandbox/_control/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(settings) });
+  expect(res.status).toBe(200);
+}
+
+/** A prediction created through the API, not the page; its id. */
+async function createThroughApi(url: string, prompt: string, headers: Record<string, string> = {}): Promise<string> {
+  const { body } = await postGraphql<{ createVideo: { id: string } }>(url, 'mutation ($input: CreateVideoInput!) { createVideo(input: $input) { id } }', { input: { prompt } }, headers);
+  return body.data?.createVideo.id ?? expect.fail(JSON.stringify(body));
+}
+
+/** The ids of the `subscribe` messages the page sent over graphql-ws. */
+const subscribedIds = (socketMessages: string[]) =>
+  socketMessages.map((m) => JSON.parse(m)).filter((m) => m.type === 'subscribe').map((m) => m.payload.variables?.id as string);
 
 /** Monaco renders spaces as no-break spaces and lines as separate nodes: compare on collapsed text. */
 async function text(locator: Locator): Promise<string> {
@@ -256,6 +279,118 @@ describe('the live page at /', () => {
     expect(outside).toEqual([]);
   });
 
+  test('while the prediction waits for the account’s tier, its place in the queue shows and moves live, and goes once it is submitted', async () => {
+    const { url, app } = await startApp({ UPSTREAM_MAX_CONCURRENT: '1' });
+    const { context, page } = await launchChromium();
+    const { outside } = await fenceToOrigin(context, url);
+    // The one slot is held by a task that runs until it is canceled; one more waits ahead of ours.
+    await faults(url, { hangRate: 1 });
+    const holder = await createThroughApi(url, 'holds the slot');
+    await waitFor(() => app.store.findById(holder)?.upstreamId, Boolean);
+    await createThroughApi(url, 'waits first');
+
+    await page.goto(`${url}/`);
+    await page.getByLabel('Prompt', { exact: true }).fill('waits its turn');
+    await page.getByRole('button', { name: 'Create video' }).click();
+    const place = page.locator('#current-queue');
+    await expect.poll(() => place.innerText(), eventually).toBe('queued: 2nd');
+    expect(await page.locator('#current-status').innerText()).toBe('CREATED');
+
+    // The slot frees: the one ahead is submitted, ours moves up without any action on the page.
+    await faults(url, { hangRate: 0 });
+    const canceled = await postGraphql(url, 'mutation ($id: ID!) { cancelPrediction(id: $id) { status } }', { id: holder });
+    expect(canceled.body).toEqual({ data: { cancelPrediction: { status: 'CANCELED' } } });
+    await expect.poll(() => place.innerText(), eventually).toBe('queued: 1st');
+
+    // The one ahead completes, ours is submitted: no place any more, and it runs to the end.
+    await expect.poll(() => page.locator('#timeline li').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.status)), eventually).toEqual([
+      'CREATED',
+      'PROCESSING',
+      'COMPLETED',
+    ]);
+    expect(await place.isHidden()).toBe(true);
+    expect(await place.textContent()).toBe('');
+    expect(outside).toEqual([]);
+  });
+
+  test('the recent list picks up a prediction created elsewhere (the API, same key) and follows it to COMPLETED with no action on the page', async () => {
+    const dataDir = tempDir();
+    const key = await createKey(dataDir, 'recent-list');
+    // Long enough a task that the page sees it unfinished before it completes.
+    const { url } = await startApp({ DATA_DIR: dataDir, SANDBOX_TASK_SECONDS: '5' });
+    const { context, page } = await launchChromium();
+    const { outside, socketMessages } = await fenceToOrigin(context, url);
+    const creates: string[] = [];
+    page.on('request', (r) => (r.postData() ?? '').includes('createVideo') && creates.push(r.url()));
+    await page.goto(`${url}/`);
+    const keyField = page.getByLabel(/^Key, kept in this browser/);
+    await keyField.fill(key);
+    await keyField.press('Enter');
+    await expect.poll(() => page.locator('#recent').innerText(), eventually).toBe('None yet.');
+
+    const id = await createThroughApi(url, 'made by a backend', { authorization: `Bearer ${key}` });
+    // Every badge text the row shows, in order, read as the test polls.
+    const badge = page.locator(`#recent li[data-id="${id}"] .badge`);
+    const shown: string[] = [];
+    await expect
+      .poll(async () => {
+        const status = (await badge.count()) ? await badge.innerText() : '';
+        if (status && shown.at(-1) !== status) shown.push(status);
+        return status;
+      }, eventually)
+      .toBe('COMPLETED');
+    // Seen unfinished first, then followed to the end.
+    expect(shown[0]).toMatch(/^(CREATED|PROCESSING)$/);
+    expect(await page.locator('#recent li').count()).toBe(1);
+    expect(await page.locator(`#recent li[data-id="${id}"] button`).innerText()).toBe('made by a backend');
+    expect(subscribedIds(socketMessages)).toContain(id);
+    expect(creates).toEqual([]);
+    expect(await page.locator('#current').isHidden()).toBe(true);
+    expect(outside).toEqual([]);
+  });
+
+  test('a prediction canceled through the API while the page follows it shows CANCELED, its clock stops, and the list does not follow it again', async () => {
+    const { url, gql } = await startApp();
+    const { context, page } = await launchChromium();
+    const { outside, socketMessages } = await fenceToOrigin(context, url);
+    await faults(url, { hangRate: 1 }); // runs until canceled
+    await page.goto(`${url}/`);
+    await page.getByLabel('Prompt', { exact: true }).fill('never finished');
+    await page.getByRole('button', { name: 'Create video' }).click();
+    await expect.poll(() => page.locator('#current-status').innerText(), eventually).toBe('PROCESSING');
+    const id = await page.locator('#current-id').innerText();
+
+    const canceled = await gql('mutation ($id: ID!) { cancelPrediction(id: $id) { status createdAt completedAt } }', { id });
+    const { status, createdAt, completedAt } = canceled.body.data.cancelPrediction;
+    expect(status).toBe('CANCELED');
+    await expect.poll(() => page.locator('#timeline li').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.status)), eventually).toEqual([
+      'CREATED',
+      'PROCESSING',
+      'CANCELED',
+    ]);
+    expect(await page.locator('#current-status').innerText()).toBe('CANCELED');
+    await expect.poll(() => page.locator(`#recent li[data-id="${id}"] .badge`).innerText(), eventually).toBe('CANCELED');
+    // The clock stops at the cancel: still the run time once a running clock would have moved on by 2 s.
+    const runSeconds = Math.round((Date.parse(completedAt) - Date.parse(createdAt)) / 1000);
+    await page.waitForFunction((end) => Date.now() > end, Date.parse(completedAt) + 2500, { polling: 100 });
+    expect(await page.locator('#elapsed').innerText()).toBe(`${runSeconds} s`);
+
+    // Reloaded, the list shows it CANCELED and does not subscribe to it. A prediction submitted
+    // afterwards is subscribed to after the list's own subscriptions, so once its subscribe is seen,
+    // one for the canceled row would have been seen too.
+    await faults(url, { hangRate: 0 });
+    socketMessages.length = 0;
+    await page.reload();
+    await expect.poll(() => page.locator(`#recent li[data-id="${id}"] .badge`).innerText(), eventually).toBe('CANCELED');
+    await page.getByLabel('Prompt', { exact: true }).fill('after the cancel');
+    await page.getByRole('button', { name: 'Create video' }).click();
+    await expect.poll(() => page.locator('#current-id').innerText(), eventually).not.toBe('');
+    const next = await page.locator('#current-id').innerText();
+    await expect.poll(() => subscribedIds(socketMessages), eventually).toContain(next);
+    expect(subscribedIds(socketMessages)).not.toContain(id);
+    expect(outside).toEqual([]);
+  });
+
   test('readable on a phone: nothing wider than the screen', async () => {
     const { url } = await startApp();
     const { page } = await launchChromium({ width: 390, height: 844 });
@@ -263,5 +398,41 @@ describe('the live page at /', () => {
     await expect.poll(() => page.locator('#key-status').innerText(), eventually).toBe('No key saved.');
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await screenshot(page, 'page-phone');
+  });
+});
+
+describe('the CLI, as a terminal shows it', () => {
+  test('`create --wait --out` run for real on a pseudo-terminal against the server, drawn in Chromium: test-artifacts/cli.png (and docs/cli.png with UPDATE_SCREENSHOTS=1)', async () => {
+    const { url } = await startApp();
+    const dir = tempDir();
+    const prompt = 'a paper boat drifting down a rainy street';
+    const shown = `npx cinegraph create '${prompt}' --wait --out boat.mp4`;
+    // util-linux `script` gives the bin a real pty (sized by stty), so it draws its spinner as on a terminal.
+    const command = `stty cols 110 rows 40; cd '${dir}' && '${process.execPath}' '${join(root, 'bin/cinegraph.mjs')}' create '${prompt}' --wait --out boat.mp4`;
+    const output = await new Promise<string>((resolve, reject) =>
+      execFile('script', ['-qec', command, '/dev/null'], { env: { ...process.env, CINEGRAPH_URL: url, CINEGRAPH_API_KEY: '' }, timeout: 60_000 }, (err, stdout) =>
+        err ? reject(new Error(`the CLI failed: ${err.message}\n${stdout}`)) : resolve(stdout),
+      ),
+    );
+    const mp4 = readFileSync(join(dir, 'boat.mp4'));
+    expect(mp4.subarray(4, 8).toString('latin1')).toBe('ftyp');
+
+    // The screen once the command ended: the spinner's last frame replaced by its ✔ line, then the summary.
+    const screen = terminalScreen(output);
+    const lines = screenText(screen);
+    const id = must(/^✔ COMPLETED in [\d.]+ s · ([0-9a-f-]{36})$/.exec(lines[0] ?? '')?.[1], `✔ line in ${JSON.stringify(lines)}`);
+    expect(lines.slice(1).map((l) => l.replace(/ +.*/, ''))).toEqual(['id:', 'status:', 'prompt:', 'image:', 'created:', 'completed:', 'video:', 'saved:']);
+    expect(lines[1]).toBe(`id:        ${id}`);
+    expect(lines[8]).toBe(`saved:     ${join(dir, 'boat.mp4')} (${mp4.length} bytes, ${/[\d.]+ s in all/.exec(lines[8] ?? '')?.[0]})`);
+    expect(screen[0]?.[0]).toEqual({ ch: '✔', fg: 32 }); // green, as the terminal draws it
+
+    const { context, page } = await launchChromium({ width: 1000, height: 300 });
+    const { outside } = await fenceToOrigin(context, url);
+    await page.setContent(terminalHtml(shown, screen));
+    expect(await page.locator('pre').innerText()).toBe(`$ ${shown}\n${lines.join('\n')}`);
+    // Nothing cut off or scrolled: the 110-column terminal fits the window.
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(1000);
+    await screenshot(page, 'cli');
+    expect(outside).toEqual([]);
   });
 });

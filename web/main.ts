@@ -6,7 +6,7 @@
 import { createClient, type Client } from 'graphql-ws';
 import { imageDimensionViolation, imageFileViolation, sniffImageType } from '../src/validation/image-rules.js';
 
-type Status = 'CREATED' | 'PROCESSING' | 'COMPLETED' | 'FAILED';
+type Status = 'CREATED' | 'PROCESSING' | 'COMPLETED' | 'FAILED' | 'CANCELED';
 
 interface Prediction {
   id: string;
@@ -16,17 +16,35 @@ interface Prediction {
   keptOutputs: string[];
   error: string | null;
   createdAt: string;
+  updatedAt: string;
   completedAt: string | null;
+  /** Place in the admission queue (1 is next) while it waits for the account's tier; null once submitted. */
+  queuePosition: number | null;
 }
 
-const FIELDS = 'id status input { prompt hasImage } outputs keptOutputs error createdAt completedAt';
+const FIELDS = 'id status input { prompt hasImage } outputs keptOutputs error createdAt updatedAt completedAt queuePosition';
 const CREATE = `mutation Create($input: CreateVideoInput!) { createVideo(input: $input) { ${FIELDS} } }`;
 const FOLLOW = `subscription Follow($id: ID!) { predictionUpdated(id: $id) { ${FIELDS} } }`;
 const RECENT = `query Recent { predictions(first: 10) { nodes { ${FIELDS} } } }`;
 const RECENT_LIMIT = 10;
+/**
+ * The schema has no "all my predictions" subscription (predictionUpdated follows one id), so the
+ * list learns of predictions created elsewhere (the CLI, another tab, a backend) by asking for the
+ * first page again: every few seconds while the page is visible, and at once when it becomes visible
+ * again. One small query per interval per open page; each new unfinished row is then followed live.
+ */
+const RECENT_REFRESH_MS = 3000;
 const KEY_STORAGE = 'cinegraph.apiKey';
 
-const finished = (s: Status) => s === 'COMPLETED' || s === 'FAILED';
+/** The final statuses: nothing follows them, and the clock stops. */
+const finished = (s: Status) => s === 'COMPLETED' || s === 'FAILED' || s === 'CANCELED';
+
+/** 1st, 2nd, 3rd, 4th … 11th, 12th, 13th … 21st. */
+function ordinal(n: number): string {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
+  return `${n}${suffix}`;
+}
 
 function $<T extends HTMLElement>(id: string): T {
   const el = document.getElementById(id);
@@ -172,6 +190,7 @@ const video = $<HTMLVideoElement>('video');
 const currentError = $<HTMLParagraphElement>('current-error');
 const statusBadge = $<HTMLSpanElement>('current-status');
 const elapsed = $<HTMLTimeElement>('elapsed');
+const queuePlace = $<HTMLSpanElement>('current-queue');
 
 let watching: { id: string; stop: () => void; createdAt: number; end?: number; last?: Status } | undefined;
 
@@ -196,6 +215,7 @@ function show(p: Prediction): void {
   video.hidden = true;
   video.removeAttribute('src');
   video.load();
+  queuePlace.hidden = true;
   render(p);
   w.stop = follow(
     p.id,
@@ -218,8 +238,13 @@ function show(p: Prediction): void {
       li.append(name, ` at ${seconds(Date.now() - w.createdAt)}`);
       timeline.append(li);
     }
+    // Its place while it waits for the account's tier; the subscription sends it again whenever the queue moves.
+    const place = row.status === 'CREATED' ? row.queuePosition : null;
+    queuePlace.hidden = place === null;
+    queuePlace.textContent = place === null ? '' : `queued: ${ordinal(place)}`;
     if (finished(row.status)) w.end = Date.parse(row.completedAt ?? '') || Date.now();
     if (row.status === 'FAILED') currentError.textContent = row.error ?? 'the prediction failed';
+    if (row.status === 'CANCELED') currentError.textContent = row.error ?? 'the prediction was canceled';
     // The gateway's kept copy first (served here, with Range); upstream's URL only if none was kept.
     const src = row.keptOutputs[0] ?? row.outputs[0];
     if (row.status === 'COMPLETED' && src && video.getAttribute('src') !== src) {
@@ -230,13 +255,26 @@ function show(p: Prediction): void {
   }
 }
 
-// ---- Recent predictions, each unfinished one followed live ----
+// ---- Recent predictions: each unfinished one followed live, the page refetched for new ones ----
 
 const recent = $<HTMLUListElement>('recent');
 const recentError = $<HTMLParagraphElement>('recent-error');
-const listed = new Map<string, { li: HTMLLIElement; badge: HTMLSpanElement; stop?: () => void }>();
 
-function upsertRecent(p: Prediction, append = false): void {
+interface Listed {
+  li: HTMLLIElement;
+  badge: HTMLSpanElement;
+  createdAt: number;
+  /** The newest state shown (updatedAt), so a refetch answered late never undoes a live event. */
+  updatedAt: number;
+  status: Status;
+  stop?: () => void;
+}
+const listed = new Map<string, Listed>();
+/** Bumped when the list is reset (a new key): answers to requests sent before are dropped. */
+let listGeneration = 0;
+
+/** Adds the prediction to the list or updates its row; follows it while it is unfinished. */
+function upsertRecent(p: Prediction): void {
   let item = listed.get(p.id);
   if (!item) {
     const li = document.createElement('li');
@@ -249,53 +287,86 @@ function upsertRecent(p: Prediction, append = false): void {
     const badge = document.createElement('span');
     badge.className = 'badge';
     li.append(open, badge);
-    item = { li, badge };
+    item = { li, badge, createdAt: Date.parse(p.createdAt), updatedAt: Number.NEGATIVE_INFINITY, status: p.status };
     listed.set(p.id, item);
-    if (append) recent.append(li);
-    else recent.prepend(li);
-    recent.querySelector('.empty')?.remove();
-    while (recent.children.length > RECENT_LIMIT) {
-      const last = recent.lastElementChild as HTMLLIElement;
-      const id = last.dataset.id ?? '';
-      listed.get(id)?.stop?.();
-      listed.delete(id);
-      last.remove();
-    }
-    if (!finished(p.status)) {
-      const entry = item;
-      entry.stop = follow(p.id, (row) => setBadge(entry.badge, row.status), () => {});
-    }
+    arrange();
+    if (!listed.has(p.id)) return; // older than the ten shown
   }
-  setBadge(item.badge, p.status);
+  setRow(item, p);
+  if (!finished(item.status) && !item.stop) {
+    const entry = item;
+    entry.stop = follow(p.id, (row) => setRow(entry, row), () => {});
+  }
 }
 
-function setBadge(badge: HTMLSpanElement, status: Status): void {
-  badge.textContent = status;
-  badge.dataset.status = status;
+function setRow(item: Listed, p: Prediction): void {
+  const at = Date.parse(p.updatedAt);
+  // A final status is never undone, and an older state never replaces a newer one.
+  if (at < item.updatedAt || (finished(item.status) && !finished(p.status))) return;
+  item.updatedAt = at;
+  item.status = p.status;
+  item.badge.textContent = p.status;
+  item.badge.dataset.status = p.status;
+  if (finished(p.status)) {
+    item.stop?.();
+    item.stop = undefined;
+  }
+}
+
+/** Newest first, at most RECENT_LIMIT rows; a row pushed out stops being followed. */
+function arrange(): void {
+  const rows = [...listed.entries()].sort(([a, x], [b, y]) => y.createdAt - x.createdAt || (a < b ? 1 : -1));
+  for (const [id, item] of rows.slice(RECENT_LIMIT)) {
+    item.stop?.();
+    item.li.remove();
+    listed.delete(id);
+  }
+  recent.querySelector('.empty')?.remove();
+  // append() moves an existing node: the rows end in this order, their buttons and listeners kept.
+  recent.append(...rows.slice(0, RECENT_LIMIT).map(([, item]) => item.li));
 }
 
 async function loadRecent(): Promise<void> {
-  recentError.textContent = '';
+  const generation = listGeneration;
   try {
     const { predictions } = await gql<{ predictions: { nodes: Prediction[] } }>(RECENT);
-    for (const p of predictions.nodes) upsertRecent(p, true);
-    if (!predictions.nodes.length) {
+    if (generation !== listGeneration) return;
+    recentError.textContent = '';
+    for (const p of predictions.nodes) upsertRecent(p);
+    if (!predictions.nodes.length && !listed.size && !recent.querySelector('.empty')) {
       const li = document.createElement('li');
       li.className = 'empty';
       li.textContent = 'None yet.';
       recent.append(li);
     }
   } catch (err) {
+    if (generation !== listGeneration) return;
     const e = err as RequestError;
     recentError.textContent = `${e.code}: ${e.message}`;
   }
 }
 
 function resetRecent(): void {
+  listGeneration++;
   for (const { stop } of listed.values()) stop?.();
   listed.clear();
   recent.replaceChildren();
+  recentError.textContent = '';
 }
+
+/** One refetch at a time, and none while the page is hidden (a background tab costs nothing). */
+let refreshing = false;
+async function refreshRecent(): Promise<void> {
+  if (refreshing || document.visibilityState !== 'visible') return;
+  refreshing = true;
+  try {
+    await loadRecent();
+  } finally {
+    refreshing = false;
+  }
+}
+setInterval(() => void refreshRecent(), RECENT_REFRESH_MS);
+document.addEventListener('visibilitychange', () => void refreshRecent());
 
 // ---- Create ----
 
