@@ -303,9 +303,31 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
       })
     : undefined;
   const access = { keys, origins, connections, quotas };
-  const sqlitePing = db.$client.prepare('SELECT 1');
-  // With DATABASE_URL the predictions are in Postgres: that is the storage to check (within 2 s).
-  const ping = pg ? () => pingPostgres(pg) : async () => void sqlitePing.get();
+  // /readyz's "database writable" on SQLite: takes the write lock (BEGIN IMMEDIATE) and rewrites the
+  // newest row unchanged, then rolls back. A read-only file, connection or database fails the write
+  // with SQLITE_READONLY (BEGIN IMMEDIATE alone passes on a read-only connection), a lock held past
+  // busy_timeout with SQLITE_BUSY; nothing reaches the disk, so probing often costs no I/O. A full disk
+  // shows only when a write must grow a file: the first real write that fails pauses the poller
+  // (storage), and that pause is a reason below.
+  // With DATABASE_URL the predictions are in Postgres: a bounded SELECT 1 (within 2 s) says whether
+  // it answers; a write there would take a row lock the instances' pollers contend for, and a
+  // server that refuses writes pauses the poller on its first write just the same.
+  const sqliteWriteProbe = db.$client.prepare('UPDATE predictions SET version = version WHERE seq = (SELECT max(seq) FROM predictions)');
+  const rolledBack = new Error('rolled back');
+  const sqliteWriteCheck = db.$client.transaction(() => {
+    sqliteWriteProbe.run();
+    throw rolledBack;
+  });
+  const sqliteWritable = async () => {
+    try {
+      sqliteWriteCheck.immediate();
+    } catch (err) {
+      if (err === rolledBack) return;
+      const { code, message } = err as { code?: string; message: string };
+      throw new Error(`database not writable: ${code ? `${code}: ` : ''}${message}`);
+    }
+  };
+  const ping = pg ? () => pingPostgres(pg) : sqliteWritable;
   /** Why the gateway cannot do its work right now (for /readyz); a rate-limit pause is normal operation. */
   const notReady = async (): Promise<string[]> => {
     const health = poller.health();
