@@ -10,6 +10,7 @@ const sections: Record<string, () => Promise<Section>> = {
   pollcost: async () => (await import('./pollcost.js')).run,
   queue: async () => (await import('./queue.js')).run,
   scaleout: async () => (await import('./scaleout.js')).run,
+  'upstream-client': async () => (await import('./upstream-client.js')).run,
 };
 
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');

@@ -56,7 +56,7 @@ import { systemResolver, type ResolveHost } from './validation/address.js';
 
 export interface AppOverrides {
   log?: Logger;
-  /** Replaces fetch for upstream calls and output downloads (tests that count or break requests). */
+  /** Replaces fetch for output downloads (tests that count or break requests). */
   fetch?: typeof fetch;
   /** Time for the poller and the sandbox; a scaled clock runs minutes in seconds. */
   clock?: Clock;
@@ -208,7 +208,6 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     },
     apiKey: config.upstream.apiKey,
     timeoutMs: config.upstream.timeoutMs,
-    fetch: overrides.fetch,
     observe: metrics.observeUpstream,
   });
   const publicUrl = config.publicUrl;

@@ -1,5 +1,7 @@
+import { STATUS_CODES } from 'node:http';
+import { type Dispatcher, FormData, request as undiciRequest } from 'undici';
 import { z } from 'zod';
-import { isRetryableStatus, parseRetryAfter, withTimeout } from '../http-helpers.js';
+import { isRetryableStatus, parseRetryAfter } from '../http-helpers.js';
 
 export const MODEL = 'minimax/video-01';
 
@@ -95,11 +97,18 @@ export interface WaveSpeedClientOptions {
   apiKey: string;
   /** Per-request timeout, covering connect, headers and body. */
   timeoutMs: number;
-  /** Injected for tests that count or fail requests; defaults to the global fetch. */
-  fetch?: typeof fetch;
+  /** Injected for tests that fail requests in ways a loopback server cannot; defaults to undici's `request`. */
+  request?: UpstreamTransport;
   /** Told of every request once it is done (metrics): which endpoint, how long, and its error if it failed. */
   observe?: (o: UpstreamObservation) => void;
 }
+
+/**
+ * How a request goes out: undici's `request` (the same HTTP/1.1 client as Node's fetch, without
+ * fetch's Request, Response, Headers and WHATWG streams around it). Per request, fetch cost about
+ * as much server CPU as the rest of a createVideo's submission (BENCHMARKS.md, issue 18).
+ */
+export type UpstreamTransport = typeof undiciRequest;
 
 export type UpstreamEndpoint = 'submit' | 'result' | 'list' | 'upload' | 'delete' | 'webhook_secret' | 'other';
 
@@ -210,45 +219,65 @@ export class WaveSpeedClient {
    * which may carry a webhook token.
    */
   private async request(method: string, path: string, body?: unknown, signal?: AbortSignal, timeoutMs = this.options.timeoutMs): Promise<unknown> {
-    const doFetch = this.options.fetch ?? fetch;
-    // A form (a media upload) sets its own multipart content type and boundary.
+    const send = this.options.request ?? undiciRequest;
+    // A form (a media upload) sets its own multipart content type and boundary. It must be the undici
+    // package's FormData: Node's global one is another copy of undici, whose internals this one cannot read.
     const form = body instanceof FormData;
     const route = `${method} ${path.split('?', 1)[0]}`;
-    let response: Response;
+    // One deadline over the whole exchange (connect, headers and body): undici's own headers and body
+    // timeouts each cover one phase, and a body trickled a byte at a time would pass both.
+    const deadline = new AbortController();
+    let timedOut = false;
+    const onDeadline = () => {
+      timedOut = true;
+      deadline.abort();
+    };
+    const timer = setTimeout(onDeadline, timeoutMs);
+    const cancel = () => deadline.abort();
+    signal?.addEventListener('abort', cancel, { once: true });
+    if (signal?.aborted) cancel();
+    let statusCode: number;
+    let retryAfter: string | undefined;
     let text: string;
     try {
-      response = await doFetch(`${this.baseUrl()}${path}`, {
-        method,
+      const response = await send(`${this.baseUrl()}${path}`, {
+        method: method as 'GET' | 'POST',
         headers: {
           authorization: `Bearer ${this.options.apiKey}`,
           accept: 'application/json',
           ...(body === undefined || form ? {} : { 'content-type': 'application/json' }),
         },
         body: body === undefined ? undefined : form ? body : JSON.stringify(body),
-        signal: withTimeout(timeoutMs, signal),
-        // The v3 API does not redirect; following one would turn a POST into a GET elsewhere.
-        redirect: 'manual',
+        signal: deadline.signal,
+        // undici's request never follows a redirect (the v3 API does not redirect; following one
+        // would turn a POST into a GET elsewhere): a 3xx is answered as the HTTP error it is here.
       });
+      statusCode = response.statusCode;
+      const header = response.headers['retry-after'];
+      retryAfter = Array.isArray(header) ? header[0] : header;
       text = await readCapped(response, MAX_UPSTREAM_BODY_BYTES);
       // An upstream that echoes the key (in an error message, say) must not hand it to our clients.
       if (this.options.apiKey.length >= 8) text = text.replaceAll(this.options.apiKey, '[redacted]');
     } catch (err) {
       if (err instanceof UpstreamError) throw err;
-      const e = err as Error & { cause?: { code?: string } };
       if (signal?.aborted) throw new UpstreamError('network', `${route}: cancelled (shutting down)`);
-      if (e.name === 'TimeoutError' || e.name === 'AbortError') {
+      const e = err as Error & { cause?: { code?: string } };
+      if (timedOut || e.name === 'TimeoutError' || e.name === 'AbortError') {
         throw new UpstreamError('timeout', `${route}: no answer within ${timeoutMs} ms`);
       }
       const code = e.cause?.code ?? (e as { code?: string }).code;
-      throw new UpstreamError('network', `${route}: ${e.message}${code ? ` (${code})` : ''}`, undefined, undefined, code);
+      throw new UpstreamError('network', `${route}: ${e.message}${code && !e.message.includes(code) ? ` (${code})` : ''}`, undefined, undefined, code);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', cancel);
     }
-    const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
+    const retryAfterMs = parseRetryAfter(retryAfter ?? null);
     const json = safeJson(text);
     const envelope = envelopeSchema.safeParse(json);
     const upstreamMessage = envelope.success ? envelope.data.message : undefined;
-    if (!response.ok) {
-      const detail = upstreamMessage || text.slice(0, 200) || response.statusText;
-      throw new UpstreamError('http', `upstream answered HTTP ${response.status}: ${detail}`, response.status, retryAfterMs);
+    if (statusCode < 200 || statusCode > 299) {
+      const detail = upstreamMessage || text.slice(0, 200) || STATUS_CODES[statusCode] || '';
+      throw new UpstreamError('http', `upstream answered HTTP ${statusCode}: ${detail}`, statusCode, retryAfterMs);
     }
     if (!envelope.success) {
       throw new UpstreamError('protocol', `upstream answered ${route} with a body that is not a v3 envelope`);
@@ -284,28 +313,28 @@ function toRecord(data: unknown, method: string, path: string): UpstreamPredicti
 /**
  * Reads a response body of at most `maxBytes`: a declared length over it is refused before a byte
  * is read, and an undeclared one is cut off as soon as it passes it, so a hostile or broken
- * upstream cannot make the process buffer hundreds of megabytes.
+ * upstream cannot make the process buffer hundreds of megabytes. Either way the connection is
+ * destroyed rather than drained.
  */
-async function readCapped(response: Response, maxBytes: number): Promise<string> {
+async function readCapped(response: Dispatcher.ResponseData, maxBytes: number): Promise<string> {
   const tooLarge = (size: string) =>
-    new UpstreamError('protocol', `upstream sent a body of ${size} bytes; at most ${maxBytes} are read`, response.status);
-  const declared = Number(response.headers.get('content-length') ?? 0);
+    new UpstreamError('protocol', `upstream sent a body of ${size} bytes; at most ${maxBytes} are read`, response.statusCode);
+  const declared = Number(response.headers['content-length'] ?? 0);
   if (declared > maxBytes) {
-    await response.body?.cancel();
+    response.body.destroy();
     throw tooLarge(String(declared));
   }
-  if (!response.body) return '';
-  const chunks: Uint8Array[] = [];
+  const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+  for await (const chunk of response.body as AsyncIterable<Buffer>) {
     size += chunk.byteLength;
     if (size > maxBytes) {
-      await response.body.cancel().catch(() => undefined);
+      response.body.destroy();
       throw tooLarge(`over ${maxBytes}`);
     }
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
 }
 
 function safeJson(text: string): unknown {
