@@ -150,7 +150,8 @@ export function sqliteCreator(store: PredictionStore, idempotency: IdempotencySt
       if (request.idempotency) idempotency.remember(owner, request.idempotency.key, { predictionId: row.id, inputHash: request.idempotency.inputHash }, now);
       return { kind: 'created', row };
     });
-  return { create: async (request, now) => create(request, now) };
+  // The creations of one event-loop turn share a commit (db/group-commit.ts).
+  return { create: idempotency.groupCommitted(create) };
 }
 
 /**

@@ -1,0 +1,54 @@
+import type Database from 'better-sqlite3';
+import { isStorageError } from './errors.js';
+
+/**
+ * Group commit: the calls made in one turn of the event loop run in one SQLite transaction, each in
+ * a savepoint of its own, and every caller is answered after the commit.
+ *
+ * A transaction costs far more than an insert (BEGIN, the WAL frames and the commit record, the write
+ * lock): under a burst of createVideo calls, one commit per request was most of the store's share
+ * of a request (BENCHMARKS.md, issue 18). The guarantees stay those of one transaction per call:
+ * - a caller is told "done" only after the commit that holds its write (a failed commit rejects
+ *   every caller of the batch, and none of their writes exists);
+ * - a call that throws (a constraint, a refusal) rolls back its own savepoint only: the others of
+ *   the batch go on and commit;
+ * - a storage failure (disk full, I/O error) ends the whole batch at once: SQLite may already have
+ *   rolled the transaction back by itself, and a call run after that would commit on its own,
+ *   outside the batch. Every caller of the batch is rejected with it.
+ * Calls run in the order they were made, each seeing the writes of those before it (so a twin
+ * idempotent request, or the in-flight quota, is judged as if they had run one by one).
+ */
+export function groupCommit<A extends unknown[], R>(sqlite: Database.Database, run: (...args: A) => R): (...args: A) => Promise<R> {
+  type Call = { args: A; resolve: (r: R) => void; reject: (e: unknown) => void };
+  let pending: Call[] = [];
+  const flush = () => {
+    const batch = pending;
+    pending = [];
+    const outcomes: ({ ok: true; value: R } | { ok: false; error: unknown })[] = [];
+    try {
+      sqlite.transaction(() => {
+        for (const call of batch) {
+          try {
+            // Nested: better-sqlite3 runs it in a savepoint, released on return, rolled back on throw.
+            outcomes.push({ ok: true, value: sqlite.transaction(() => run(...call.args))() });
+          } catch (error) {
+            if (isStorageError(error)) throw error;
+            outcomes.push({ ok: false, error });
+          }
+        }
+      })();
+    } catch (error) {
+      for (const call of batch) call.reject(error);
+      return;
+    }
+    batch.forEach((call, i) => {
+      const outcome = outcomes[i] as (typeof outcomes)[number];
+      if (outcome.ok) call.resolve(outcome.value);
+      else call.reject(outcome.error);
+    });
+  };
+  return (...args: A) =>
+    new Promise<R>((resolve, reject) => {
+      if (pending.push({ args, resolve, reject }) === 1) setImmediate(flush);
+    });
+}
