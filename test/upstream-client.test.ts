@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'vitest';
+import { systemClock } from '../src/clock.js';
 import { parseRetryAfter } from '../src/http-helpers.js';
 import { UpstreamError, WaveSpeedClient } from '../src/upstream/wavespeed.js';
 import { startApp } from './helpers/app.js';
@@ -17,12 +18,23 @@ async function failure(p: Promise<unknown>): Promise<UpstreamError> {
 
 describe('WaveSpeedClient against the sandbox', () => {
   test('submits, then reads the record back in our naming', async () => {
-    const { url } = await startApp();
+    // The sandbox's time stands still until the test moves it: a task is 'created' for its first
+    // fifth, then 'processing', then 'completed', however slow the machine is between requests.
+    const base = Date.now();
+    let offset = 0;
+    const clock = { now: () => new Date(base + offset), setTimeout: systemClock.setTimeout };
+    const { url } = await startApp({ SANDBOX_TASK_SECONDS: '10' }, { clock });
     const c = client(`${url}/sandbox/`);
     const submitted = await c.submit({ prompt: 'x', enablePromptExpansion: false });
     expect(submitted).toMatchObject({ model: 'minimax/video-01', status: 'created', outputs: [], hasNsfwContents: [] });
     expect(submitted.urlsGet).toBe(`${url}/sandbox/api/v3/predictions/${submitted.id}/result`);
-    expect(await c.getResult(submitted.id)).toMatchObject({ id: submitted.id, status: 'created' });
+    expect(await c.getResult(submitted.id)).toMatchObject({ id: submitted.id, status: 'created', outputs: [] });
+    offset = 2_000; // a fifth of the 10 s task
+    expect(await c.getResult(submitted.id)).toMatchObject({ id: submitted.id, status: 'processing', outputs: [] });
+    offset = 10_000;
+    const done = await c.getResult(submitted.id);
+    expect(done).toMatchObject({ id: submitted.id, status: 'completed', hasNsfwContents: [false] });
+    expect(done.outputs).toEqual([`${url}/sandbox/media/${submitted.id}.mp4`]);
   });
 
   test('an empty key is a permanent 401; an unknown id a permanent 404', async () => {
