@@ -1,4 +1,5 @@
 import { expect, test } from 'vitest';
+import { type Clock, systemClock } from '../src/clock.js';
 import { createPredictionPubSub } from '../src/pubsub.js';
 import { distinct, wsClient, wsSubscribe } from './helpers/clients.js';
 import { startApp, waitFor } from './helpers/app.js';
@@ -20,8 +21,27 @@ test('pubsub delivers by topic and id, and unsubscribing removes the listener', 
   expect(pubsub.count()).toBe(1);
 });
 
+/**
+ * Time for the poller and the sandbox that stands still until `release()`, then runs on from where
+ * it stood: a task submitted while it is held stays upstream's 'created' (and ours CREATED) however
+ * slow the machine is, and afterwards lives its whole life in order.
+ */
+function heldClock(): Clock & { release(): void } {
+  const heldAt = Date.now();
+  let lag: number | undefined;
+  return {
+    now: () => new Date(lag === undefined ? heldAt : Date.now() - lag),
+    setTimeout: systemClock.setTimeout,
+    release() {
+      lag ??= Date.now() - heldAt;
+    },
+  };
+}
+
 test('subscribers with different selections, variables and hosts each get their own correct result from a shared event', async () => {
-  const { url, gql, app } = await startApp({ SANDBOX_TASK_SECONDS: '0.8' });
+  // Every subscriber's first message must be the CREATED snapshot, so the tasks stay created until all have it.
+  const clock = heldClock();
+  const { url, gql, app } = await startApp({ SANDBOX_TASK_SECONDS: '0.8' }, { clock });
   const a = (await gql(CREATE, { p: 'a' })).body.data.createVideo.id;
   const b = (await gql(CREATE, { p: 'b' })).body.data.createVideo.id;
   const client = wsClient(url);
@@ -35,6 +55,9 @@ test('subscribers with different selections, variables and hosts each get their 
     a2local: wsSubscribe(viaLocalhost, S2, { id: a }),
     b1: wsSubscribe(client, S1, { id: b }),
   };
+  await waitFor(() => Object.values(streams).map((s) => s.values.length), (ns) => ns.every((n) => n >= 1));
+  for (const s of Object.values(streams)) expect(s.values[0].predictionUpdated.status).toBe('CREATED');
+  clock.release();
   const done = Object.fromEntries(await Promise.all(Object.entries(streams).map(async ([k, s]) => [k, await s.done] as const)));
   const last = (k: string) => done[k]?.at(-1).predictionUpdated;
   expect(last('a1')).toEqual({ id: a, status: 'COMPLETED' });
