@@ -94,6 +94,27 @@ describe('output downloads trust upstream only as far as needed', () => {
     expect(four.requested.map((u) => new URL(u).pathname)).toEqual(['/r/4', '/r/3', '/r/2', '/r/1']);
     expect(four.logs).toContain('more than 3 redirects');
   });
+
+  test('of 15 outputs listed, only the 10 stored are downloaded', async () => {
+    // Each through one redirect to the stub's video: two requests per download.
+    const many = await gatewayWithOutputs((s) => Array.from({ length: 15 }, () => `${s}/r/1`));
+    expect(many.done.outputs).toHaveLength(10);
+    expect(many.requested.map((u) => new URL(u).pathname)).toEqual(Array.from({ length: 10 }, () => ['/r/1', '/video.mp4']).flat());
+    expect(many.done.keptOutputs).toHaveLength(10);
+  });
+});
+
+describe("upstream's words are stored only so long", () => {
+  test('a 100,000-character error message from a refused submission is stored capped at 2,000 characters', async () => {
+    const stub = await stubUpstream({
+      submit: ({ res }) => void res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 400, message: `bad prompt: ${'x'.repeat(100_000)}` })),
+    });
+    const t = await startApp({ WAVESPEED_API_KEY: 'k', WAVESPEED_BASE_URL: stub.url }, { log: capturedLogger().log });
+    const { id } = (await t.gql(CREATE, { p: 'refused with a long story' })).body.data.createVideo;
+    const done = await waitFor(() => must(t.app.store.findById(id)), (r) => r.status === 'FAILED');
+    expect(done.error).toHaveLength(2000);
+    expect(done.error).toMatch(/^upstream rejected the submission: upstream answered HTTP 400: bad prompt: x+…$/);
+  });
 });
 
 describe('upstream bodies are capped at 1 MiB', () => {

@@ -7,7 +7,7 @@ import { MediaError } from '../storage/media.js';
 import type { UpstreamPrediction } from '../upstream/wavespeed.js';
 import { classify, decideFailure, type Step } from './decide.js';
 import type { PollerEvents } from './events.js';
-import { changesVisibleState, patchFromUpstream } from './mapping.js';
+import { capText, changesVisibleState, patchFromUpstream } from './mapping.js';
 import type { PauseKind } from './pauses.js';
 import type { PollerOptions } from './poller.js';
 import { findSubmittedTask } from './reconcile.js';
@@ -204,7 +204,8 @@ export class PredictionSteps {
     this.d.emit('polled', { id: row.id, status: up.status });
     let patch = patchFromUpstream(up);
     if (!patch) this.d.log.warn({ predictionId: row.id, status: up.status }, 'upstream sent an unknown status; polling on');
-    if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, up.outputs);
+    // The outputs as stored (at most MAX_OUTPUTS usable URLs), not every URL upstream listed.
+    if (patch?.status === 'COMPLETED') patch.keptOutputs = await this.keepOutputs(row, patch.outputs ?? []);
     // The age limit is judged after this last look, so a task that just finished is not failed.
     if (this.expired(row) && !terminalStatuses.has(patch?.status ?? row.status)) {
       patch = { ...patch, status: 'FAILED', error: this.giveUp('no final status from upstream') };
@@ -258,9 +259,12 @@ export class PredictionSteps {
   private async onFailure(row: PredictionRow, err: unknown, step: Step): Promise<void> {
     const { log, recorder, schedule } = this.d;
     const now = this.d.clock.now().getTime();
-    const message = err instanceof Error ? err.message : String(err);
+    // Upstream's words can be as long as its 1 MiB body: capped like a record's error before any is stored.
+    const message = capText(err instanceof Error ? err.message : String(err));
     const cls = classify(err);
-    const decision = decideFailure(step, cls, message, this.expired(row), (what) => this.giveUp(what));
+    const decided = decideFailure(step, cls, message, this.expired(row), (what) => this.giveUp(what));
+    // The error as stored, its prefix ("upstream rejected the submission: ") included, is capped too.
+    const decision = decided.action === 'fail' ? { ...decided, error: capText(decided.error) } : decided;
     const retryAfterMs = Math.min((err as { retryAfterMs?: number }).retryAfterMs ?? 0, this.d.retryAfterMaxMs);
     switch (decision.action) {
       case 'fail':
@@ -273,7 +277,7 @@ export class PredictionSteps {
         if (row.error !== message) await recorder.record(row.id, { error: message });
         return;
       case 'reconcile':
-        await recorder.record(row.id, { error: `submission outcome unknown, looking for it upstream: ${message}`, attempts: 0, nextPollAt: new Date(now + this.reconcileGapMs()) });
+        await recorder.record(row.id, { error: capText(`submission outcome unknown, looking for it upstream: ${message}`), attempts: 0, nextPollAt: new Date(now + this.reconcileGapMs()) });
         log.warn({ predictionId: row.id, err: message }, 'submission may have reached upstream; reconciling instead of resending');
         this.d.emit('uncertain', { id: row.id, error: message });
         return;
