@@ -11,6 +11,7 @@ const sections: Record<string, () => Promise<Section>> = {
   queue: async () => (await import('./queue.js')).run,
   scaleout: async () => (await import('./scaleout.js')).run,
   'upstream-client': async () => (await import('./upstream-client.js')).run,
+  mixed: async () => (await import('./mixed.js')).run,
 };
 
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
