@@ -13,6 +13,7 @@ import { ConfigError, type Config } from './config.js';
 import { IdempotencyStore } from './db/idempotency.js';
 import { openDatabase, type Db } from './db/client.js';
 import { reportStorageFailures } from './db/errors.js';
+import { groupCommit } from './db/group-commit.js';
 import { PredictionStore } from './db/predictions.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { createLogger, type Logger } from './log.js';
@@ -166,7 +167,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     };
     return outer;
   };
-  const recorder = metrics.observeRecorder(pgStore ? announcing(pgStore.recorder) : createRecorder(store, pubsub, now, outgoing.hook));
+  const recorder = metrics.observeRecorder(pgStore ? announcing(pgStore.recorder) : createRecorder(store, pubsub, now, outgoing.hook, (write) => groupCommit(db.$client, write)));
   const quotas = new Quotas(config.access.quotas);
   const connections = new Connections();
   const origins = createOriginPolicy({ corsOrigins: config.access.corsOrigins, publicUrl: config.publicUrl });

@@ -4,6 +4,8 @@ import { groupCommit } from '../src/db/group-commit.js';
 import { IdempotencyStore } from '../src/db/idempotency.js';
 import { PredictionStore } from '../src/db/predictions.js';
 import { sqliteCreator } from '../src/db/store.js';
+import { createRecorder } from '../src/poller/record.js';
+import { createPredictionPubSub } from '../src/pubsub.js';
 import { freshDb, newRow, T0 } from './helpers/db.js';
 import { onDispose } from './helpers/dispose.js';
 
@@ -143,5 +145,42 @@ describe('group commit of createVideo inserts (SQLite)', () => {
     sqlite.pragma('max_page_count = 1073741823');
     expect((await creator.create(request('after'), T0)).kind).toBe('created');
     expect(committed()).toEqual(['before', 'after']);
+  });
+
+  test('the recorder on group commit: the writes of one turn commit together, and each change is published only once it has committed', async () => {
+    const { db, store, committed } = harness();
+    const sqlite = db.$client;
+    for (const id of ['r1', 'r2', 'r3']) store.insert(newRow(id));
+    const pubsub = createPredictionPubSub();
+    const recorder = createRecorder(store, pubsub, () => T0, undefined, (write) => groupCommit(sqlite, write));
+    const reader = new Database(sqlite.name, { readonly: true });
+    onDispose(() => reader.close());
+    const statusOf = (id: string) => (reader.prepare('SELECT status FROM predictions WHERE id = ?').get(id) as { status: string }).status;
+    // What another connection saw at the moment each change was published.
+    const seenAtPublish: string[] = [];
+    for (const id of ['r1', 'r2']) pubsub.subscribe('prediction:updated', id, (row) => seenAtPublish.push(`${row.id}:${row.status}:${statusOf(row.id)}`));
+    let outermost = 0;
+    const transaction = sqlite.transaction.bind(sqlite);
+    sqlite.transaction = ((fn: (...a: unknown[]) => unknown) => {
+      const t = transaction(fn);
+      return Object.assign((...a: unknown[]) => {
+        if (!sqlite.inTransaction) outermost++;
+        return t(...a);
+      }, t);
+    }) as typeof sqlite.transaction;
+    const [a, b, quiet] = await Promise.all([
+      recorder.record('r1', { status: 'PROCESSING' }),
+      recorder.record('r2', { status: 'PROCESSING' }),
+      recorder.reschedule('r3', { attempts: 2 }),
+    ]);
+    expect(outermost).toBe(1);
+    expect([a?.status, b?.status, quiet]).toEqual(['PROCESSING', 'PROCESSING', true]);
+    expect(seenAtPublish).toEqual(['r1:PROCESSING:PROCESSING', 'r2:PROCESSING:PROCESSING']);
+    expect(store.findById('r3')?.attempts).toBe(2);
+    // An unknown id: nothing written, nothing published, in a batch with one that is.
+    const [missing, known] = await Promise.all([recorder.record('nope', { status: 'FAILED' }), recorder.record('r1', { status: 'COMPLETED' })]);
+    expect([missing, known?.status]).toEqual([undefined, 'COMPLETED']);
+    expect(seenAtPublish.at(-1)).toBe('r1:COMPLETED:COMPLETED');
+    expect(committed()).toEqual(['r1', 'r2', 'r3']);
   });
 });

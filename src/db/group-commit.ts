@@ -18,37 +18,51 @@ import { isStorageError } from './errors.js';
  * Calls run in the order they were made, each seeing the writes of those before it (so a twin
  * idempotent request, or the in-flight quota, is judged as if they had run one by one).
  */
-export function groupCommit<A extends unknown[], R>(sqlite: Database.Database, run: (...args: A) => R): (...args: A) => Promise<R> {
-  type Call = { args: A; resolve: (r: R) => void; reject: (e: unknown) => void };
-  let pending: Call[] = [];
-  const flush = () => {
-    const batch = pending;
-    pending = [];
-    const outcomes: ({ ok: true; value: R } | { ok: false; error: unknown })[] = [];
-    try {
-      sqlite.transaction(() => {
-        for (const call of batch) {
-          try {
-            // Nested: better-sqlite3 runs it in a savepoint, released on return, rolled back on throw.
-            outcomes.push({ ok: true, value: sqlite.transaction(() => run(...call.args))() });
-          } catch (error) {
-            if (isStorageError(error)) throw error;
-            outcomes.push({ ok: false, error });
-          }
+type Call = { run: () => unknown; resolve: (r: unknown) => void; reject: (e: unknown) => void };
+
+/** Calls waiting for their connection's next batch; one queue per connection, whichever function they came through. */
+const queues = new WeakMap<Database.Database, Call[]>();
+
+function flush(sqlite: Database.Database): void {
+  const batch = queues.get(sqlite) ?? [];
+  queues.delete(sqlite);
+  const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+  try {
+    sqlite.transaction(() => {
+      for (const call of batch) {
+        try {
+          // Nested: better-sqlite3 runs it in a savepoint, released on return, rolled back on throw.
+          outcomes.push({ ok: true, value: sqlite.transaction(call.run)() });
+        } catch (error) {
+          if (isStorageError(error)) throw error;
+          outcomes.push({ ok: false, error });
         }
-      })();
-    } catch (error) {
-      for (const call of batch) call.reject(error);
-      return;
-    }
-    batch.forEach((call, i) => {
-      const outcome = outcomes[i] as (typeof outcomes)[number];
-      if (outcome.ok) call.resolve(outcome.value);
-      else call.reject(outcome.error);
-    });
-  };
+      }
+    })();
+  } catch (error) {
+    for (const call of batch) call.reject(error);
+    return;
+  }
+  batch.forEach((call, i) => {
+    const outcome = outcomes[i] as (typeof outcomes)[number];
+    if (outcome.ok) call.resolve(outcome.value);
+    else call.reject(outcome.error);
+  });
+}
+
+/**
+ * `run`, group-committed on `sqlite`: every function wrapped for one connection shares its batches
+ * (a turn's createVideo inserts and the poller's writes commit together).
+ */
+export function groupCommit<A extends unknown[], R>(sqlite: Database.Database, run: (...args: A) => R): (...args: A) => Promise<R> {
   return (...args: A) =>
     new Promise<R>((resolve, reject) => {
-      if (pending.push({ args, resolve, reject }) === 1) setImmediate(flush);
+      let queue = queues.get(sqlite);
+      if (!queue) {
+        queue = [];
+        queues.set(sqlite, queue);
+        setImmediate(flush, sqlite);
+      }
+      queue.push({ run: () => run(...args), resolve: resolve as (r: unknown) => void, reject });
     });
 }

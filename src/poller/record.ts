@@ -28,25 +28,39 @@ export interface RecordHook {
 }
 
 /**
- * The recorder on SQLite: better-sqlite3 writes synchronously, so each method has committed (or
- * thrown) before its promise settles, and the outbox shares the write's transaction.
+ * How the recorder's synchronous writes are committed: each on its own (the default), or those of
+ * one event-loop turn together (`groupCommit`, db/group-commit.ts). Either way a write's promise
+ * settles only once it has committed, or with the error that kept it from committing.
  */
-export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date, hook?: RecordHook): Recorder {
+export type Committer = <A extends unknown[], R>(write: (...args: A) => R) => (...args: A) => Promise<R>;
+
+const eachOnItsOwn: Committer =
+  (write) =>
+  async (...args) =>
+    write(...args);
+
+/**
+ * The recorder on SQLite: better-sqlite3 writes synchronously, and the outbox shares the write's
+ * transaction. A change is published only after its write has committed.
+ */
+export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date, hook?: RecordHook, commit: Committer = eachOnItsOwn): Recorder {
   const write = (id: string, patch: PredictionPatch) => store.update(id, patch, now());
+  const writeVisible = commit((id: string, patch: PredictionPatch) =>
+    hook
+      ? hook.transaction(() => {
+          const written = write(id, patch);
+          if (written) hook.afterWrite(written, patch);
+          return written;
+        })
+      : write(id, patch),
+  );
+  const writeQuiet = commit((id: string, patch: PredictionPatch) => store.update(id, patch) !== undefined);
   return {
     async record(id, patch) {
-      const row = hook
-        ? hook.transaction(() => {
-            const written = write(id, patch);
-            if (written) hook.afterWrite(written, patch);
-            return written;
-          })
-        : write(id, patch);
+      const row = await writeVisible(id, patch);
       if (row) pubsub.publish('prediction:updated', id, row);
       return row;
     },
-    async reschedule(id, patch) {
-      return store.update(id, patch) !== undefined;
-    },
+    reschedule: (id, patch) => writeQuiet(id, patch),
   };
 }
