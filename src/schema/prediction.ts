@@ -107,7 +107,7 @@ builder.subscriptionField('predictionUpdated', (t) =>
   t.field({
     type: Prediction,
     description:
-      "One of the caller's predictions as it is now, then every change, completing after COMPLETED or FAILED. An unknown id (or another key's) ends with a NOT_FOUND error.",
+      "One of the caller's predictions as it is now, then every change, completing after a final status (COMPLETED, FAILED or CANCELED). An unknown id (or another key's) ends with a NOT_FOUND error.",
     args: { id: t.arg.id({ required: true }) },
     subscribe: async (_root, { id }, ctx) => {
       const stream = await watchPrediction(ctx, id);
