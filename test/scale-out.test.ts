@@ -108,20 +108,42 @@ async function threeGatewaysRun(pgServer: TestPostgres, bus: Bus) {
   const explain = () => gateways.map((g) => `--- ${g.name}\n${g.output().slice(-4000)}`).join('\n');
 
   try {
-    // First, with all three alive: a Retry-After: 2 seen by one instance silences the other two too.
-    const limited = upstream.rateLimitNextSubmission(2);
-    const more: string[] = [];
-    for (let i = 0; i < 6; i++) more.push((await postGraphql(must(gateways[i % 3]).url, CREATE, { input: { prompt: `around a 429 ${i}` } })).body.data.createVideo.id);
+    // First, with all three alive: a Retry-After seen by one instance silences the other two too.
+    // The 429 answers the only prediction there is, so once the pause is in Postgres no instance has
+    // a pass under way with anything to send: every request from then until the pause ends would
+    // come from a pass that ignored the shared pause, however slow the machine. (While the row that
+    // got the 429 is in its step it is leased; it is next due no later than the pause's end.)
+    // RETRY_AFTER_S leaves room to create five more predictions, one or two through each instance,
+    // inside the pause.
+    const RETRY_AFTER_S = 5;
+    const limited = upstream.rateLimitNextSubmission(RETRY_AFTER_S);
+    const more: string[] = [(await postGraphql(A.url, CREATE, { input: { prompt: 'around a 429 0' } })).body.data.createVideo.id];
     const answeredAt = await limited;
+    const shared = await waitFor(
+      async () => (await admin.query<{ until: Date | null }>('SELECT paused_until AS until FROM account_state WHERE id = 1')).rows[0]?.until ?? null,
+      (until) => until !== null && until.getTime() > answeredAt,
+      30_000,
+    );
+    const sharedAt = Date.now();
+    const pausedUntil = must(shared).getTime();
+    expect(pausedUntil - answeredAt).toBeGreaterThanOrEqual(RETRY_AFTER_S * 1000);
+    const created = await Promise.all(
+      [1, 2, 3, 4, 5].map(async (i) => (await postGraphql(must(gateways[i % 3]).url, CREATE, { input: { prompt: `around a 429 ${i}` } })).body.data.createVideo.id as string),
+    );
+    more.push(...created);
+    // The five were waiting inside the pause (else nothing below would show that it held them).
+    const createdAt = (await admin.query<{ at: Date }>('SELECT max(created_at) AS at FROM predictions WHERE id = ANY($1)', [created])).rows[0]?.at;
+    expect(must(createdAt).getTime()).toBeLessThan(pausedUntil);
     await waitFor(
       async () => (await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM predictions WHERE id = ANY($1) AND status = 'COMPLETED'`, [more])).rows[0]?.n,
       (n) => n === more.length,
       60_000,
     );
-    // Requests started in the window by anyone: the instance that got the 429 stops at once, the
-    // other at its next pass (within a poll gap); requests already under way may still land.
-    const inWindow = upstream.seen.filter((s) => s.path.startsWith('/api/v3/') && s.at > answeredAt + 400 && s.at < answeredAt + 1800);
-    expect(inWindow, JSON.stringify(inWindow)).toEqual([]);
+    const inPause = upstream.seen.filter((s) => s.path.startsWith('/api/v3/') && s.at >= sharedAt && s.at < pausedUntil);
+    expect(inPause, JSON.stringify({ sharedAt, pausedUntil, inPause })).toEqual([]);
+    // Then each of them was submitted once the pause was over.
+    const posts = upstream.seen.filter((s) => s.method === 'POST' && s.path === '/api/v3/minimax/video-01' && s.at >= sharedAt);
+    expect(posts.length).toBeGreaterThanOrEqual(more.length);
 
     // 24 predictions, 8 created through each instance; followed on A over graphql-ws and on B over SSE.
     const ids: string[] = [];
