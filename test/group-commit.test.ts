@@ -20,22 +20,27 @@ function harness() {
   return { db, store, creator, committed };
 }
 
+/** Counts the outermost transactions run on `sqlite` from now on (a nested one is a savepoint of the open one). */
+function countOutermostTransactions(sqlite: Database.Database): () => number {
+  let outermost = 0;
+  const transaction = sqlite.transaction.bind(sqlite);
+  sqlite.transaction = ((fn: (...a: unknown[]) => unknown) => {
+    const t = transaction(fn);
+    return Object.assign((...a: unknown[]) => {
+      if (!sqlite.inTransaction) outermost++;
+      return t(...a);
+    }, t);
+  }) as typeof sqlite.transaction;
+  return () => outermost;
+}
+
 const request = (id: string, more: Partial<Parameters<ReturnType<typeof sqliteCreator>['create']>[0]> = {}) => ({ row: { ...newRow(id), owner: 'key-a' }, ...more });
 
 describe('group commit of createVideo inserts (SQLite)', () => {
   test('the creations of one event-loop turn share one transaction, and each caller is answered after its commit', async () => {
     const { db, creator, committed } = harness();
     const sqlite = db.$client;
-    // Counts the outermost transactions run (a nested one is a savepoint of the open one).
-    let outermost = 0;
-    const transaction = sqlite.transaction.bind(sqlite);
-    sqlite.transaction = ((fn: (...a: unknown[]) => unknown) => {
-      const t = transaction(fn);
-      return Object.assign((...a: unknown[]) => {
-        if (!sqlite.inTransaction) outermost++;
-        return t(...a);
-      }, t);
-    }) as typeof sqlite.transaction;
+    const outermost = countOutermostTransactions(sqlite);
     const answeredOutside: boolean[] = [];
     const outcomes = await Promise.all(
       ['a', 'b', 'c', 'd'].map(async (id) => {
@@ -47,11 +52,11 @@ describe('group commit of createVideo inserts (SQLite)', () => {
     );
     expect(outcomes.map((o) => (o.kind === 'created' ? o.row.id : o.kind))).toEqual(['a', 'b', 'c', 'd']);
     expect(answeredOutside).toEqual([true, true, true, true]);
-    expect(outermost).toBe(1);
+    expect(outermost()).toBe(1);
     // Calls in separate turns: one transaction each.
     await creator.create(request('e'), T0);
     await creator.create(request('f'), T0);
-    expect(outermost).toBe(3);
+    expect(outermost()).toBe(3);
     expect(committed()).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
   });
 
@@ -159,21 +164,13 @@ describe('group commit of createVideo inserts (SQLite)', () => {
     // What another connection saw at the moment each change was published.
     const seenAtPublish: string[] = [];
     for (const id of ['r1', 'r2']) pubsub.subscribe('prediction:updated', id, (row) => seenAtPublish.push(`${row.id}:${row.status}:${statusOf(row.id)}`));
-    let outermost = 0;
-    const transaction = sqlite.transaction.bind(sqlite);
-    sqlite.transaction = ((fn: (...a: unknown[]) => unknown) => {
-      const t = transaction(fn);
-      return Object.assign((...a: unknown[]) => {
-        if (!sqlite.inTransaction) outermost++;
-        return t(...a);
-      }, t);
-    }) as typeof sqlite.transaction;
+    const outermost = countOutermostTransactions(sqlite);
     const [a, b, quiet] = await Promise.all([
       recorder.record('r1', { status: 'PROCESSING' }),
       recorder.record('r2', { status: 'PROCESSING' }),
       recorder.reschedule('r3', { attempts: 2 }),
     ]);
-    expect(outermost).toBe(1);
+    expect(outermost()).toBe(1);
     expect([a?.status, b?.status, quiet]).toEqual(['PROCESSING', 'PROCESSING', true]);
     expect(seenAtPublish).toEqual(['r1:PROCESSING:PROCESSING', 'r2:PROCESSING:PROCESSING']);
     expect(store.findById('r3')?.attempts).toBe(2);
