@@ -1,7 +1,9 @@
+import type { ServerResponse } from 'node:http';
 import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
 import type { PredictionRow } from '../src/db/schema.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
+import { nextPollerEvent } from './helpers/events.js';
 import { capturedLogger, record, stubUpstream, type StubUpstream } from './helpers/stub-upstream.js';
 import { must } from './helpers/must.js';
 
@@ -186,6 +188,46 @@ describe('bounded waits and a loop that never dies', () => {
     const waited = must(sent[1]) - must(sent[0]);
     expect(waited).toBeGreaterThanOrEqual(1000 - 50);
     expect(waited).toBeLessThan(1000 + 250 + 2000); // 250 ms of jitter, 2 s for a loaded machine
+  });
+
+  test('a request sent before a 429 and answered after it does not end the Retry-After pause early', async () => {
+    const submits: number[] = [];
+    let holdResults = false;
+    const held: { res: ServerResponse; id: string }[] = [];
+    const stub = await stubUpstream({
+      submit: async ({ res, body, n, stub }) => {
+        submits.push(Date.now());
+        if (n !== 2) return stub.ok(res, record(stub.create(body)));
+        // The second submission is refused while a poll of the first is under way; that poll is
+        // answered 200 just after the 429.
+        await waitFor(() => held.length, (k) => k >= 1, 5000);
+        res.writeHead(429, { 'retry-after': '2', 'content-type': 'application/json' }).end('{"code":429,"message":"slow down"}');
+        setImmediate(() => {
+          holdResults = false;
+          for (const h of held.splice(0)) stub.ok(h.res, record({ id: h.id }, 'processing'));
+        });
+      },
+      result: ({ req, res, stub }) => {
+        const id = must(/predictions\/([^/]+)\/result/.exec(req.url ?? '')?.[1]);
+        if (holdResults) held.push({ res, id });
+        else stub.ok(res, record({ id }, 'processing'));
+      },
+    });
+    const t = await withStub(stub, { POLL_INITIAL_MS: '100', POLL_MAX_MS: '100', UPSTREAM_TIMEOUT_MS: '5000' });
+    const firstSubmitted = nextPollerEvent(t.app.poller, 'submitted');
+    await create(t, 'submitted before the 429');
+    await firstSubmitted;
+    holdResults = true;
+    const paused = nextPollerEvent(t.app.poller, 'paused', (p) => p.kind === 'rate');
+    const resumed = nextPollerEvent(t.app.poller, 'resumed', (r) => r.kind === 'rate');
+    await create(t, 'refused with Retry-After: 2');
+    const [pause] = await paused;
+    await create(t, 'created during the pause');
+    await resumed;
+    expect(Date.now()).toBeGreaterThanOrEqual(pause.until);
+    await waitFor(() => submits.length, (n) => n >= 4, 10_000);
+    // Nothing went out before the pause's end: the held poll's late 200 did not end it.
+    expect(submits.slice(2).filter((at) => at < pause.until)).toEqual([]);
   });
 
   test('an exception in a poller pass is logged once, retried with backoff, and work goes on', async () => {

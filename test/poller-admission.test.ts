@@ -323,7 +323,7 @@ describe('Pauses', () => {
     p.hold('account', 'no balance', 0, 30_000);
     const second = p.hold('account', 'no balance', 1000, 5000);
     expect(second.isNew).toBe(false);
-    expect(second.pause).toEqual({ kind: 'account', reason: 'no balance', streak: 2, since: 0, until: 30_000 });
+    expect(second.pause).toEqual({ kind: 'account', reason: 'no balance', streak: 2, since: 0, heldAt: 1000, until: 30_000 });
     const third = p.hold('account', 'key revoked', 2000);
     expect(third.isNew).toBe(true);
     expect(third.pause.streak).toBe(3);
@@ -335,6 +335,22 @@ describe('Pauses', () => {
     expect(fourth.pause.until).toBeGreaterThanOrEqual(42_000);
     expect(fourth.pause.until).toBeLessThanOrEqual(44_000);
     expect(p.get('account')).toBe(fourth.pause);
+  });
+
+  test('only work started at or after the latest hold ends a pause: a request already under way at a repeat does not', () => {
+    const p = new Pauses(1000, 60_000);
+    p.hold('rate', 'HTTP 429', 10_000, 2000);
+    expect(p.clear('rate', 10_500, 9_999)).toBe(false); // sent before the 429 was answered
+    expect(p.get('rate')?.heldAt).toBe(10_000);
+    // A repeat while the pause holds moves heldAt (not since): work started between the two proves nothing.
+    p.hold('rate', 'HTTP 429', 11_000, 2000);
+    expect(p.get('rate')).toMatchObject({ since: 10_000, heldAt: 11_000, until: 13_000 });
+    expect(p.clear('rate', 13_100, 10_500)).toBe(false);
+    expect(p.clear('rate', 13_100, 11_000)).toBe(true);
+    expect(p.get('rate')).toBeUndefined();
+    // Without a start time (a probe that proves it by itself), any clear ends it.
+    p.hold('storage', 'SQLITE_FULL', 20_000);
+    expect(p.clear('storage', 20_001)).toBe(true);
   });
 
   test('kinds are held and cleared apart; until() is the latest end, 0 with none', () => {

@@ -15,7 +15,10 @@ export interface Pause {
   until: number;
   /** Consecutive holds of this kind, for the backoff. */
   streak: number;
+  /** Epoch ms of the first hold of this pause. */
   since: number;
+  /** Epoch ms of its latest hold (a repeat extends a pause): only work started after it can end it. */
+  heldAt: number;
 }
 
 /** Poller-wide pauses, each with its own exponential backoff, cleared by the first success after it. */
@@ -45,15 +48,20 @@ export class Pauses {
     const carried = previous?.streak ?? (last && now - last.at < STREAK_MEMORY_MS ? last.streak : 0);
     const streak = carried + 1;
     const wait = waitMs || backoffDelay(streak - 1, this.baseMs, this.capMs);
-    const pause = { kind, reason, streak, since: previous?.since ?? now, until: Math.max(previous?.until ?? 0, now + wait) };
+    const pause = { kind, reason, streak, since: previous?.since ?? now, heldAt: now, until: Math.max(previous?.until ?? 0, now + wait) };
     this.active.set(kind, pause);
     return { pause, isNew: !previous || previous.reason !== reason };
   }
 
-  /** @returns whether there was such a pause. */
-  clear(kind: PauseKind, now = Date.now()): boolean {
+  /**
+   * Ends a pause. `startedAt`: when the work that proves it over was started; work started before
+   * the pause's latest hold (a request already under way when upstream answered 429) proves nothing,
+   * and the pause stays.
+   * @returns whether a pause ended.
+   */
+  clear(kind: PauseKind, now = Date.now(), startedAt?: number): boolean {
     const pause = this.active.get(kind);
-    if (!pause) return false;
+    if (!pause || (startedAt !== undefined && startedAt < pause.heldAt)) return false;
     this.active.delete(kind);
     this.ended.set(kind, { streak: pause.streak, at: now });
     return true;

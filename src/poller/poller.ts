@@ -119,7 +119,7 @@ export class Poller extends EventEmitter<PollerEvents> {
       signal: this.shutdown.signal,
       emit: (event, ...args) => void (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
       hold: (kind, reason, err, waitMs) => this.hold(kind, reason, err, waitMs),
-      resume: (kind) => this.resume(kind),
+      resume: (kind, startedAt) => this.resume(kind, startedAt),
       deleteUpstream: (ids) => this.deleteUpstream(ids),
     });
   }
@@ -259,8 +259,8 @@ export class Poller extends EventEmitter<PollerEvents> {
     if (shared && shared.until.getTime() > this.pauses.until()) this.hold('rate', shared.reason, undefined, shared.until.getTime() - now, false);
   }
 
-  private resume(kind: PauseKind): void {
-    if (!this.pauses.clear(kind, this.clock.now().getTime())) return;
+  private resume(kind: PauseKind, startedAt?: number): void {
+    if (!this.pauses.clear(kind, this.clock.now().getTime(), startedAt)) return;
     this.o.log.info({ kind }, 'pause over: upstream work resumes');
     this.emit('resumed', { kind });
     this.nudge();

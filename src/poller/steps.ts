@@ -26,7 +26,8 @@ export interface StepDeps extends Omit<PollerOptions, 'concurrency' | 'idleMs' |
   emit<K extends keyof PollerEvents>(event: K, ...args: PollerEvents[K]): void;
   /** Holds all upstream work off (rate limit, account); `waitMs` is upstream's capped Retry-After. */
   hold(kind: PauseKind, reason: string, err?: unknown, waitMs?: number): void;
-  resume(kind: PauseKind): void;
+  /** Ends a pause of `kind`, unless the proof (a step started at `startedAt`) predates its latest hold. */
+  resume(kind: PauseKind, startedAt?: number): void;
   /** Best-effort removal of tasks upstream (canceled predictions). */
   deleteUpstream(upstreamIds: string[]): Promise<void>;
 }
@@ -52,11 +53,14 @@ export class PredictionSteps {
       await this.finish(row, { status: 'FAILED', error: `${this.giveUp('could not submit upstream')}${row.error ? ` (last error: ${row.error})` : ''}` });
       return;
     }
+    const startedAt = this.d.clock.now().getTime();
     try {
       if (step === 'poll' && row.upstreamId) await this.pollOne(row, row.upstreamId);
       else if (step === 'reconcile' && row.submitStartedAt) await this.reconcileOne(row, row.submitStartedAt);
       else await this.submitOne(row);
-      this.d.resume('rate'); // upstream answered normally: a rate-limit pause is over
+      // Upstream answered normally: a rate-limit pause is over, if this request went out after it began
+      // (one sent before the 429 and answered after it says nothing about the Retry-After).
+      this.d.resume('rate', startedAt);
     } catch (thrown) {
       // An upload failed before any submission: judged as an upload, never as an uncertain submission.
       const [failed, err] = thrown instanceof UploadFailed ? (['upload', thrown.cause] as const) : ([step, thrown] as const);
