@@ -32,7 +32,9 @@ interface Seen {
 async function sharedUpstream() {
   const seen: Seen[] = [];
   let rateLimitNext: { seconds: number; answered: (at: number) => void } | undefined;
-  const { url, tasksFile } = await sandboxServer(2, (req, res, path) => {
+  // 6 s tasks: C must still hold leases after the 24 predictions and 48 subscriptions are set up,
+  // which on a loaded machine took longer than 2 s tasks last (every lease was gone by then).
+  const { url, tasksFile } = await sandboxServer(6, (req, res, path) => {
     seen.push({ at: Date.now(), auth: req.headers.authorization ?? '', method: req.method ?? '', path });
     if (!rateLimitNext || req.method !== 'POST' || !path.startsWith('/api/v3/minimax/video-01')) return false;
     const { seconds, answered } = rateLimitNext;
