@@ -725,6 +725,72 @@ describe('the loop', () => {
     expect(rig.up.count('result')).toBe(1);
   });
 
+  test('stop() during a pass ends the loop after that pass, without waiting out the sleep it would have begun', async () => {
+    let reached!: () => void;
+    const inPass = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let block = false;
+    const rig = await pollerRig({
+      wrapPredictions: (p) => ({
+        ...p,
+        nextDueAt: async (...args) => {
+          if (block) {
+            reached();
+            await gate;
+          }
+          return p.nextDueAt(...args);
+        },
+      }),
+    });
+    const idle = sleepsFor(rig, 5000);
+    rig.poller.start();
+    await idle;
+    block = true;
+    rig.poller.nudge();
+    await inPass;
+    let stopped = false;
+    const stopping = rig.poller.stop().then(() => (stopped = true));
+    release();
+    // The manual clock never moves here: a loop that went to sleep after this pass would never end.
+    const deadline = new Promise((r) => setTimeout(r, 3000).unref());
+    await Promise.race([stopping, deadline]);
+    expect(stopped).toBe(true);
+    expect(rig.clock.delays).toEqual([5000]);
+  });
+
+  test('a pass that threw after starting its work does not end the crash pause: one pause, one log line, one resume', async () => {
+    let failures = 2;
+    const rig = await pollerRig({
+      wrapPredictions: (p) => ({
+        ...p,
+        nextDueAt: async (...args) => {
+          if (failures > 0) {
+            failures--;
+            throw new Error('database disk image is malformed (injected)');
+          }
+          return p.nextDueAt(...args);
+        },
+      }),
+    });
+    const firstPause = nextPollerEvent(rig.poller, 'paused');
+    rig.poller.start();
+    const [pause] = await firstPause;
+    expect(pause).toMatchObject({ kind: 'crash', reason: 'poller pass failed: database disk image is malformed (injected)', streak: 1 });
+    // The second pass starts its (empty) work, then fails the same way: the same pause goes on.
+    const secondSleep = rig.clock.nextTimer();
+    rig.clock.advance(pause.until - rig.clock.t);
+    await secondSleep;
+    expect(failures).toBe(0);
+    expect(rig.seen('resumed')).toEqual([]);
+    const resumed = nextPollerEvent(rig.poller, 'resumed');
+    rig.clock.advance(60_000);
+    expect(await resumed).toEqual([{ kind: 'crash' }]);
+    expect(rig.seen('paused')).toHaveLength(1);
+    expect(logged(rig, 'poller pass failed: database disk image is malformed (injected)')).toHaveLength(1);
+    await rig.poller.stop();
+  });
+
   test('sleeps until the sooner of the next poll, the next deadline and idleMs', async () => {
     const rig = await pollerRig();
     polling(rig, 'p', 'task-p', 'processing', { nextPollAt: at(2500) });

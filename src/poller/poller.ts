@@ -103,7 +103,10 @@ export class Poller extends EventEmitter<PollerEvents> {
   private lastClaimed = 0;
   private heartbeat?: ReturnType<typeof setInterval>;
   private loopPromise?: Promise<void>;
+  /** Ends the loop's current sleep; unset while a pass runs. */
   private wakeUp?: () => void;
+  /** A wake-up that came while a pass was running: the next sleep returns at once, so it is not lost. */
+  private wakeRequested = false;
   private wakePending = false;
   /** Cancels in-flight polls and downloads on stop, so shutdown waits for writes, not for timeouts (submissions are let finish). */
   private readonly shutdown = new AbortController();
@@ -147,7 +150,7 @@ export class Poller extends EventEmitter<PollerEvents> {
   async stop(): Promise<void> {
     this.running = false;
     this.shutdown.abort();
-    this.wakeUp?.();
+    this.wake();
     await this.loopPromise;
     await Promise.allSettled(this.inFlight.values());
     clearInterval(this.heartbeat);
@@ -165,7 +168,7 @@ export class Poller extends EventEmitter<PollerEvents> {
     if (!storage) return false;
     this.hold('storage', `storage unavailable: ${storage.code}: ${storage.message}`, storage);
     // An idle loop may sleep until its next due row: wake it so it sleeps until the probe instead.
-    this.wakeUp?.();
+    this.wake();
     return true;
   }
 
@@ -184,7 +187,7 @@ export class Poller extends EventEmitter<PollerEvents> {
     this.wakePending = true;
     setImmediate(() => {
       this.wakePending = false;
-      this.wakeUp?.();
+      this.wake();
     });
   }
 
@@ -226,9 +229,11 @@ export class Poller extends EventEmitter<PollerEvents> {
         await this.enforceDeadlines();
         await this.probeAccountIfDue();
         await this.followSharedPause();
-        // Only a pass that really ran (not one a nudge woke inside a pause) proves the crash is over.
-        if ((await this.startDue()) && this.pauses.clear('crash', this.clock.now().getTime())) this.emit('resumed', { kind: 'crash' });
+        const ran = await this.startDue();
         delay = await this.delayUntilNextDue();
+        // Only a whole pass that really ran (not one a nudge woke inside a pause, nor one that threw
+        // after starting its work) proves the crash is over.
+        if (ran && this.pauses.clear('crash', this.clock.now().getTime())) this.emit('resumed', { kind: 'crash' });
       } catch (err) {
         // Whatever broke (a corrupted index page under the due-query, say) is logged once and
         // retried with backoff; the loop itself never dies of it.
@@ -321,13 +326,24 @@ export class Poller extends EventEmitter<PollerEvents> {
     return Math.min(delay, idle);
   }
 
+  /** Ends the loop's sleep, or, during a pass, the sleep that follows it (a nudge or stop() is never lost). */
+  private wake(): void {
+    if (this.wakeUp) this.wakeUp();
+    else this.wakeRequested = true;
+  }
+
   private sleep(ms: number): Promise<void> {
+    if (!this.running || this.wakeRequested) {
+      this.wakeRequested = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
-      const timer = this.clock.setTimeout(done, ms);
-      function done() {
+      const done = () => {
         timer.clear();
+        this.wakeUp = undefined;
         resolve();
-      }
+      };
+      const timer = this.clock.setTimeout(done, ms);
       this.wakeUp = done;
     });
   }
