@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { describe, expect, test, vi } from 'vitest';
 import {
@@ -506,6 +507,43 @@ describe('network failures, timeouts and cancellation', () => {
     await arrived;
     ac.abort();
     expect(await pending).toMatchObject({ kind: 'network', transient: true, message: `${route}: cancelled (shutting down)` });
+  });
+});
+
+describe('what a request leaves behind', () => {
+  test('a signal aborted before the call sends nothing', async () => {
+    const up = await recorder(answerWith({ id: 'x', status: 'created' }));
+    const ac = new AbortController();
+    ac.abort();
+    expect(await failure(client(up.url).getResult('a', { signal: ac.signal }))).toMatchObject({ kind: 'network', message: 'GET /api/v3/predictions/a/result: cancelled (shutting down)' });
+    expect(up.seen).toEqual([]);
+  });
+
+  test('once answered, its deadline timer is cleared and its listener taken off the shutdown signal', async () => {
+    const up = await recorder(answerWith({ id: 'x', status: 'created' }));
+    const ac = new AbortController();
+    const set = vi.spyOn(globalThis, 'setTimeout');
+    const cleared = vi.spyOn(globalThis, 'clearTimeout');
+    try {
+      await client(up.url).getResult('a', { signal: ac.signal });
+      const deadline = set.mock.results[set.mock.calls.findIndex(([fn]) => fn.name === 'onDeadline')]?.value;
+      expect(deadline).toBeDefined();
+      expect(cleared.mock.calls.some(([t]) => t === deadline)).toBe(true);
+    } finally {
+      set.mockRestore();
+      cleared.mockRestore();
+    }
+    expect(getEventListeners(ac.signal, 'abort')).toEqual([]);
+    // A failed request leaves nothing behind either.
+    await failure(client(`http://127.0.0.1:${await freePort()}`).getResult('a', { signal: ac.signal }));
+    expect(getEventListeners(ac.signal, 'abort')).toEqual([]);
+  });
+
+  test('any 2xx is an answer (299 too); an unnamed status with no body says just its number', async () => {
+    const ok = await recorder((res) => res.writeHead(299, { 'content-type': 'application/json' }).end(envelope({ id: 'x', status: 'created' })));
+    expect(await client(ok.url).getResult('x')).toMatchObject({ id: 'x', status: 'created' });
+    const odd = await recorder((res) => res.writeHead(599).end());
+    expect(await failure(client(odd.url).getResult('x'))).toMatchObject({ kind: 'http', status: 599, message: 'upstream answered HTTP 599: ' });
   });
 });
 

@@ -227,14 +227,11 @@ export class WaveSpeedClient {
     // One deadline over the whole exchange (connect, headers and body): undici's own headers and body
     // timeouts each cover one phase, and a body trickled a byte at a time would pass both.
     const deadline = new AbortController();
-    let timedOut = false;
-    const onDeadline = () => {
-      timedOut = true;
-      deadline.abort();
-    };
+    const onDeadline = () => deadline.abort();
     const timer = setTimeout(onDeadline, timeoutMs);
+    // Shutdown cancels too; a signal aborted already sends nothing.
     const cancel = () => deadline.abort();
-    signal?.addEventListener('abort', cancel, { once: true });
+    signal?.addEventListener('abort', cancel);
     if (signal?.aborted) cancel();
     let statusCode: number;
     let retryAfter: string | undefined;
@@ -262,7 +259,8 @@ export class WaveSpeedClient {
       if (err instanceof UpstreamError) throw err;
       if (signal?.aborted) throw new UpstreamError('network', `${route}: cancelled (shutting down)`);
       const e = err as Error & { cause?: { code?: string } };
-      if (timedOut || e.name === 'TimeoutError' || e.name === 'AbortError') {
+      // Not shutdown, so the deadline (or, from an injected transport, any abort): a timeout.
+      if (e.name === 'AbortError') {
         throw new UpstreamError('timeout', `${route}: no answer within ${timeoutMs} ms`);
       }
       const code = e.cause?.code ?? (e as { code?: string }).code;
