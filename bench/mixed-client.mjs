@@ -44,8 +44,10 @@ function follow(n) {
         const p = msg.payload.data?.predictionUpdated;
         if (!p) return end(false);
         events++;
-        // The first message is the state at subscribe time; every later one is a change, timed from its write.
-        if (last) latencies.push(receivedAt - Date.parse(p.updatedAt));
+        // The first message is the state at subscribe time. A later one with a new status is a write,
+        // timed from it; one with the same status is a queue place moving (queuePosition is live, the
+        // row unchanged, so its updatedAt is the last write's), not timed.
+        if (last && p.status !== last) latencies.push(receivedAt - Date.parse(p.updatedAt));
         last = p.status;
         if (p.status === 'COMPLETED' || p.status === 'FAILED' || p.status === 'CANCELED') end(p.status === 'COMPLETED');
       } else if (msg.type === 'error') end(false);

@@ -1,9 +1,9 @@
 // The realistic mixed run (issue 18): 1,000 clients each creating a video and following it live over
 // graphql-ws, plus readers polling `prediction(id)`, against the real gateway and its sandbox. The
 // server runs pinned to core 0 and the load generator (bench/mixed-client.mjs) to core 1, so the
-// figures are the server's. Event delivery is timed from the write (`updatedAt`, the server's clock;
-// one machine, one clock) to its arrival at the client; server CPU per event is its user + system
-// time over every `predictionUpdated` message delivered.
+// figures are the server's. Event delivery is timed from the write of a new status (`updatedAt`, the
+// server's clock; one machine, one clock) to its arrival at the client; server CPU per event is its
+// user + system time over every `predictionUpdated` message delivered (queue-place moves included).
 import { spawn } from 'node:child_process';
 import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
