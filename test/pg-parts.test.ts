@@ -1,0 +1,263 @@
+import pg from 'pg';
+import { describe, expect, test } from 'vitest';
+import { closePostgres, MIGRATION_LOCK_KEY, openPostgres, type PgDb } from '../src/db/pg/client.js';
+import { CREATE_LOCK_CLASS } from '../src/db/pg/creator.js';
+import { createPgStore, type PgStore } from '../src/db/pg/index.js';
+import { pingPostgres } from '../src/db/pg/ping.js';
+import { exactlyOne } from '../src/db/pg/predictions.js';
+import { createPredictionPubSub } from '../src/pubsub.js';
+import { at, newRow, T0 } from './helpers/db.js';
+import { onDispose } from './helpers/dispose.js';
+import { must } from './helpers/must.js';
+import { usePostgres } from './helpers/postgres.js';
+
+/**
+ * The Postgres store's small parts beyond the shared contract (test/store-contract.test.ts) and the
+ * multi-instance tests (test/pg-store.test.ts): the pool and its migration lock, the readiness ping,
+ * the shared pause's edges, the creator's after-commit work, the leases' edges, the write guards.
+ */
+const postgres = usePostgres();
+
+async function open(opts: Parameters<typeof openPostgres>[1] = { max: 3 }): Promise<PgDb> {
+  const db = await openPostgres(postgres.url(), opts);
+  onDispose(() => closePostgres(db).catch(() => {}));
+  return db;
+}
+
+function store(db: PgDb, clock = { now: T0 }, instanceId = 'parts'): PgStore {
+  return createPgStore(db, { instanceId, leaseMs: 60_000, limits: {}, pubsub: createPredictionPubSub(), now: () => clock.now });
+}
+
+/** Timers pending in this process (a timer left behind keeps the process alive). */
+const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+
+describe('openPostgres', () => {
+  test('migrates, releases the migration lock and keeps its connection pooled; a second pool opens while the first is still open', async () => {
+    const a = await open({ max: 2, applicationName: 'parts-a' });
+    // The connection that migrated went back to the pool (not closed).
+    expect([a.$client.totalCount, a.$client.idleCount]).toEqual([1, 1]);
+    const { rows } = await a.$client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [MIGRATION_LOCK_KEY]);
+    expect(rows[0]?.n).toBe(0);
+    const b = await open({ max: 1, applicationName: 'parts-b' });
+    expect((await b.$client.query('SELECT count(*)::int AS n FROM predictions')).rows[0]).toEqual({ n: 0 });
+    expect(MIGRATION_LOCK_KEY).toBe(0x63696e65);
+  });
+
+  test('the pool takes max and the application name, shown in pg_stat_activity', async () => {
+    const db = await open({ max: 2, applicationName: 'parts-name' });
+    expect(db.$client.options.max).toBe(2);
+    const { rows } = await db.$client.query<{ name: string }>('SELECT current_setting($1) AS name', ['application_name']);
+    expect(rows[0]?.name).toBe('parts-name');
+    // Two queries at once use both connections, and no third is opened.
+    await Promise.all([db.$client.query('SELECT pg_sleep(0.05)'), db.$client.query('SELECT pg_sleep(0.05)'), db.$client.query('SELECT 1')]);
+    expect(db.$client.totalCount).toBe(2);
+  });
+
+  test('an idle connection terminated by the server goes to onIdleError; a checked-out one only fails its query; neither ends the process', async () => {
+    const errors: Error[] = [];
+    const db = await open({ max: 2, applicationName: 'parts-idle', onIdleError: (err) => errors.push(err) });
+    const admin = new pg.Client({ connectionString: postgres.url() });
+    await admin.connect();
+    onDispose(() => admin.end());
+    const kill = () => admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'parts-idle'`);
+    await kill();
+    const deadline = Date.now() + 10_000;
+    while (errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(errors.length).toBeGreaterThan(0);
+    // The pool dropped it and opens a new one.
+    expect((await db.$client.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    const held = await db.$client.connect();
+    const before = errors.length;
+    await kill();
+    await expect(held.query('SELECT 1')).rejects.toThrow();
+    held.release(true);
+    expect(errors.length).toBe(before);
+
+    // Without onIdleError: ignored, not an unhandled 'error'.
+    const quiet = await open({ max: 1, applicationName: 'parts-quiet' });
+    await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'parts-quiet'`);
+    while (quiet.$client.totalCount > 0 && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 20));
+    expect(quiet.$client.totalCount).toBe(0);
+    expect((await quiet.$client.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+  });
+
+  test('a database that cannot be opened rejects', async () => {
+    const url = new URL(postgres.url());
+    url.pathname = '/cinegraph_no_such_database';
+    await expect(openPostgres(url.toString(), { max: 1 })).rejects.toThrow(/does not exist/);
+  });
+});
+
+describe('pingPostgres', () => {
+  test('answers when Postgres does, and leaves no timer behind', async () => {
+    const db = await open({ max: 1 });
+    await db.$client.query('SELECT 1');
+    const before = timers();
+    await expect(pingPostgres(db, 5000)).resolves.toBeUndefined();
+    expect(timers()).toBe(before);
+  });
+
+  test('rejects with its limit when no connection is free in time (and with the default 2 s)', async () => {
+    const db = await open({ max: 1 });
+    const held = await db.$client.connect();
+    onDispose(() => held.release());
+    const before = timers();
+    await expect(pingPostgres(db, 50)).rejects.toThrow('Postgres did not answer within 0.05 s');
+    expect(timers()).toBe(before);
+    const started = Date.now();
+    await expect(pingPostgres(db)).rejects.toThrow('Postgres did not answer within 2 s');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+  });
+});
+
+describe('the shared pause', () => {
+  test('refuses an invalid date; the reason follows the pause that sets the end; current is strictly before the end', async () => {
+    const s = store(await open());
+    await expect(s.pause.hold(new Date(Number.NaN), 'x')).rejects.toThrow(RangeError);
+    expect(await s.pause.current(T0)).toBeUndefined();
+    await s.pause.hold(at(1000), 'first');
+    await s.pause.hold(at(500), 'shorter');
+    expect(await s.pause.current(T0)).toEqual({ until: at(1000), reason: 'first' });
+    await s.pause.hold(at(1000), 'same end');
+    expect(await s.pause.current(T0)).toEqual({ until: at(1000), reason: 'first' });
+    await s.pause.hold(at(2000), 'longer');
+    expect(await s.pause.current(at(1999))).toEqual({ until: at(2000), reason: 'longer' });
+    expect(await s.pause.current(at(2000))).toBeUndefined();
+  });
+
+  test('a row with no reason reads as an empty reason', async () => {
+    const db = await open();
+    const s = store(db);
+    await db.$client.query('INSERT INTO account_state (id, paused_until) VALUES (1, $1)', [at(1000)]);
+    expect(await s.pause.current(T0)).toEqual({ until: at(1000), reason: '' });
+  });
+});
+
+describe('the creator', () => {
+  test('what withRow resolves to runs after the commit, once; the lock is per owner', async () => {
+    const db = await open();
+    const s = store(db);
+    const reader = new pg.Client({ connectionString: postgres.url() });
+    await reader.connect();
+    onDispose(() => reader.end());
+    const seen: string[] = [];
+    const out = await s.creator.create(
+      {
+        row: { ...newRow('p1'), owner: 'A' },
+        withRow: async (row, tx) => {
+          expect(tx).toBeDefined();
+          return async () => {
+            const { rows } = await reader.query('SELECT id FROM predictions WHERE id = $1', [row.id]);
+            seen.push(`after:${rows.length}`);
+          };
+        },
+      },
+      T0,
+    );
+    expect(out.kind).toBe('created');
+    const deadline = Date.now() + 5000;
+    while (seen.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(seen).toEqual(['after:1']);
+    // A withRow that resolves to nothing is fine.
+    expect((await s.creator.create({ row: { ...newRow('p2'), owner: 'A' }, withRow: async () => undefined }, T0)).kind).toBe('created');
+    expect(CREATE_LOCK_CLASS).toBe(0x63726561);
+    // Another owner's creation does not wait for an owner whose lock is held.
+    const locker = new pg.Client({ connectionString: postgres.url() });
+    await locker.connect();
+    onDispose(() => locker.end());
+    await locker.query('BEGIN');
+    await locker.query('SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))', [CREATE_LOCK_CLASS, 'A']);
+    expect((await s.creator.create({ row: { ...newRow('b1'), owner: 'B' } }, T0)).kind).toBe('created');
+    let aDone = false;
+    const a = s.creator.create({ row: { ...newRow('a3'), owner: 'A' } }, T0).then((o) => {
+      aDone = true;
+      return o;
+    });
+    // A's creation waits on the lock held for A.
+    const waitDeadline = Date.now() + 10_000;
+    for (;;) {
+      const { rows } = await locker.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [CREATE_LOCK_CLASS]);
+      if (rows.length || Date.now() > waitDeadline) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(aDone).toBe(false);
+    await locker.query('COMMIT');
+    expect((await a).kind).toBe('created');
+  });
+});
+
+describe('the write guards', () => {
+  test('exactlyOne names what went wrong', () => {
+    expect(exactlyOne([1], 'insert')).toBe(1);
+    expect(() => exactlyOne([], 'update')).toThrow('update affected 0 rows, expected 1');
+    expect(() => exactlyOne([1, 2], 'insert')).toThrow('insert affected 2 rows, expected 1');
+  });
+
+  test('an invalid date is refused before any write, naming the column; an empty patch still answers whether a live row matched', async () => {
+    const db = await open();
+    const s = store(db);
+    await s.insert(newRow('p1'));
+    await expect(s.lifecycleRecorder.record('p1', { nextPollAt: new Date(Number.NaN) })).rejects.toThrow('refusing to store an invalid date in nextPollAt');
+    expect(await s.lifecycleRecorder.reschedule('p1', {})).toBe(true);
+    expect(await s.lifecycleRecorder.reschedule('nobody', {})).toBe(false);
+    expect((await s.predictions.findById('p1'))?.version).toBe(1);
+    const recorded = must(await s.lifecycleRecorder.record('p1', {}));
+    expect(recorded.version).toBe(2);
+  });
+});
+
+describe('the leases', () => {
+  test('a claim of nothing asks nothing; release of no ids releases nothing; renew of none renews nothing', async () => {
+    const db = await open();
+    const s = store(db);
+    await s.insert(newRow('q1'));
+    await s.insert(newRow('d1', { nextPollAt: at(-5) }));
+    must(await s.lifecycleRecorder.record('d1', { upstreamId: 'task-d1', status: 'PROCESSING' }));
+    expect(await s.leases.claimDue(T0, 0)).toEqual([]);
+    expect(await s.leases.claimQueued(T0, 0)).toEqual([]);
+    expect(await s.leases.claimQueued(T0, -1)).toEqual([]);
+    // claimQueued(0) made no account_state row.
+    expect((await db.$client.query('SELECT count(*)::int AS n FROM account_state')).rows[0]).toEqual({ n: 0 });
+    expect(await s.leases.claimDue(T0, 5)).toEqual(['d1']);
+    expect(await s.leases.claimQueued(T0, 5)).toEqual(['q1']);
+    const locked = async () => (await db.$client.query<{ id: string }>('SELECT id FROM predictions WHERE locked_by IS NOT NULL ORDER BY id')).rows.map((r) => r.id);
+    await s.leases.release([]);
+    expect(await locked()).toEqual(['d1', 'q1']);
+    const until = async (id: string) => (await db.$client.query<{ u: Date }>('SELECT locked_until AS u FROM predictions WHERE id = $1', [id])).rows[0]?.u;
+    const before = await until('d1');
+    await s.leases.renew([], at(10_000));
+    expect(await until('d1')).toEqual(before);
+    await s.leases.renew(['d1'], at(10_000));
+    expect(await until('d1')).toEqual(at(70_000));
+    await s.leases.release(['d1']);
+    expect(await locked()).toEqual(['q1']);
+    await s.leases.release();
+    expect(await locked()).toEqual([]);
+  });
+
+  test('rows due at the same time are claimed in insertion order; queued ones in fair order', async () => {
+    const db = await open();
+    const s = store(db);
+    for (const id of ['c', 'a', 'b']) {
+      await s.insert(newRow(id, { nextPollAt: at(-1) }));
+      must(await s.lifecycleRecorder.record(id, { upstreamId: `task-${id}`, status: 'PROCESSING', nextPollAt: at(-1) }));
+    }
+    expect(await s.leases.claimDue(T0, 10)).toEqual(['c', 'a', 'b']);
+    for (const [id, owner] of [
+      ['x1', 'X'],
+      ['x2', 'X'],
+      ['y1', 'Y'],
+      ['z1', 'Z'],
+    ] as const)
+      await s.insert(newRow(id, { owner }));
+    expect(await s.leases.claimQueued(T0, 10)).toEqual(['x1', 'y1', 'z1', 'x2']);
+  });
+
+  test('a claim that fails rolls back and leaves the pool usable', async () => {
+    const db = await open({ max: 1 });
+    const s = createPgStore(db, { instanceId: 'parts', leaseMs: 60_000, limits: { maxConcurrent: 2 }, pubsub: createPredictionPubSub(), now: () => T0 });
+    await s.insert(newRow('q1'));
+    await expect(s.leases.claimQueued(new Date(Number.NaN), 5)).rejects.toThrow();
+    expect(await s.leases.claimQueued(T0, 5)).toEqual(['q1']);
+  });
+});
