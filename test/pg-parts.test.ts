@@ -1,10 +1,12 @@
+import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { describe, expect, test } from 'vitest';
 import { closePostgres, MIGRATION_LOCK_KEY, openPostgres, type PgDb } from '../src/db/pg/client.js';
 import { CREATE_LOCK_CLASS } from '../src/db/pg/creator.js';
 import { createPgStore, type PgStore } from '../src/db/pg/index.js';
 import { pingPostgres } from '../src/db/pg/ping.js';
-import { exactlyOne } from '../src/db/pg/predictions.js';
+import { exactlyOne, PgPredictions } from '../src/db/pg/predictions.js';
+import * as pgSchema from '../src/db/pg/schema.js';
 import { createPredictionPubSub } from '../src/pubsub.js';
 import { at, newRow, T0 } from './helpers/db.js';
 import { onDispose } from './helpers/dispose.js';
@@ -203,6 +205,24 @@ describe('the write guards', () => {
     expect((await s.predictions.findById('p1'))?.version).toBe(1);
     const recorded = must(await s.lifecycleRecorder.record('p1', {}));
     expect(recorded.version).toBe(2);
+    // Keys present but undefined are no values: still an empty patch.
+    expect(await s.lifecycleRecorder.reschedule('p1', { attempts: undefined, nextPollAt: undefined })).toBe(true);
+    expect(await s.predictions.findById('p1')).toMatchObject({ version: 2, attempts: 0, nextPollAt: T0 });
+  });
+
+  test('probeWrite is a real write: it fails where writes fail (a read-only database)', async () => {
+    const db = await open();
+    const s = store(db);
+    await s.insert(newRow('p1'));
+    await expect(s.predictions.probeWrite()).resolves.toBeUndefined();
+    const name = decodeURIComponent(new URL(postgres.url()).pathname.slice(1));
+    await db.$client.query(`ALTER DATABASE ${pg.escapeIdentifier(name)} SET default_transaction_read_only = on`);
+    const pool = new pg.Pool({ connectionString: postgres.url(), max: 1 });
+    onDispose(() => pool.end());
+    const readOnly = new PgPredictions(drizzle({ client: pool, schema: pgSchema }) as unknown as PgDb);
+    expect(await readOnly.findById('p1')).toMatchObject({ id: 'p1', version: 1 });
+    // Drizzle wraps the driver's error ("Failed query: …") with it as the cause.
+    await expect(readOnly.probeWrite()).rejects.toMatchObject({ cause: { message: expect.stringMatching(/read-only transaction/) } });
   });
 });
 
