@@ -115,7 +115,7 @@ describe('pingPostgres', () => {
 describe('the shared pause', () => {
   test('refuses an invalid date; the reason follows the pause that sets the end; current is strictly before the end', async () => {
     const s = store(await open());
-    await expect(s.pause.hold(new Date(Number.NaN), 'x')).rejects.toThrow(RangeError);
+    await expect(s.pause.hold(new Date(Number.NaN), 'x')).rejects.toThrow(new RangeError('refusing to store an invalid date in pausedUntil'));
     expect(await s.pause.current(T0)).toBeUndefined();
     await s.pause.hold(at(1000), 'first');
     await s.pause.hold(at(500), 'shorter');
@@ -273,11 +273,46 @@ describe('the leases', () => {
     expect(await s.leases.claimQueued(T0, 10)).toEqual(['x1', 'y1', 'z1', 'x2']);
   });
 
-  test('a claim that fails rolls back and leaves the pool usable', async () => {
+  test('a claim that fails rolls back and leaves the pool usable; a claim gives its connection back to the pool', async () => {
     const db = await open({ max: 1 });
     const s = createPgStore(db, { instanceId: 'parts', leaseMs: 60_000, limits: { maxConcurrent: 2 }, pubsub: createPredictionPubSub(), now: () => T0 });
     await s.insert(newRow('q1'));
     await expect(s.leases.claimQueued(new Date(Number.NaN), 5)).rejects.toThrow();
+    // A query that fails inside the transaction (LIMIT 1.5) aborts it: it must be rolled back, not pooled as is.
+    await expect(s.leases.claimQueued(T0, 1.5)).rejects.toThrow();
     expect(await s.leases.claimQueued(T0, 5)).toEqual(['q1']);
+    expect([db.$client.totalCount, db.$client.idleCount]).toEqual([1, 1]);
+  });
+
+  test('more in flight than maxConcurrent (the limit lowered) admits nothing, and does not fail', async () => {
+    const db = await open();
+    const wide = store(db);
+    for (const id of ['a', 'b', 'c']) await wide.insert(newRow(id));
+    expect(await wide.leases.claimQueued(T0, 2)).toEqual(['a', 'b']);
+    const narrow = createPgStore(db, { instanceId: 'narrow', leaseMs: 60_000, limits: { maxConcurrent: 1, maxPerMinute: 1 }, pubsub: createPredictionPubSub(), now: () => T0 });
+    expect(await narrow.leases.claimQueued(T0, 5)).toEqual([]);
+  });
+});
+
+describe('the recorder with a hook', () => {
+  test('the hook runs only when a row was written, and what it returns runs after the commit', async () => {
+    const db = await open();
+    const calls: string[] = [];
+    const s = createPgStore(db, {
+      instanceId: 'parts',
+      leaseMs: 60_000,
+      limits: {},
+      pubsub: createPredictionPubSub(),
+      now: () => T0,
+      hook: async (_tx, row) => {
+        calls.push(`hook:${row.id}`);
+        return () => void calls.push(`after:${row.id}`);
+      },
+    });
+    await s.insert(newRow('p1'));
+    expect(await s.lifecycleRecorder.record('nobody', { status: 'FAILED' })).toBeUndefined();
+    expect(calls).toEqual([]);
+    expect((await s.lifecycleRecorder.record('p1', { status: 'PROCESSING' }))?.status).toBe('PROCESSING');
+    expect(calls).toEqual(['hook:p1', 'after:p1']);
   });
 });
