@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { createHttpServer, type HttpDeps } from '../src/server/http.js';
 import { sendJson } from '../src/server/json.js';
-import { onDispose } from './helpers/dispose.js';
+import { listenOnLoopback } from './helpers/listen.js';
 import { must } from './helpers/must.js';
 import { capturedLogger } from './helpers/stub-upstream.js';
 
@@ -63,15 +63,7 @@ async function start(overrides: Partial<HttpDeps> = {}, opts: { screen?: boolean
     ...overrides,
   };
   const server = createHttpServer(deps);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  onDispose(
-    () =>
-      new Promise((r) => {
-        server.closeAllConnections();
-        server.close(r);
-      }),
-  );
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenOnLoopback(server);
   return { server, port, calls, lines };
 }
 
@@ -273,15 +265,7 @@ async function webhookRig(opts: { secret?: string | undefined; refreshed?: strin
     access: { screen: () => true } as never,
     onWebhook: handler,
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  onDispose(
-    () =>
-      new Promise((r) => {
-        server.closeAllConnections();
-        server.close(r);
-      }),
-  );
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenOnLoopback(server);
   const { signUpstreamDelivery } = await import('../src/webhooks/incoming.js');
   /** POSTs a delivery signed with `secret` (the current one unless given). */
   function deliver(path: string, o: { id?: string; body?: string; secret?: string; method?: string; headers?: Record<string, string> } = {}) {
@@ -402,15 +386,7 @@ describe('web page', () => {
       access: { screen: () => true } as never,
       page: { handles: (p: string) => p !== '/graphql', serve: (req, res, p) => page.serve(req, res, p) },
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    onDispose(
-      () =>
-        new Promise((r) => {
-          server.closeAllConnections();
-          server.close(r);
-        }),
-    );
-    return { page, dir, lines, port: (server.address() as AddressInfo).port };
+    return { page, dir, lines, port: await listenOnLoopback(server) };
   }
   const etagOf = (body: string) => `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
 

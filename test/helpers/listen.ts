@@ -1,10 +1,14 @@
-import { createServer, type RequestListener } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { onDispose } from './dispose.js';
 
 /** A throwaway loopback HTTP server for the length of one test (a stub upstream, say). */
 export async function listen(handler: RequestListener): Promise<string> {
-  const server = createServer(handler);
+  return `http://127.0.0.1:${await listenOnLoopback(createServer(handler))}`;
+}
+
+/** Makes `server` listen on a free loopback port until the test ends (its connections cut then); the port. */
+export async function listenOnLoopback(server: Server): Promise<number> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   onDispose(
     () =>
@@ -13,5 +17,5 @@ export async function listen(handler: RequestListener): Promise<string> {
         server.close(r);
       }),
   );
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return (server.address() as AddressInfo).port;
 }
