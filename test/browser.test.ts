@@ -410,7 +410,8 @@ describe('the CLI, as a terminal shows it', () => {
     // util-linux `script` gives the bin a real pty (sized by stty), so it draws its spinner as on a terminal.
     const command = `stty cols 110 rows 40; cd '${dir}' && '${process.execPath}' '${join(root, 'bin/cinegraph.mjs')}' create '${prompt}' --wait --out boat.mp4`;
     const output = await new Promise<string>((resolve, reject) =>
-      execFile('script', ['-qec', command, '/dev/null'], { env: { ...process.env, CINEGRAPH_URL: url, CINEGRAPH_API_KEY: '' }, timeout: 60_000 }, (err, stdout) =>
+      // As a person's terminal: colours on (CI=true, as .ci/run sets it, turns them off in ora/chalk).
+      execFile('script', ['-qec', command, '/dev/null'], { env: { ...process.env, CINEGRAPH_URL: url, CINEGRAPH_API_KEY: '', CI: '', FORCE_COLOR: '1' }, timeout: 60_000 }, (err, stdout) =>
         err ? reject(new Error(`the CLI failed: ${err.message}\n${stdout}`)) : resolve(stdout),
       ),
     );

@@ -106,6 +106,9 @@ test('a cancellation, the change a client causes itself, is read back at once ov
   // Tasks that outlast the test, polled rarely: nothing but the cancellation changes the prediction.
   const t = await startApp({ SANDBOX_TASK_SECONDS: '600', POLL_INITIAL_MS: '60000', POLL_MAX_MS: '60000' });
   const id = (await t.gql(CREATE, { p: 'a slow tide' })).body.data.createVideo.id as string;
+  // Its submission is a change too (upstream id, time): let it be written and published first.
+  await waitFor(() => t.app.store.findById(id)?.upstreamId ?? null, (u) => u !== null);
+  await new Promise((r) => setImmediate(r));
   const reads = countReads(t, id);
   const QUERY = 'query($id: ID!) { prediction(id: $id) { id status } }';
   const before = (await t.gql(QUERY, { id })).body.data.prediction;

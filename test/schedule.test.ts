@@ -19,10 +19,10 @@ const SPEED = 60;
  * next poll at T + delay, as the schedule says, however slow the machine is. Held at the start
  * until `release()`.
  */
-function steppedClock(speed: number): Clock & { release(busy: () => boolean): void } {
+function steppedClock(speed: number): Clock & { release(busy: (nextAt: number) => boolean): void } {
   let now = Date.now();
   let seq = 0;
-  let busy: (() => boolean) | undefined;
+  let busy: ((nextAt: number) => boolean) | undefined;
   const timers: { at: number; realAt: number; seq: number; fn: () => void }[] = [];
   let driver: ReturnType<typeof setTimeout> | undefined;
   const drive = () => {
@@ -33,7 +33,7 @@ function steppedClock(speed: number): Clock & { release(busy: () => boolean): vo
     driver = setTimeout(() => {
       // A timer due at the present fires at once; moving time on waits while work is under way (or
       // while held): look again shortly.
-      if (next.at > now && (!busy || busy())) {
+      if (next.at > now && (!busy || busy(next.at))) {
         driver = setTimeout(drive, 2);
         return;
       }
@@ -86,11 +86,11 @@ async function getsPerPrediction(schedule: PollSchedule): Promise<number[]> {
   const ids: string[] = [];
   for (let i = 0; i < PREDICTIONS; i++) ids.push((await t.gql(CREATE, { p: `long ${i}` })).body.data.createVideo.id);
   await allSubmitted;
-  // Busy while a live prediction's poll time has come: it is being polled (or is about to be) and
-  // keeps that past time until its poll has written the next one. After that write the step ends
-  // and the poller re-arms its sleep in the same turn of the event loop (its nudge is a
-  // setImmediate; SQLite calls are synchronous), before the driver's next timer callback runs.
-  clock.release(() => t.app.store.due(clock.now(), 1).length > 0);
+  // Busy while a live prediction's poll time has come (it is being polled, or is about to be: it
+  // keeps that past time until its poll has written the next one), and while a prediction's next
+  // poll comes before the next timer (written, but the poller has not armed its sleep for it yet:
+  // the write is group-committed on a later turn, and the loop re-arms a turn or two after that).
+  clock.release((nextAt) => t.app.store.due(clock.now(), 1).length > 0 || (t.app.store.nextDueAt(new Set())?.getTime() ?? Number.POSITIVE_INFINITY) < nextAt);
   const rows = await waitFor(() => ids.map((id) => must(t.app.store.findById(id))), (rs) => rs.every((r) => r.status === 'COMPLETED'), 30_000);
   return rows.map((r) => must(t.app.sandbox?.stats.resultRequests.get(must(r.upstreamId))));
 }
