@@ -1137,21 +1137,29 @@ describe('leases and the shared pause (the Postgres mode\'s hooks, over SQLite)'
 
   test('leases of steps in flight are renewed every third of LEASE_MS, and only while steps are in flight', async () => {
     let rig!: Rig;
-    const { leases, calls, renewal } = fakeLeases(() => rig);
+    const { leases, renewal } = fakeLeases(() => rig);
     rig = await pollerRig({ options: { leases, leaseMs: 600 } });
     polling(rig, 'p', 'task-p');
     const held = rig.up.hold('result');
     const renewed = renewal();
     const started = Date.now();
-    rig.poller.start();
-    await held.reached;
-    expect(await renewed).toEqual(['p']);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
-    held.release();
-    await rig.poller.stop();
-    const n = calls.renew.length;
-    await new Promise((r) => setTimeout(r, 150));
-    expect(calls.renew.length).toBe(n);
+    const intervals = vi.spyOn(globalThis, 'setInterval');
+    const cleared = vi.spyOn(globalThis, 'clearInterval');
+    try {
+      rig.poller.start();
+      await held.reached;
+      expect(await renewed).toEqual(['p']);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+      held.release();
+      await rig.poller.stop();
+      // The heartbeat (a 200 ms interval) is stopped with the poller: no renewal can come after.
+      const heartbeats = intervals.mock.calls.flatMap(([, ms], i) => (ms === 200 ? [intervals.mock.results[i]?.value] : []));
+      expect(heartbeats).toHaveLength(1);
+      expect(cleared.mock.calls.map(([h]) => h)).toContain(heartbeats[0]);
+    } finally {
+      intervals.mockRestore();
+      cleared.mockRestore();
+    }
   });
 
   test('due work that another instance holds: the loop looks again after 500 ms, not at once', async () => {
