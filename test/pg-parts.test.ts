@@ -1,6 +1,6 @@
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { describe, expect, test } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
 import { closePostgres, MIGRATION_LOCK_KEY, openPostgres, type PgDb } from '../src/db/pg/client.js';
 import { CREATE_LOCK_CLASS } from '../src/db/pg/creator.js';
 import { createPgStore, type PgStore } from '../src/db/pg/index.js';
@@ -31,8 +31,6 @@ function store(db: PgDb, clock = { now: T0 }, instanceId = 'parts'): PgStore {
 }
 
 /** Timers pending in this process (a timer left behind keeps the process alive). */
-const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
-
 describe('openPostgres', () => {
   test('migrates, releases the migration lock and keeps its connection pooled; a second pool opens while the first is still open', async () => {
     const a = await open({ max: 2, applicationName: 'parts-a' });
@@ -94,18 +92,36 @@ describe('pingPostgres', () => {
   test('answers when Postgres does, and leaves no timer behind', async () => {
     const db = await open({ max: 1 });
     await db.$client.query('SELECT 1');
-    const before = timers();
-    await expect(pingPostgres(db, 5000)).resolves.toBeUndefined();
-    expect(timers()).toBe(before);
+    const set = vi.spyOn(globalThis, 'setTimeout');
+    const cleared = vi.spyOn(globalThis, 'clearTimeout');
+    try {
+      await expect(pingPostgres(db, 5000)).resolves.toBeUndefined();
+      const own = set.mock.calls.flatMap(([, ms], i) => (ms === 5000 ? [set.mock.results[i]?.value] : []));
+      expect(own).toHaveLength(1);
+      expect(cleared.mock.calls.map(([t]) => t)).toContain(own[0]);
+    } finally {
+      set.mockRestore();
+      cleared.mockRestore();
+    }
   });
 
   test('rejects with its limit when no connection is free in time (and with the default 2 s)', async () => {
     const db = await open({ max: 1 });
     const held = await db.$client.connect();
     onDispose(() => held.release());
-    const before = timers();
-    await expect(pingPostgres(db, 50)).rejects.toThrow('Postgres did not answer within 0.05 s');
-    expect(timers()).toBe(before);
+    // Its own timer is cleared once it has answered (counting the process's timers instead raced
+    // every other timer of the worker).
+    const set = vi.spyOn(globalThis, 'setTimeout');
+    const cleared = vi.spyOn(globalThis, 'clearTimeout');
+    try {
+      await expect(pingPostgres(db, 50)).rejects.toThrow('Postgres did not answer within 0.05 s');
+      const own = set.mock.calls.flatMap(([, ms], i) => (ms === 50 ? [set.mock.results[i]?.value] : []));
+      expect(own).toHaveLength(1);
+      expect(cleared.mock.calls.map(([t]) => t)).toContain(own[0]);
+    } finally {
+      set.mockRestore();
+      cleared.mockRestore();
+    }
     const started = Date.now();
     await expect(pingPostgres(db)).rejects.toThrow('Postgres did not answer within 2 s');
     expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
