@@ -1,6 +1,6 @@
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { describe, expect, test, vi } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { closePostgres, MIGRATION_LOCK_KEY, openPostgres, type PgDb } from '../src/db/pg/client.js';
 import { CREATE_LOCK_CLASS } from '../src/db/pg/creator.js';
 import { createPgStore, type PgStore } from '../src/db/pg/index.js';
@@ -12,6 +12,7 @@ import { at, newRow, T0 } from './helpers/db.js';
 import { onDispose } from './helpers/dispose.js';
 import { must } from './helpers/must.js';
 import { usePostgres } from './helpers/postgres.js';
+import { timersOf } from './helpers/timers.js';
 
 /**
  * The Postgres store's small parts beyond the shared contract (test/store-contract.test.ts) and the
@@ -92,17 +93,7 @@ describe('pingPostgres', () => {
   test('answers when Postgres does, and leaves no timer behind', async () => {
     const db = await open({ max: 1 });
     await db.$client.query('SELECT 1');
-    const set = vi.spyOn(globalThis, 'setTimeout');
-    const cleared = vi.spyOn(globalThis, 'clearTimeout');
-    try {
-      await expect(pingPostgres(db, 5000)).resolves.toBeUndefined();
-      const own = set.mock.calls.flatMap(([, ms], i) => (ms === 5000 ? [set.mock.results[i]?.value] : []));
-      expect(own).toHaveLength(1);
-      expect(cleared.mock.calls.map(([t]) => t)).toContain(own[0]);
-    } finally {
-      set.mockRestore();
-      cleared.mockRestore();
-    }
+    expect(await timersOf(5000, () => expect(pingPostgres(db, 5000)).resolves.toBeUndefined())).toEqual({ set: 1, allCleared: true });
   });
 
   test('rejects with its limit when no connection is free in time (and with the default 2 s)', async () => {
@@ -111,17 +102,7 @@ describe('pingPostgres', () => {
     onDispose(() => held.release());
     // Its own timer is cleared once it has answered (counting the process's timers instead raced
     // every other timer of the worker).
-    const set = vi.spyOn(globalThis, 'setTimeout');
-    const cleared = vi.spyOn(globalThis, 'clearTimeout');
-    try {
-      await expect(pingPostgres(db, 50)).rejects.toThrow('Postgres did not answer within 0.05 s');
-      const own = set.mock.calls.flatMap(([, ms], i) => (ms === 50 ? [set.mock.results[i]?.value] : []));
-      expect(own).toHaveLength(1);
-      expect(cleared.mock.calls.map(([t]) => t)).toContain(own[0]);
-    } finally {
-      set.mockRestore();
-      cleared.mockRestore();
-    }
+    expect(await timersOf(50, () => expect(pingPostgres(db, 50)).rejects.toThrow('Postgres did not answer within 0.05 s'))).toEqual({ set: 1, allCleared: true });
     const started = Date.now();
     await expect(pingPostgres(db)).rejects.toThrow('Postgres did not answer within 2 s');
     expect(Date.now() - started).toBeGreaterThanOrEqual(1900);

@@ -10,6 +10,7 @@ import { nextPollerEvent } from './helpers/events.js';
 import { must } from './helpers/must.js';
 import { freePort } from './helpers/net.js';
 import { answer, asRecord, pollerRig, type Rig } from './helpers/poller-rig.js';
+import { timersOf } from './helpers/timers.js';
 
 /**
  * The poller's loop (poller.ts) and the steps of a prediction's life (steps.ts), driven in-process:
@@ -1143,23 +1144,20 @@ describe('leases and the shared pause (the Postgres mode\'s hooks, over SQLite)'
     const held = rig.up.hold('result');
     const renewed = renewal();
     const started = Date.now();
-    const intervals = vi.spyOn(globalThis, 'setInterval');
-    const cleared = vi.spyOn(globalThis, 'clearInterval');
-    try {
-      rig.poller.start();
-      await held.reached;
-      expect(await renewed).toEqual(['p']);
-      expect(Date.now() - started).toBeGreaterThanOrEqual(190);
-      held.release();
-      await rig.poller.stop();
-      // The heartbeat (a 200 ms interval) is stopped with the poller: no renewal can come after.
-      const heartbeats = intervals.mock.calls.flatMap(([, ms], i) => (ms === 200 ? [intervals.mock.results[i]?.value] : []));
-      expect(heartbeats).toHaveLength(1);
-      expect(cleared.mock.calls.map(([h]) => h)).toContain(heartbeats[0]);
-    } finally {
-      intervals.mockRestore();
-      cleared.mockRestore();
-    }
+    const heartbeat = await timersOf(
+      200,
+      async () => {
+        rig.poller.start();
+        await held.reached;
+        expect(await renewed).toEqual(['p']);
+        expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+        held.release();
+        await rig.poller.stop();
+      },
+      { interval: true },
+    );
+    // The heartbeat (a 200 ms interval) is stopped with the poller: no renewal can come after.
+    expect(heartbeat).toEqual({ set: 1, allCleared: true });
   });
 
   test('due work that another instance holds: the loop looks again after 500 ms, not at once', async () => {
