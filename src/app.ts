@@ -13,7 +13,7 @@ import { ConfigError, type Config } from './config.js';
 import { IdempotencyStore } from './db/idempotency.js';
 import { openDatabase, type Db } from './db/client.js';
 import { reportStorageFailures } from './db/errors.js';
-import { groupCommit } from './db/group-commit.js';
+import { groupCommitter } from './db/group-commit.js';
 import { PredictionStore } from './db/predictions.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { createLogger, type Logger } from './log.js';
@@ -167,7 +167,9 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     };
     return outer;
   };
-  const recorder = metrics.observeRecorder(pgStore ? announcing(pgStore.recorder) : createRecorder(store, pubsub, now, outgoing.hook, (write) => groupCommit(db.$client, write)));
+  // On SQLite the poller's writes and the createVideo inserts of one event-loop turn share a commit.
+  const commit = groupCommitter(db.$client);
+  const recorder = metrics.observeRecorder(pgStore ? announcing(pgStore.recorder) : createRecorder(store, pubsub, now, outgoing.hook, commit));
   const quotas = new Quotas(config.access.quotas);
   const connections = new Connections();
   const origins = createOriginPolicy({ corsOrigins: config.access.corsOrigins, publicUrl: config.publicUrl });
@@ -254,7 +256,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
   const base = {
     store: predictions,
     // A resolver's write that fails on storage pauses the poller too (see reportStorageFailures).
-    creator: reportStorageFailures(pgStore?.creator ?? sqliteCreator(store, idempotency), storageFailed),
+    creator: reportStorageFailures(pgStore?.creator ?? sqliteCreator(store, idempotency, commit), storageFailed),
     idempotency: pgStore?.idempotency ?? sqliteIdempotency(idempotency),
     pubsub,
     now,

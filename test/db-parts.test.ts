@@ -5,6 +5,7 @@ import { PredictionStore } from '../src/db/predictions.js';
 import { ASK_SQL, QueueOrder } from '../src/db/queue-order.js';
 import { QUEUED, QueueStore } from '../src/db/queue.js';
 import { sqliteCreator, sqliteIdempotency, sqlitePredictions, sqliteQueue } from '../src/db/store.js';
+import { groupCommitter } from '../src/db/group-commit.js';
 import { freshDb, newRow, T0 } from './helpers/db.js';
 
 /**
@@ -15,7 +16,7 @@ function stores() {
   const { db } = freshDb();
   const store = new PredictionStore(db);
   const idempotency = new IdempotencyStore(db);
-  return { db, store, idempotency, queue: new QueueStore(db), creator: sqliteCreator(store, idempotency) };
+  return { db, store, idempotency, queue: new QueueStore(db), creator: sqliteCreator(store, idempotency, groupCommitter(db.$client)) };
 }
 
 describe('the async adapters over the SQLite stores', () => {

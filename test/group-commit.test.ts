@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
-import { groupCommit } from '../src/db/group-commit.js';
+import { groupCommit, groupCommitter } from '../src/db/group-commit.js';
 import { IdempotencyStore } from '../src/db/idempotency.js';
 import { PredictionStore } from '../src/db/predictions.js';
 import { sqliteCreator } from '../src/db/store.js';
@@ -13,7 +13,7 @@ import { onDispose } from './helpers/dispose.js';
 function harness() {
   const { db, file } = freshDb();
   const store = new PredictionStore(db);
-  const creator = sqliteCreator(store, new IdempotencyStore(db));
+  const creator = sqliteCreator(store, new IdempotencyStore(db), groupCommitter(db.$client));
   const reader = new Database(file, { readonly: true });
   onDispose(() => reader.close());
   const committed = () => (reader.prepare('SELECT id FROM predictions ORDER BY seq').all() as { id: string }[]).map((r) => r.id);
@@ -157,7 +157,7 @@ describe('group commit of createVideo inserts (SQLite)', () => {
     const sqlite = db.$client;
     for (const id of ['r1', 'r2', 'r3']) store.insert(newRow(id));
     const pubsub = createPredictionPubSub();
-    const recorder = createRecorder(store, pubsub, () => T0, undefined, (write) => groupCommit(sqlite, write));
+    const recorder = createRecorder(store, pubsub, () => T0, undefined, groupCommitter(sqlite));
     const reader = new Database(sqlite.name, { readonly: true });
     onDispose(() => reader.close());
     const statusOf = (id: string) => (reader.prepare('SELECT status FROM predictions WHERE id = ?').get(id) as { status: string }).status;

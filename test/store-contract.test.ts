@@ -8,6 +8,7 @@ import { type PredictionInsert, PredictionStore } from '../src/db/predictions.js
 import { QueueStore } from '../src/db/queue.js';
 import type { PredictionRow } from '../src/db/schema.js';
 import { type Creator, type Idempotency, type Predictions, type Queue, sqliteCreator, sqliteIdempotency, sqlitePredictions, sqliteQueue } from '../src/db/store.js';
+import { groupCommitter } from '../src/db/group-commit.js';
 import { createRecorder, type Recorder } from '../src/poller/record.js';
 import { createPredictionPubSub, type PredictionPubSub } from '../src/pubsub.js';
 import { at, freshDb, newRow, T0 } from './helpers/db.js';
@@ -57,7 +58,7 @@ describe.each<Backend>(['sqlite', 'postgres'])('the store on %s', (backend) => {
         predictions: sqlitePredictions(store),
         queue: sqliteQueue(new QueueStore(db)),
         idempotency: sqliteIdempotency(idempotency),
-        creator: sqliteCreator(store, idempotency),
+        creator: sqliteCreator(store, idempotency, groupCommitter(db.$client)),
         recorder: createRecorder(store, pubsub, () => clock.now),
         pubsub,
         insert: async (row) => store.insert(row),

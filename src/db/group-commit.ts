@@ -51,6 +51,25 @@ function flush(sqlite: Database.Database): void {
 }
 
 /**
+ * How synchronous writes are committed: each on its own, or those of one event-loop turn together.
+ * Either way a write's promise settles only once it has committed, or with the error that kept it
+ * from committing.
+ */
+export type Committer = <A extends unknown[], R>(write: (...args: A) => R) => (...args: A) => Promise<R>;
+
+/** Each write in its own transaction, as it runs. */
+export const eachOnItsOwn: Committer =
+  (write) =>
+  async (...args) =>
+    write(...args);
+
+/** Every write wrapped by it group-committed on `sqlite`. */
+export const groupCommitter =
+  (sqlite: Database.Database): Committer =>
+  (write) =>
+    groupCommit(sqlite, write);
+
+/**
  * `run`, group-committed on `sqlite`: every function wrapped for one connection shares its batches
  * (a turn's createVideo inserts and the poller's writes commit together).
  */

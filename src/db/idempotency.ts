@@ -1,4 +1,3 @@
-import { groupCommit } from './group-commit.js';
 import { and, eq, lte } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { idempotencyKeys } from './schema.js';
@@ -36,11 +35,6 @@ export class IdempotencyStore {
    * Runs `fn` in one SQLite transaction. better-sqlite3 is synchronous, so nothing else in the
    * process interleaves: a check of a key and the insert it guards cannot be raced by a twin request.
    */
-  /** `fn` with the calls of one event-loop turn committed together, each in its own savepoint (db/group-commit.ts). */
-  groupCommitted<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => Promise<R> {
-    return groupCommit(this.db.$client, fn);
-  }
-
   atomically<T>(fn: () => T): T {
     // better-sqlite3's own transaction, not Drizzle's: inside an open one (a group commit) it nests as
     // a savepoint, where Drizzle's would send a second BEGIN.

@@ -1,3 +1,4 @@
+import { type Committer, eachOnItsOwn } from './group-commit.js';
 import type { IdempotencyStore, Remembered } from './idempotency.js';
 import type { ListOptions, PredictionInsert, PredictionStore } from './predictions.js';
 import type { Estimate, QueueStore } from './queue.js';
@@ -130,7 +131,7 @@ export function sqliteIdempotency(idempotency: IdempotencyStore): Idempotency {
  * createVideo's transaction on SQLite: better-sqlite3 is synchronous, so nothing else in the
  * process interleaves between the checks and the insert they guard.
  */
-export function sqliteCreator(store: PredictionStore, idempotency: IdempotencyStore): Creator {
+export function sqliteCreator(store: PredictionStore, idempotency: IdempotencyStore, commit: Committer = eachOnItsOwn): Creator {
   const create = (request: CreateRequest, now: Date): CreateOutcome =>
     idempotency.atomically((): CreateOutcome => {
       const owner = request.row.owner;
@@ -150,8 +151,8 @@ export function sqliteCreator(store: PredictionStore, idempotency: IdempotencySt
       if (request.idempotency) idempotency.remember(owner, request.idempotency.key, { predictionId: row.id, inputHash: request.idempotency.inputHash }, now);
       return { kind: 'created', row };
     });
-  // The creations of one event-loop turn share a commit (db/group-commit.ts).
-  return { create: idempotency.groupCommitted(create) };
+  // The app group-commits them: the creations of one event-loop turn share a commit (db/group-commit.ts).
+  return { create: commit(create) };
 }
 
 /**

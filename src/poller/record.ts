@@ -1,3 +1,4 @@
+import { type Committer, eachOnItsOwn } from '../db/group-commit.js';
 import type { PredictionPatch, PredictionStore } from '../db/predictions.js';
 import type { PredictionRow } from '../db/schema.js';
 import type { PredictionPubSub } from '../pubsub.js';
@@ -28,20 +29,9 @@ export interface RecordHook {
 }
 
 /**
- * How the recorder's synchronous writes are committed: each on its own (the default), or those of
- * one event-loop turn together (`groupCommit`, db/group-commit.ts). Either way a write's promise
- * settles only once it has committed, or with the error that kept it from committing.
- */
-export type Committer = <A extends unknown[], R>(write: (...args: A) => R) => (...args: A) => Promise<R>;
-
-const eachOnItsOwn: Committer =
-  (write) =>
-  async (...args) =>
-    write(...args);
-
-/**
  * The recorder on SQLite: better-sqlite3 writes synchronously, and the outbox shares the write's
- * transaction. A change is published only after its write has committed.
+ * transaction. `commit` says how the writes are committed (each on its own, or a turn's together:
+ * db/group-commit.ts); a change is published only after its write has committed.
  */
 export function createRecorder(store: PredictionStore, pubsub: PredictionPubSub, now: () => Date, hook?: RecordHook, commit: Committer = eachOnItsOwn): Recorder {
   const write = (id: string, patch: PredictionPatch) => store.update(id, patch, now());
