@@ -1,8 +1,10 @@
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { describe, expect, test } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
+import { IDEMPOTENCY_TTL_MS } from '../src/db/idempotency.js';
 import { closePostgres, MIGRATION_LOCK_KEY, openPostgres, type PgDb } from '../src/db/pg/client.js';
 import { CREATE_LOCK_CLASS } from '../src/db/pg/creator.js';
+import { PgIdempotency } from '../src/db/pg/idempotency.js';
 import { createPgStore, type PgStore } from '../src/db/pg/index.js';
 import { pingPostgres } from '../src/db/pg/ping.js';
 import { exactlyOne, PgPredictions } from '../src/db/pg/predictions.js';
@@ -86,6 +88,49 @@ describe('openPostgres', () => {
     const url = new URL(postgres.url());
     url.pathname = '/cinegraph_no_such_database';
     await expect(openPostgres(url.toString(), { max: 1 })).rejects.toThrow(/does not exist/);
+  });
+
+  test('a migration that fails rejects, closes the connection that migrated (not pooled) and ends the pool', async () => {
+    const name = decodeURIComponent(new URL(postgres.url()).pathname.slice(1));
+    const admin = new pg.Client({ connectionString: postgres.url() });
+    await admin.connect();
+    onDispose(() => admin.end());
+    await admin.query(`ALTER DATABASE ${pg.escapeIdentifier(name)} SET default_transaction_read_only = on`);
+    // What the pool does with the migrating connection, and whether it is ended, seen from its prototype.
+    const released: unknown[] = [];
+    const connect = pg.Pool.prototype.connect as (this: pg.Pool) => Promise<pg.PoolClient>;
+    const connectSpy = vi.spyOn(pg.Pool.prototype, 'connect').mockImplementation(async function (this: pg.Pool) {
+      const client = await connect.call(this);
+      const release = client.release.bind(client);
+      client.release = (err?: Error | boolean) => {
+        released.push(err);
+        release(err);
+      };
+      return client;
+    } as never);
+    const endSpy = vi.spyOn(pg.Pool.prototype, 'end');
+    try {
+      await expect(openPostgres(postgres.url(), { max: 2 })).rejects.toMatchObject({ cause: { message: expect.stringMatching(/read-only transaction/) } });
+      expect(released).toEqual([true]);
+      expect(endSpy).toHaveBeenCalledTimes(1);
+    } finally {
+      connectSpy.mockRestore();
+      endSpy.mockRestore();
+    }
+    // Its session ended with it, and the migration lock with it.
+    const deadline = Date.now() + 10_000;
+    const held = async () => (await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = $1`, [MIGRATION_LOCK_KEY])).rows[0]?.n;
+    while ((await held()) !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(await held()).toBe(0);
+  });
+
+  test('closePostgres ends the pool: its connections are closed and a query after it rejects', async () => {
+    const db = await open({ max: 2, applicationName: 'parts-close' });
+    await db.$client.query('SELECT 1');
+    await closePostgres(db);
+    expect(db.$client.ended).toBe(true);
+    expect(db.$client.totalCount).toBe(0);
+    await expect(db.$client.query('SELECT 1')).rejects.toThrow();
   });
 });
 
@@ -182,6 +227,85 @@ describe('the creator', () => {
     expect(aDone).toBe(false);
     await locker.query('COMMIT');
     expect((await a).kind).toBe('created');
+  });
+
+  test('open mode (no owner) takes the lock of owner \'\'', async () => {
+    const db = await open();
+    const s = store(db);
+    const locker = new pg.Client({ connectionString: postgres.url() });
+    await locker.connect();
+    onDispose(() => locker.end());
+    await locker.query('BEGIN');
+    await locker.query('SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))', [CREATE_LOCK_CLASS, '']);
+    let done = false;
+    const created = s.creator.create({ row: { ...newRow('o1'), owner: null } }, T0).then((o) => {
+      done = true;
+      return o;
+    });
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const { rows } = await locker.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [CREATE_LOCK_CLASS]);
+      if (rows.length || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(done).toBe(false);
+    await locker.query('COMMIT');
+    expect(await created).toMatchObject({ kind: 'created', row: { id: 'o1', owner: null } });
+  });
+
+  test('a key whose prediction is gone, or is not the owner’s, creates anew and takes the key over', async () => {
+    const db = await open();
+    const s = store(db);
+    const key = { key: 'k', inputHash: 'h' };
+    expect(await s.creator.create({ row: { ...newRow('p1'), owner: 'A' }, idempotency: key }, T0)).toMatchObject({ kind: 'created' });
+    await db.$client.query(`DELETE FROM predictions WHERE id = 'p1'`);
+    expect(await s.creator.create({ row: { ...newRow('p2'), owner: 'A' }, idempotency: key }, at(1))).toMatchObject({ kind: 'created', row: { id: 'p2' } });
+    expect(await s.idempotency.find('A', 'k', at(1))).toEqual({ predictionId: 'p2', inputHash: 'h', createdAt: at(1) });
+    // A key never replays another owner's prediction.
+    await db.$client.query(`UPDATE predictions SET owner = 'B' WHERE id = 'p2'`);
+    expect(await s.creator.create({ row: { ...newRow('p3'), owner: 'A' }, idempotency: key }, at(2))).toMatchObject({ kind: 'created', row: { id: 'p3', owner: 'A' } });
+    expect(await s.idempotency.find('A', 'k', at(2))).toEqual({ predictionId: 'p3', inputHash: 'h', createdAt: at(2) });
+  });
+
+  test('a withRow that fails rolls the creation back: no row, no key; nothing runs after', async () => {
+    const db = await open();
+    const s = store(db);
+    await expect(
+      s.creator.create(
+        {
+          row: { ...newRow('p1'), owner: 'A' },
+          idempotency: { key: 'k', inputHash: 'h' },
+          withRow: async () => {
+            throw new Error('subscription refused');
+          },
+        },
+        T0,
+      ),
+    ).rejects.toThrow('subscription refused');
+    expect(await s.predictions.findById('p1')).toBeUndefined();
+    expect(await s.idempotency.find('A', 'k', T0)).toBeUndefined();
+  });
+});
+
+describe('the idempotency keys', () => {
+  test('remembering replaces the key’s earlier use and forgets every key at least 24 h old, not one a millisecond younger', async () => {
+    const db = await open();
+    const keys = new PgIdempotency(db);
+    const count = async () => (await db.$client.query<{ n: number }>('SELECT count(*)::int AS n FROM idempotency_keys')).rows[0]?.n;
+    await keys.remember(db, 'A', 'old', { predictionId: 'p1', inputHash: 'h' }, T0);
+    await keys.remember(db, 'A', 'younger', { predictionId: 'p2', inputHash: 'h' }, at(1));
+    await keys.remember(db, 'A', 'k', { predictionId: 'p3', inputHash: 'h3' }, at(2));
+    await keys.remember(db, 'A', 'k', { predictionId: 'p4', inputHash: 'h4' }, at(3));
+    expect(await keys.find('A', 'k', at(3))).toStrictEqual({ predictionId: 'p4', inputHash: 'h4', createdAt: at(3) });
+    expect(await count()).toBe(3);
+    await keys.remember(db, null, 'n', { predictionId: 'p5', inputHash: 'h' }, at(IDEMPOTENCY_TTL_MS));
+    expect((await db.$client.query<{ owner: string; key: string }>('SELECT owner, key FROM idempotency_keys ORDER BY key')).rows).toEqual([
+      { owner: 'A', key: 'k' },
+      { owner: '', key: 'n' },
+      { owner: 'A', key: 'younger' },
+    ]);
+    expect(await keys.find(null, 'n', at(IDEMPOTENCY_TTL_MS))).toMatchObject({ predictionId: 'p5' });
+    expect(await keys.find('', 'n', at(IDEMPOTENCY_TTL_MS))).toMatchObject({ predictionId: 'p5' });
   });
 });
 
