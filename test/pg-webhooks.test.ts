@@ -179,6 +179,14 @@ const DELIVERIES = 'query ($id: ID!) { prediction(id: $id) { status webhookDeliv
 const REDELIVER = 'mutation ($id: ID!) { redeliverWebhook(deliveryId: $id) { id webhookId event statusCode succeeded redelivery } }';
 const LEASE_MS = 1500;
 const WEBHOOK_TIMEOUT_MS = 1000;
+/**
+ * For the tests whose POSTs must never time out: a POST cut off by WEBHOOK_TIMEOUT_MS is a failed
+ * attempt, retried, and may well have arrived (at-least-once), which "exactly once" and "no attempt
+ * logged" would count against the claims they test. At 1 s, a loaded machine (load average 14,
+ * in a loop of whole-suite runs) cut off a 150 ms POST and a hung POST before the SIGTERM reached
+ * its sender; both tests failed on timing alone.
+ */
+const PATIENT = { WEBHOOK_TIMEOUT_MS: '15000' };
 
 /** One upstream for both instances: the sandbox on a loopback port. */
 const sharedUpstream = async (taskSeconds: number): Promise<string> => (await sandboxServer(taskSeconds)).url;
@@ -257,7 +265,7 @@ const explain = (gs: ServerProcess[]) => gs.map((g, i) => `--- ${'AB'[i]}\n${g.o
 describe('two gateways on one Postgres', () => {
   test('every status asked for reaches the receiver exactly once per event (by webhook-id), signed, in the order of the events, whichever instance sent it', async () => {
     const secret = generateSigningSecret();
-    const gs = await gateways(secret, 1.2);
+    const gs = await gateways(secret, 1.2, PATIENT);
     const [A, B] = gs;
     const db = await admin();
     // A slow receiver keeps each POST in flight long enough for the other instance's passes to meet it.
@@ -372,8 +380,9 @@ describe('two gateways on one Postgres', () => {
 
   test('the instance sending a message is stopped (SIGTERM) mid-POST: it releases the claim, so the other one sends it long before the claim would have ended', async () => {
     const secret = generateSigningSecret();
-    // A claim of 21 s: the survivor, whose idle sleep is at most 5 s, can only send it sooner if it was released.
-    const gs = await gateways(secret, 30, { LEASE_MS: '20000' });
+    // A claim of 35 s (the POST's 15 s and the lease's 20 s): the survivor, whose idle sleep is at
+    // most 5 s, can only send it sooner if it was released.
+    const gs = await gateways(secret, 30, { ...PATIENT, LEASE_MS: '20000' });
     const [A] = gs;
     const db = await admin();
     const r = await receiver((n) => (n === 1 ? 'hang' : 200));
