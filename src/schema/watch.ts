@@ -1,5 +1,6 @@
 import { terminalStatuses, type PredictionRow } from '../db/schema.js';
 import { refreshes } from '../pubsub.js';
+import type { Pushable } from '../pushable.js';
 import type { Context } from './context.js';
 
 /**
@@ -8,11 +9,14 @@ import type { Context } from './context.js';
  * events. Undefined for an unknown id or one the caller does not own.
  *
  * A hand-rolled iterator rather than an async generator over a Repeater: one of these exists per
- * subscriber, and at 10,000 subscribers every microtask and closure per event shows.
+ * subscriber, and at 10,000 subscribers every microtask and closure per event shows. For the same
+ * reason it can push (see pushable.ts): graphql-ws subscribers then get their frames written from
+ * inside the publish.
  */
-export async function watchPrediction(ctx: Context, id: string): Promise<AsyncIterableIterator<PredictionRow> | undefined> {
+export async function watchPrediction(ctx: Context, id: string): Promise<Pushable<PredictionRow> | undefined> {
   const queue: PredictionRow[] = [];
   let waiting: ((r: IteratorResult<PredictionRow>) => void) | undefined;
+  let sink: ((row: PredictionRow, last: boolean) => void) | undefined;
   let seen = 0;
   let done = false;
 
@@ -29,6 +33,11 @@ export async function watchPrediction(ctx: Context, id: string): Promise<AsyncIt
   function deliver(row: PredictionRow): void {
     if (done || row.version < seen || (row.version === seen && !refreshes.has(row))) return;
     seen = row.version;
+    if (sink) {
+      hand(row);
+      sink(row, done);
+      return;
+    }
     if (!waiting) {
       queue.push(row);
       return;
@@ -51,7 +60,16 @@ export async function watchPrediction(ctx: Context, id: string): Promise<AsyncIt
   }
   deliver(current);
 
-  const stream: AsyncIterableIterator<PredictionRow> = {
+  const stream: Pushable<PredictionRow> = {
+    push(to) {
+      sink = to;
+      // What arrived before: the current row, and any change published while it was being read.
+      for (let row = queue.shift(); row; row = queue.shift()) {
+        hand(row);
+        to(row, done);
+        if (done) queue.length = 0;
+      }
+    },
     next() {
       const queued = queue.shift();
       if (queued) return Promise.resolve(hand(queued));

@@ -6,10 +6,36 @@ import {
   type ExecutionResult,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import { isPushable, type Pushable } from '../pushable.js';
 import type { Context } from '../schema/context.js';
 
+/** Where a graphql-ws subscription's `next` frames can be written directly (see `writeFramesTo`). */
+export interface FrameTarget {
+  /** The operation's id on its socket, as the client chose it. */
+  id: string;
+  /** Whether a frame written now would reach the client: the socket is open. */
+  open(): boolean;
+  /** Writes one whole graphql-transport-ws message. Must not throw. */
+  send(frame: string): void;
+}
+
+/** One execution of an event for one distinct operation, and its JSON once a frame needed it. */
+type Shared = { result: ExecutionResult; json?: string };
+
+const frameTargets = new WeakMap<object, FrameTarget>();
+
 /**
- * Executes a subscription event once per distinct operation instead of once per subscriber.
+ * Lets the subscription executed with this context write its `next` frames itself (ws.ts sets it for
+ * every graphql-ws operation). Only the context object is the key: nothing else travels from the
+ * socket to the subscribe function through yoga's envelope.
+ */
+export function writeFramesTo(contextValue: object, target: FrameTarget): void {
+  frameTargets.set(contextValue, target);
+}
+
+/**
+ * Executes a subscription event once per distinct operation instead of once per subscriber, and
+ * over graphql-ws writes its frame from inside the publish that delivered it.
  *
  * graphql-js runs the whole selection for every subscriber of every event; with 10,000 subscribers
  * on one prediction that was ~20 µs each, most of a broadcast. Every subscriber receives the same
@@ -17,11 +43,22 @@ import type { Context } from '../schema/context.js';
  * DocumentNode, so a result can be shared by everyone whose (document, operation, variables,
  * baseUrl, owner) match. Nothing else in the context may influence a subscription's result: a new
  * context-dependent field must add what it depends on to `operationKey`.
+ *
+ * Delivery: through an async iterator, each value of each subscriber passes the source stream,
+ * this plugin's iterator, yoga's result hooks and graphql-ws's loop: about ten promises before its
+ * socket write. When the source can push (pushable.ts) and graphql-ws gave a frame target, the
+ * result's JSON is made once per distinct operation and each subscriber's frame (its id spliced in)
+ * is written synchronously as the event is published: order is the publish order, and graphql-ws
+ * still sends `complete` after the last frame, since the iterator handed to it ends only then. A
+ * result that cannot go out that way (it has errors, which yoga's masking must see, or it resolved
+ * asynchronously) goes through the iterator instead, and so does everything after it, so that no
+ * later frame overtakes it. Frames bypass graphql-ws's `onNext` and `jsonMessageReplacer` (neither is
+ * used here) and yoga's result hooks (which only act on errors). Issue 18: bench/fanout.ts.
  */
 export function useSharedSubscriptionExecution(): Plugin<Context> {
   const documentIds = new WeakMap<DocumentNode, number>();
   let nextDocumentId = 0;
-  const results = new WeakMap<object, Map<string, ExecutionResult>>();
+  const results = new WeakMap<object, Map<string, Shared>>();
 
   const operationKey = (args: ExecutionArgs) => {
     let docId = documentIds.get(args.document);
@@ -35,23 +72,127 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
     return `${docId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}|${ctx.baseUrl()}|${ctx.principal.owner ?? ''}`;
   };
 
-  const executeShared = (args: ExecutionArgs, key: string, event: unknown) => {
-    if (event === null || typeof event !== 'object') return execute({ ...args, rootValue: event });
+  /** The shared execution of `event` for this operation; a promise (unshared) when it resolved asynchronously. */
+  const executeShared = (args: ExecutionArgs, key: string, event: unknown): Shared | Promise<ExecutionResult> => {
+    if (event === null || typeof event !== 'object') {
+      const executed = execute({ ...args, rootValue: event });
+      return executed instanceof Promise ? executed : { result: executed };
+    }
     let byOperation = results.get(event);
     if (!byOperation) {
       byOperation = new Map();
       results.set(event, byOperation);
     }
-    let result = byOperation.get(key);
-    if (!result) {
+    let shared = byOperation.get(key);
+    if (!shared) {
       const executed = execute({ ...args, rootValue: event });
       // Our resolvers are synchronous; an asynchronous result is returned unshared rather than
       // caching a promise that every subscriber would then await.
       if (executed instanceof Promise) return executed;
-      result = executed;
-      byOperation.set(key, result);
+      shared = { result: executed };
+      byOperation.set(key, shared);
     }
-    return result;
+    return shared;
+  };
+
+  /** The result's JSON as graphql-ws would send it as a `next` payload, made once per shared result. */
+  const payloadJson = (shared: Shared): string => {
+    shared.json ??= JSON.stringify(shared.result);
+    return shared.json;
+  };
+
+  const iterated = (events: AsyncIterator<unknown>, args: ExecutionArgs, key: string) =>
+    ({
+    next: () =>
+      events.next().then((r) => {
+        if (r.done) return r;
+        const value = executeShared(args, key, r.value);
+        return value instanceof Promise ? value.then((v) => ({ done: false, value: v })) : { done: false, value: value.result };
+      }),
+    return: async () => (await events.return?.()) ?? { done: true, value: undefined },
+    throw: async (err: unknown) => (await events.throw?.(err)) ?? { done: true, value: undefined },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  }) as AsyncIterableIterator<ExecutionResult>;
+
+  /**
+   * Frames written from the source's pushes; the iterator returned carries only what could not be
+   * written directly, and ends after the source's last value.
+   */
+  const pushed = (source: Pushable<unknown>, args: ExecutionArgs, key: string, target: FrameTarget): AsyncIterableIterator<ExecutionResult> => {
+    const prefix = `{"id":${JSON.stringify(target.id)},"type":"next","payload":`;
+    /** What the iterator still owes graphql-ws, in order: results, or a failure to throw from next(). */
+    const queue: Array<Promise<IteratorResult<ExecutionResult>>> = [];
+    let waiting: ((r: Promise<IteratorResult<ExecutionResult>>) => void) | undefined;
+    let direct = true;
+    let ended = false;
+
+    const settle = () => {
+      if (!waiting) return;
+      const item = queue.shift();
+      if (item === undefined && !ended) return;
+      const resolve = waiting;
+      waiting = undefined;
+      resolve(item ?? Promise.resolve({ done: true, value: undefined }));
+    };
+    const owe = (result: ExecutionResult | Promise<ExecutionResult>) => {
+      const item = Promise.resolve(result).then((value) => ({ done: false, value }) as const);
+      // Rejected before graphql-ws asks for it: handled when next() hands it over, not an unhandled rejection.
+      item.catch(() => {});
+      queue.push(item);
+    };
+
+    source.push((event, last) => {
+      let over = last;
+      try {
+        const shared = executeShared(args, key, event);
+        if (direct && !(shared instanceof Promise) && !shared.result.errors && target.open()) {
+          target.send(`${prefix}${payloadJson(shared)}}`);
+        } else {
+          direct = false;
+          owe(shared instanceof Promise ? shared : shared.result);
+        }
+      } catch (err) {
+        // Called from inside a publish: whatever fails here stays this subscriber's (graphql-ws
+        // sends it as the operation's error), never the publisher's.
+        direct = false;
+        owe(Promise.reject(err));
+        // graphql-ws ends the operation at an error without calling return(): the source goes now.
+        over = true;
+        void source.return?.();
+      }
+      if (over) ended = true;
+      settle();
+    });
+
+    const end = async () => {
+      ended = true;
+      queue.length = 0;
+      await source.return?.();
+      settle();
+    };
+    return {
+      next: () => {
+        const item = queue.shift();
+        if (item !== undefined) return item;
+        if (ended) return Promise.resolve({ done: true, value: undefined });
+        return new Promise((resolve) => {
+          waiting = resolve;
+        });
+      },
+      return: async () => {
+        await end();
+        return { done: true, value: undefined };
+      },
+      throw: async (err: unknown) => {
+        await end();
+        throw err;
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
   };
 
   return {
@@ -60,20 +201,9 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
         const source = await createSourceEventStream(args);
         if (!(Symbol.asyncIterator in source)) return source;
         const key = operationKey(args);
-        const events = source[Symbol.asyncIterator]();
-        return {
-          next: () =>
-            events.next().then((r) => {
-              if (r.done) return r;
-              const value = executeShared(args, key, r.value);
-              return value instanceof Promise ? value.then((v) => ({ done: false, value: v })) : { done: false, value };
-            }),
-          return: async () => (await events.return?.()) ?? { done: true, value: undefined },
-          throw: async (err: unknown) => (await events.throw?.(err)) ?? { done: true, value: undefined },
-          [Symbol.asyncIterator]() {
-            return this;
-          },
-        } as AsyncIterableIterator<ExecutionResult>;
+        const target = frameTargets.get(args.contextValue as object);
+        if (target && isPushable(source)) return pushed(source, args, key, target);
+        return iterated(source[Symbol.asyncIterator](), args, key);
       }) as never);
     },
   };

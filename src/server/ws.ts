@@ -1,13 +1,14 @@
 import type { Server } from 'node:http';
 import { GraphQLError, type DocumentNode, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
-import { WebSocketServer } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import type { Connections } from '../auth/connections.js';
 import type { Keys } from '../auth/keys.js';
 import { authenticate, stillValid, UNAUTHENTICATED_MESSAGE, type Principal } from '../auth/principal.js';
 import type { Quotas } from '../auth/quotas.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
 import type { OriginPolicy } from './origin.js';
+import { writeFramesTo } from './shared-execution.js';
 import type { Yoga } from './yoga.js';
 
 type EnvelopedRoot = { execute: (a: ExecutionArgs) => unknown; subscribe: (a: ExecutionArgs) => unknown };
@@ -75,7 +76,7 @@ export function attachGraphqlWs(server: Server, yoga: Yoga, { keys, origins, con
       onClose: (ctx) => ctx.extra.release?.(),
       execute: (args) => (args.rootValue as EnvelopedRoot).execute(args) as never,
       subscribe: (args) => (args.rootValue as EnvelopedRoot).subscribe(args) as never,
-      onSubscribe: async (ctx, _id, payload) => {
+      onSubscribe: async (ctx, id, payload) => {
         // Revocation counts from the next operation, even before the watcher closes the socket.
         if (!ctx.extra.principal || !stillValid(keys, ctx.extra.principal)) {
           ctx.extra.socket.close(UNAUTHORIZED, 'UNAUTHENTICATED');
@@ -108,12 +109,20 @@ export function attachGraphqlWs(server: Server, yoga: Yoga, { keys, origins, con
         }
         const errors = validate(schema, document);
         if (errors.length) return errors;
+        const contextValue = await contextFactory();
+        // A subscription's `next` frames are written from inside the publish (shared-execution.ts).
+        const socket = ctx.extra.socket;
+        writeFramesTo(contextValue, {
+          id,
+          open: () => socket.readyState === WebSocket.OPEN,
+          send: (frame) => socket.send(frame),
+        });
         return {
           schema,
           operationName: payload.operationName,
           document,
           variableValues: payload.variables,
-          contextValue: await contextFactory(),
+          contextValue,
           rootValue: { execute, subscribe } satisfies EnvelopedRoot,
         };
       },

@@ -1,0 +1,18 @@
+/**
+ * A source stream that can also hand its values to a callback as they arrive, instead of through
+ * `next()`: the subscription fan-out writes a graphql-ws frame for each value from inside the
+ * publish that delivered it (server/shared-execution.ts), without the chain of promises an async
+ * iterator costs per subscriber and value. A stream either pushes or is iterated, never both.
+ */
+export interface Pushable<T> extends AsyncIterableIterator<T> {
+  /**
+   * From now on every value, first those already waiting, goes to `sink` synchronously as it is
+   * delivered; `last` is true on the final one, after which the stream has ended and let go of its
+   * source. `return()` still ends it early.
+   */
+  push(sink: (value: T, last: boolean) => void): void;
+}
+
+export function isPushable<T>(stream: AsyncIterable<T>): stream is Pushable<T> {
+  return typeof (stream as Partial<Pushable<T>>).push === 'function';
+}

@@ -1,0 +1,306 @@
+import { type ExecutionArgs, type ExecutionResult, GraphQLInt, GraphQLObjectType, GraphQLSchema, GraphQLString, parse } from 'graphql';
+import { MessageType, stringifyMessage } from 'graphql-ws';
+import { describe, expect, test, vi } from 'vitest';
+import WebSocket from 'ws';
+import type { Pushable } from '../src/pushable.js';
+import type { Context } from '../src/schema/context.js';
+import { type FrameTarget, useSharedSubscriptionExecution, writeFramesTo } from '../src/server/shared-execution.js';
+import { startApp, waitFor } from './helpers/app.js';
+import { onDispose } from './helpers/dispose.js';
+import { must } from './helpers/must.js';
+
+/**
+ * Issue 18: graphql-ws `next` frames written from inside the publish. Part one drives the plugin's
+ * subscribe function directly with a source that pushes and a recording frame target; part two runs
+ * the real server with a raw graphql-transport-ws socket and publishes rows itself.
+ */
+
+type Event = { n: number; fail?: boolean; slow?: boolean };
+
+/** A source that pushes, as watch.ts's does: values emitted before `push` wait for it. */
+function pushSource() {
+  let sink: ((e: Event, last: boolean) => void) | undefined;
+  const early: Array<[Event, boolean]> = [];
+  let returned = false;
+  const stream: Pushable<Event> = {
+    push(to) {
+      sink = to;
+      for (const [e, last] of early.splice(0)) to(e, last);
+    },
+    next: () => Promise.reject(new Error('a pushing source is never iterated')),
+    return: async () => {
+      returned = true;
+      sink = undefined;
+      return { done: true, value: undefined };
+    },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+  return {
+    stream,
+    emit(e: Event, last = false) {
+      if (sink) sink(e, last);
+      else early.push([e, last]);
+    },
+    returned: () => returned,
+  };
+}
+
+function rig() {
+  let executions = 0;
+  const sources: ReturnType<typeof pushSource>[] = [];
+  /** Emitted by the next source as soon as it exists, before the plugin attaches (watch.ts's current row). */
+  const preload: Event[] = [];
+  const Seen = new GraphQLObjectType({ name: 'Seen', fields: { n: { type: GraphQLInt }, tag: { type: GraphQLString } } });
+  const schema = new GraphQLSchema({
+    query: new GraphQLObjectType({ name: 'Query', fields: { ok: { type: GraphQLInt } } }),
+    subscription: new GraphQLObjectType({
+      name: 'Subscription',
+      fields: {
+        watched: {
+          type: Seen,
+          args: { tag: { type: GraphQLString } },
+          subscribe: () => {
+            const s = pushSource();
+            sources.push(s);
+            for (const e of preload.splice(0)) s.emit(e);
+            return s.stream;
+          },
+          resolve: (event: Event, args: { tag?: string | null }) => {
+            executions++;
+            if (event.fail) throw new Error(`resolver failed on ${event.n}`);
+            const value = { n: event.n, tag: args.tag ?? null };
+            return event.slow ? Promise.resolve(value) : value;
+          },
+        },
+      },
+    }),
+  });
+  let subscribeFn: ((args: ExecutionArgs) => Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult>) | undefined;
+  const plugin = useSharedSubscriptionExecution();
+  // biome-ignore lint/suspicious/noExplicitAny: only setSubscribeFn of envelop's onSubscribe payload is used
+  (plugin.onSubscribe as (payload: any) => void)({ setSubscribeFn: (fn: typeof subscribeFn) => (subscribeFn = fn) });
+  const run = must(subscribeFn);
+
+  /** A recording frame target; `open` and `fail` can be switched. */
+  const target = (id: string) => {
+    const frames: string[] = [];
+    const state = { open: true, fail: false };
+    const t: FrameTarget = {
+      id,
+      open: () => state.open,
+      send: (frame) => {
+        if (state.fail) throw new Error('the socket refused the write');
+        frames.push(frame);
+      },
+    };
+    return { t, frames, state };
+  };
+
+  /** Subscribes with a frame target (graphql-ws) or without (SSE); returns the iterator graphql-ws would read. */
+  async function subscribe(to?: FrameTarget, variables: Record<string, unknown> = {}) {
+    const contextValue = { principal: { owner: 'alice' }, baseUrl: () => 'http://gw.example' } as unknown as Context;
+    if (to) writeFramesTo(contextValue, to);
+    const stream = await run({ schema, document: DOC, contextValue, variableValues: variables });
+    if (!(Symbol.asyncIterator in stream)) throw new Error(`not a stream: ${JSON.stringify(stream)}`);
+    return { stream, source: must(sources.at(-1)) };
+  }
+  return { subscribe, target, preload, executions: () => executions };
+}
+
+const DOC = parse('subscription W($tag: String) { watched(tag: $tag) { n tag } }');
+
+/** The frame graphql-ws itself would send for this result. */
+const graphqlWsFrame = (id: string, payload: ExecutionResult) => stringifyMessage({ id, type: MessageType.Next, payload });
+
+describe('frames written from inside the publish', () => {
+  test('a value is written as the frame graphql-ws would send, synchronously inside the emit, with the id escaped', async () => {
+    const r = rig();
+    const id = 'a"b\\c\u2028';
+    const to = r.target(id);
+    const { source } = await r.subscribe(to.t, { tag: 'x' });
+    source.emit({ n: 1 });
+    // No await between the emit and this line: the frame is already written.
+    expect(to.frames).toEqual([graphqlWsFrame(id, { data: { watched: { n: 1, tag: 'x' } } })]);
+    expect(JSON.parse(must(to.frames[0]))).toEqual({ id, type: 'next', payload: { data: { watched: { n: 1, tag: 'x' } } } });
+  });
+
+  test('subscribers of one operation share one execution and one JSON serialisation; each frame carries its own id', async () => {
+    const r = rig();
+    const targets = ['1', '2', '3'].map((id) => r.target(id));
+    const subs = [];
+    for (const to of targets) subs.push(await r.subscribe(to.t));
+    const event = { n: 5 };
+    const stringify = vi.spyOn(JSON, 'stringify');
+    try {
+      for (const s of subs) s.source.emit(event);
+      expect(stringify).toHaveBeenCalledTimes(1);
+    } finally {
+      stringify.mockRestore();
+    }
+    expect(r.executions()).toBe(1);
+    expect(targets.map((to) => to.frames)).toEqual(['1', '2', '3'].map((id) => [graphqlWsFrame(id, { data: { watched: { n: 5, tag: null } } })]));
+  });
+
+  test('values emitted before the subscription is set up are written first, in order', async () => {
+    const r = rig();
+    const to = r.target('early');
+    r.preload.push({ n: 1 }, { n: 2 });
+    const sub = await r.subscribe(to.t);
+    expect(to.frames.map((f) => JSON.parse(f).payload.data.watched.n)).toEqual([1, 2]);
+    sub.source.emit({ n: 3 });
+    expect(to.frames.map((f) => JSON.parse(f).payload.data.watched.n)).toEqual([1, 2, 3]);
+  });
+
+  test('the iterator ends after the last value (so graphql-ws sends complete after the last frame), and not before', async () => {
+    const r = rig();
+    const to = r.target('1');
+    const { stream, source } = await r.subscribe(to.t);
+    const first = stream.next();
+    source.emit({ n: 1 });
+    let settled = false;
+    void first.then(() => (settled = true));
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(settled).toBe(false); // a value written directly is not also handed to graphql-ws
+    source.emit({ n: 2 }, true);
+    expect(await first).toEqual({ done: true, value: undefined });
+    expect(to.frames).toHaveLength(2);
+    expect(await stream.next()).toEqual({ done: true, value: undefined });
+  });
+
+  test('a result with errors goes through the iterator (for yoga to mask), and so does every later value, in order', async () => {
+    const r = rig();
+    const to = r.target('1');
+    const { stream, source } = await r.subscribe(to.t);
+    source.emit({ n: 1 });
+    source.emit({ n: 2, fail: true });
+    source.emit({ n: 3 });
+    source.emit({ n: 4 }, true);
+    expect(to.frames.map((f) => JSON.parse(f).payload.data.watched.n)).toEqual([1]);
+    const failed = (await stream.next()).value as ExecutionResult;
+    expect(failed.errors?.map((e) => e.message)).toEqual(['resolver failed on 2']);
+    expect(((await stream.next()).value as ExecutionResult).data).toEqual({ watched: { n: 3, tag: null } });
+    expect(((await stream.next()).value as ExecutionResult).data).toEqual({ watched: { n: 4, tag: null } });
+    expect((await stream.next()).done).toBe(true);
+  });
+
+  test('a result that resolves asynchronously goes through the iterator, with what follows it', async () => {
+    const r = rig();
+    const to = r.target('1');
+    const { stream, source } = await r.subscribe(to.t);
+    const waiting = stream.next(); // graphql-ws already waits when the value comes
+    source.emit({ n: 1, slow: true });
+    source.emit({ n: 2 }, true);
+    expect(to.frames).toEqual([]);
+    expect(((await waiting).value as ExecutionResult).data).toEqual({ watched: { n: 1, tag: null } });
+    expect(((await stream.next()).value as ExecutionResult).data).toEqual({ watched: { n: 2, tag: null } });
+    expect((await stream.next()).done).toBe(true);
+  });
+
+  test('a socket that is no longer open gets nothing written: the values go to graphql-ws instead', async () => {
+    const r = rig();
+    const to = r.target('1');
+    const { stream, source } = await r.subscribe(to.t);
+    to.state.open = false;
+    source.emit({ n: 1 });
+    expect(to.frames).toEqual([]);
+    expect(((await stream.next()).value as ExecutionResult).data).toEqual({ watched: { n: 1, tag: null } });
+  });
+
+  test('a write that throws stays with its subscriber: the publisher goes on, graphql-ws gets the error, and the source is let go', async () => {
+    const r = rig();
+    const to = r.target('1');
+    const other = r.target('2');
+    const a = await r.subscribe(to.t);
+    const b = await r.subscribe(other.t);
+    to.state.fail = true;
+    expect(() => a.source.emit({ n: 1 })).not.toThrow();
+    b.source.emit({ n: 1 });
+    expect(other.frames).toHaveLength(1);
+    await expect(a.stream.next()).rejects.toThrow('the socket refused the write');
+    expect(a.source.returned()).toBe(true);
+    expect((await a.stream.next()).done).toBe(true);
+  });
+
+  test('return() (the client completed the operation) lets the source go and ends a pending next()', async () => {
+    const r = rig();
+    const to = r.target('1');
+    const { stream, source } = await r.subscribe(to.t);
+    const pending = stream.next();
+    await stream.return?.();
+    expect(source.returned()).toBe(true);
+    expect(await pending).toEqual({ done: true, value: undefined });
+    source.emit({ n: 1 });
+    expect(to.frames).toEqual([]);
+  });
+
+  test('without a frame target (SSE, HTTP) a pushing source is iterated and nothing is written', async () => {
+    const r = rig();
+    const { stream, source } = await r.subscribe();
+    const waiting = stream.next();
+    await expect(waiting).rejects.toThrow('a pushing source is never iterated');
+    expect(source.returned()).toBe(false);
+  });
+});
+
+const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
+const FOLLOW = `subscription($id: ID!) { predictionUpdated(id: $id) { status error } }`;
+
+/** A raw graphql-transport-ws socket: every frame's text kept, in arrival order. */
+async function rawSocket(url: string) {
+  const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/graphql`, 'graphql-transport-ws');
+  onDispose(() => ws.terminate());
+  const texts: string[] = [];
+  ws.on('message', (data) => texts.push(String(data)));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  ws.send(JSON.stringify({ type: 'connection_init' }));
+  await waitFor(() => texts.length, (n) => n === 1, 5000);
+  expect(JSON.parse(must(texts.shift()))).toEqual({ type: 'connection_ack' });
+  return { ws, texts, send: (m: Record<string, unknown>) => ws.send(JSON.stringify(m)) };
+}
+
+describe('on the real server', () => {
+  test('two operations on one socket: each frame is graphql-ws\'s own text, every id gets its changes in order and complete after its last one; one completed by the client gets nothing more', async () => {
+    const t = await startApp();
+    await t.app.poller.stop(); // only this test publishes
+    const a = (await t.gql(CREATE, { p: 'frames a' })).body.data.createVideo.id as string;
+    const b = (await t.gql(CREATE, { p: 'frames b' })).body.data.createVideo.id as string;
+    const rowA = must(t.app.store.findById(a));
+    const rowB = must(t.app.store.findById(b));
+    const s = await rawSocket(t.url);
+    const idA = 'op "a"';
+    const idB = 'op\\b';
+    const idGone = 'gone';
+    s.send({ id: idA, type: 'subscribe', payload: { query: FOLLOW, variables: { id: a } } });
+    s.send({ id: idB, type: 'subscribe', payload: { query: FOLLOW, variables: { id: b } } });
+    s.send({ id: idGone, type: 'subscribe', payload: { query: FOLLOW, variables: { id: a } } });
+    await waitFor(() => s.texts.length, (n) => n === 3, 5000); // the current row of each
+    const listening = t.app.pubsub.count();
+    s.send({ id: idGone, type: 'complete' });
+    await waitFor(() => t.app.pubsub.count(), (n) => n === listening - 1, 5000);
+
+    const publish = (row: typeof rowA, version: number, status: string, error: string | null = null) =>
+      t.app.pubsub.publish('prediction:updated', row.id, { ...row, version, status, error } as typeof rowA);
+    publish(rowA, rowA.version + 1, 'PROCESSING');
+    publish(rowB, rowB.version + 1, 'PROCESSING');
+    publish(rowA, rowA.version + 2, 'COMPLETED');
+    publish(rowA, rowA.version + 3, 'FAILED', 'after the end'); // never delivered: A has ended
+    publish(rowB, rowB.version + 2, 'FAILED', 'upstream said no');
+    await waitFor(() => s.texts.filter((x) => JSON.parse(x).type === 'complete').length, (n) => n === 2, 5000);
+
+    const frames = s.texts.map((x) => JSON.parse(x) as { id: string; type: string; payload?: { data: { predictionUpdated: { status: string; error: string | null } } } });
+    // The exact text graphql-ws would have sent (key order and escaping included).
+    for (const [i, f] of frames.entries()) expect(s.texts[i]).toBe(stringifyMessage(f as never));
+    const of = (id: string) => frames.filter((f) => f.id === id).map((f) => (f.type === 'next' ? f.payload?.data.predictionUpdated.status : f.type));
+    expect(of(idA)).toEqual(['CREATED', 'PROCESSING', 'COMPLETED', 'complete']);
+    expect(of(idB)).toEqual(['CREATED', 'PROCESSING', 'FAILED', 'complete']);
+    expect(of(idGone)).toEqual(['CREATED']);
+    expect(frames.find((f) => f.id === idB && f.payload?.data.predictionUpdated.status === 'FAILED')?.payload?.data.predictionUpdated.error).toBe('upstream said no');
+    await waitFor(() => t.app.pubsub.count(), (n) => n === listening - 3, 5000);
+  });
+});
