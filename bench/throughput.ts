@@ -1,21 +1,11 @@
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import autocannon from 'autocannon';
 import type { BenchRow } from './report.js';
+import { cpuSeconds, mean, pin, range, ROUNDS } from './rounds.js';
 import { startBareYoga, startCinegraph, type BenchServer } from './servers.js';
 
 const CONNECTIONS = 50;
 const WARMUP_S = 2;
 const DURATION_S = 8;
-
-/** `--rounds=N` (default 3): each round measures every figure once, with bare yoga between each two. */
-const ROUNDS = (() => {
-  const flag = process.argv.find((a) => a.startsWith('--rounds='));
-  const n = flag ? Number(flag.slice('--rounds='.length)) : 3;
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--rounds must be a whole number >= 1, not ${flag}`);
-  return n;
-})();
 
 const CREATE = 'mutation($p: String!) { createVideo(input: { prompt: $p }) { id status createdAt } }';
 const CANCEL = 'mutation($id: ID!) { cancelPrediction(id: $id) { id status } }';
@@ -32,21 +22,6 @@ interface Load {
   p99: number;
   /** The server's CPU time per request (user + system), µs; NaN when unknown. */
   cpuUs: number;
-}
-
-/** Ticks per second of /proc/<pid>/stat's times. */
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
-
-/** User + system CPU seconds of a process so far, or NaN where /proc cannot tell. */
-function cpuSeconds(pid: number): number {
-  try {
-    // Fields after the command name (which may hold spaces): state is 0, utime 11, stime 12.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return Number.NaN;
-  }
 }
 
 async function load(server: BenchServer, body: unknown, seconds: number): Promise<Load> {
@@ -77,37 +52,6 @@ async function gql<T>(url: string, query: string, variables: Record<string, unkn
   return json.data;
 }
 
-interface Pinning {
-  /** CPU for the servers measured (ours and bare yoga); undefined when not pinned. */
-  server?: number;
-  /** CPU for the createVideo upstream, which stands in for a remote service: beside the load generator. */
-  upstream?: number;
-  /** Said in the output, pinned or not. */
-  said: string;
-  restore(): void;
-}
-
-/**
- * Servers on CPU 0, this process (autocannon, the load generator) on CPU 1, with taskset, so that
- * the two never take turns on one core: unpinned, bare yoga swung between 1,900 and 4,700 req/s
- * here as the scheduler moved them. Undone at the end, for the sections after this one.
- */
-function pin(): Pinning {
-  const unpinned = (why: string): Pinning => ({ said: `not pinned (${why}): ratios swing with scheduling`, restore: () => undefined });
-  if (os.availableParallelism() < 2) return unpinned('one CPU');
-  const probe = spawnSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' });
-  const mask = /:\s*([0-9a-f]+)\s*$/i.exec(probe.stdout ?? '')?.[1];
-  if (probe.status !== 0 || !mask) return unpinned('taskset not available');
-  // -a: every thread of this process (libuv's pool, V8's), not only the main one.
-  if (spawnSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]).status !== 0) return unpinned('taskset refused');
-  return {
-    server: 0,
-    upstream: 1,
-    said: 'pinned with taskset: servers on CPU 0; load generator (and the createVideo upstream) on CPU 1',
-    restore: () => void spawnSync('taskset', ['-a', '-p', mask, String(process.pid)]),
-  };
-}
-
 async function withServer<T>(start: () => Promise<BenchServer>, fn: (server: BenchServer) => Promise<T>): Promise<T> {
   const server = await start();
   try {
@@ -128,8 +72,6 @@ interface Sample {
   bare: Load;
 }
 
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const range = (xs: number[], f: (n: number) => string) => `${f(Math.min(...xs))}–${f(Math.max(...xs))}`;
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const two = (n: number) => n.toFixed(2);
 
