@@ -7,6 +7,9 @@ import WebSocket from 'ws';
 const { url, id, count, perSocket = 1, finalStatus, timeoutMs } = workerData;
 const query = 'subscription($id: ID!) { predictionUpdated(id: $id) { status updatedAt } }';
 const latencies = [];
+/** When the final status was written (its updatedAt), and when this thread received its last copy. */
+let eventAt = 0;
+let lastAt = 0;
 let initial = 0;
 let failed = 0;
 const sockets = [];
@@ -32,7 +35,11 @@ function open(k) {
         for (let i = 1; i <= k; i++) ws.send(JSON.stringify({ id: String(i), type: 'subscribe', payload: { query, variables: { id } } }));
       } else if (msg.type === 'next') {
         const p = msg.payload.data.predictionUpdated;
-        if (p.status === finalStatus) latencies.push(receivedAt - Date.parse(p.updatedAt));
+        if (p.status === finalStatus) {
+          eventAt = Date.parse(p.updatedAt);
+          lastAt = Math.max(lastAt, receivedAt);
+          latencies.push(receivedAt - eventAt);
+        }
         else if (!firstSeen.has(msg.id)) {
           firstSeen.add(msg.id);
           initial++;
@@ -57,6 +64,6 @@ void (async () => {
   parentPort.postMessage({ type: 'connected', connected: initial, failed });
   const started = Date.now();
   while (latencies.length < initial && Date.now() - started < timeoutMs) await new Promise((r) => setTimeout(r, 50));
-  parentPort.postMessage({ type: 'done', latencies, connected: initial, failed });
+  parentPort.postMessage({ type: 'done', latencies, connected: initial, failed, eventAt, lastAt });
   for (const ws of sockets) ws.terminate();
 })();
