@@ -45,7 +45,10 @@ async function spawnNode(script: string, env: Record<string, string | undefined>
   const data = tempDir(prefix);
   const merged: NodeJS.ProcessEnv = { ...process.env, HOST: '127.0.0.1', PORT: String(port), DATA_DIR: data.dir, LOG_LEVEL: 'silent', ...env };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
-  const node = [process.execPath, '--import', 'tsx', script];
+  // BENCH_SERVER_NODE_ARGS: node flags for the servers measured, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
+  // (Node refuses --cpu-prof in NODE_OPTIONS).
+  const extra = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const node = [process.execPath, ...extra, '--import', 'tsx', script];
   // taskset execs node, so the pid stays the server's own (its /proc/<pid>/stat is the server's CPU).
   const [command = process.execPath, ...args] = cpu === undefined ? node : ['taskset', '-c', String(cpu), ...node];
   const child = spawn(command, args, {
