@@ -1,13 +1,14 @@
-import { type ExecutionArgs, type ExecutionResult, GraphQLInt, GraphQLObjectType, GraphQLSchema, GraphQLString, parse } from 'graphql';
+import { type ExecutionResult, parse } from 'graphql';
 import { MessageType, stringifyMessage } from 'graphql-ws';
 import { describe, expect, test, vi } from 'vitest';
 import WebSocket from 'ws';
 import type { Pushable } from '../src/pushable.js';
 import type { Context } from '../src/schema/context.js';
-import { type FrameTarget, useSharedSubscriptionExecution, writeFramesTo } from '../src/server/shared-execution.js';
+import { type FrameTarget, writeFramesTo } from '../src/server/shared-execution.js';
 import { startApp, waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { must } from './helpers/must.js';
+import { sharedSubscribeFn, watchedSchema } from './helpers/shared-execution.js';
 
 /**
  * Issue 18: graphql-ws `next` frames written from inside the publish. Part one drives the plugin's
@@ -52,36 +53,22 @@ function rig() {
   const sources: ReturnType<typeof pushSource>[] = [];
   /** Emitted by the next source as soon as it exists, before the plugin attaches (watch.ts's current row). */
   const preload: Event[] = [];
-  const Seen = new GraphQLObjectType({ name: 'Seen', fields: { n: { type: GraphQLInt }, tag: { type: GraphQLString } } });
-  const schema = new GraphQLSchema({
-    query: new GraphQLObjectType({ name: 'Query', fields: { ok: { type: GraphQLInt } } }),
-    subscription: new GraphQLObjectType({
-      name: 'Subscription',
-      fields: {
-        watched: {
-          type: Seen,
-          args: { tag: { type: GraphQLString } },
-          subscribe: () => {
-            const s = pushSource();
-            sources.push(s);
-            for (const e of preload.splice(0)) s.emit(e);
-            return s.stream;
-          },
-          resolve: (event: Event, args: { tag?: string | null }) => {
-            executions++;
-            if (event.fail) throw new Error(`resolver failed on ${event.n}`);
-            const value = { n: event.n, tag: args.tag ?? null };
-            return event.slow ? Promise.resolve(value) : value;
-          },
-        },
-      },
-    }),
-  });
-  let subscribeFn: ((args: ExecutionArgs) => Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult>) | undefined;
-  const plugin = useSharedSubscriptionExecution();
-  // biome-ignore lint/suspicious/noExplicitAny: only setSubscribeFn of envelop's onSubscribe payload is used
-  (plugin.onSubscribe as (payload: any) => void)({ setSubscribeFn: (fn: typeof subscribeFn) => (subscribeFn = fn) });
-  const run = must(subscribeFn);
+  const schema = watchedSchema<Event>(
+    ['tag'],
+    () => {
+      const s = pushSource();
+      sources.push(s);
+      for (const e of preload.splice(0)) s.emit(e);
+      return s.stream;
+    },
+    (event, args) => {
+      executions++;
+      if (event.fail) throw new Error(`resolver failed on ${event.n}`);
+      const value = { n: event.n, tag: args.tag ?? null };
+      return event.slow ? Promise.resolve(value) : value;
+    },
+  );
+  const run = sharedSubscribeFn();
 
   /** A recording frame target; `open` and `fail` can be switched. */
   const target = (id: string) => {

@@ -1,5 +1,4 @@
 import {
-  type ExecutionArgs,
   type ExecutionResult,
   GraphQLError,
   GraphQLInt,
@@ -15,10 +14,10 @@ import { PubSub, type PredictionPubSub } from '../src/pubsub.js';
 import type { Context } from '../src/schema/context.js';
 import { markVolatile } from '../src/schema/volatile.js';
 import { createResponseCache, onlyReadsPrediction } from '../src/server/response-cache.js';
-import { useSharedSubscriptionExecution } from '../src/server/shared-execution.js';
 import type { ServerContext } from '../src/server/yoga.js';
 import { waitFor } from './helpers/app.js';
 import { must } from './helpers/must.js';
+import { sharedSubscribeFn } from './helpers/shared-execution.js';
 
 /**
  * Fast unit tests of server parts that were reached only through real servers: the response cache
@@ -334,15 +333,6 @@ describe('response cache', () => {
   });
 });
 
-/** The plugin's subscribe function, taken out of it as envelop would. */
-function subscribeFnOf() {
-  let fn: ((args: ExecutionArgs) => Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult>) | undefined;
-  const plugin = useSharedSubscriptionExecution();
-  // biome-ignore lint/suspicious/noExplicitAny: only setSubscribeFn of envelop's onSubscribe payload is used
-  (plugin.onSubscribe as (payload: any) => void)({ setSubscribeFn: (f: typeof fn) => (fn = f) });
-  return must(fn, 'subscribe function');
-}
-
 const ctx = { principal: { owner: 'alice' }, baseUrl: () => 'http://gw.example' } as unknown as Context;
 
 /** A subscription field over a hand-made source; the resolver (sync or async) counts executions. */
@@ -364,7 +354,7 @@ function subscriptionSchema(source: () => AsyncIterator<unknown> | AsyncIterable
 
 const SUB = parse('subscription { n }');
 
-async function stream(schema: GraphQLSchema, subscribe = subscribeFnOf()) {
+async function stream(schema: GraphQLSchema, subscribe = sharedSubscribeFn()) {
   const out = await subscribe({ schema, document: SUB, contextValue: ctx, variableValues: {} });
   if (!(Symbol.asyncIterator in out)) throw new Error(`not a stream: ${JSON.stringify(out)}`);
   return out;
@@ -409,7 +399,7 @@ describe('shared subscription execution, edges', () => {
         return typeof e === 'number' ? e : e === null ? -1 : (e as { n: number }).n;
       },
     );
-    const subscribe = subscribeFnOf();
+    const subscribe = sharedSubscribeFn();
     const a = await stream(schema, subscribe);
     const b = await stream(schema, subscribe);
     const a1 = await a.next();
@@ -432,7 +422,7 @@ describe('shared subscription execution, edges', () => {
       },
       () => 1,
     );
-    const out = (await subscribeFnOf()({ schema, document: parse('subscription { n }'), contextValue: ctx, variableValues: {} })) as ExecutionResult;
+    const out = (await sharedSubscribeFn()({ schema, document: parse('subscription { n }'), contextValue: ctx, variableValues: {} })) as ExecutionResult;
     expect(Symbol.asyncIterator in out).toBe(false);
     expect(out.errors?.map((e) => [e.message, e.extensions.code])).toEqual([['no such prediction', 'NOT_FOUND']]);
   });

@@ -1,15 +1,7 @@
-import {
-  type ExecutionArgs,
-  type ExecutionResult,
-  GraphQLInt,
-  GraphQLObjectType,
-  GraphQLSchema,
-  GraphQLString,
-  parse,
-} from 'graphql';
+import { type ExecutionResult, parse } from 'graphql';
 import { describe, expect, test } from 'vitest';
 import type { Context } from '../src/schema/context.js';
-import { useSharedSubscriptionExecution } from '../src/server/shared-execution.js';
+import { sharedSubscribeFn, watchedSchema } from './helpers/shared-execution.js';
 
 /**
  * The plugin's subscribe function, run directly: every subscriber's source stream yields the very
@@ -20,40 +12,23 @@ import { useSharedSubscriptionExecution } from '../src/server/shared-execution.j
 function rig() {
   let executions = 0;
   const sources: Array<(event: object) => void> = [];
-  const Seen = new GraphQLObjectType({
-    name: 'Seen',
-    fields: { n: { type: GraphQLInt }, owner: { type: GraphQLString }, base: { type: GraphQLString }, tag: { type: GraphQLString } },
-  });
-  const schema = new GraphQLSchema({
-    query: new GraphQLObjectType({ name: 'Query', fields: { ok: { type: GraphQLInt } } }),
-    subscription: new GraphQLObjectType({
-      name: 'Subscription',
-      fields: {
-        watched: {
-          type: Seen,
-          args: { tag: { type: GraphQLString } },
-          subscribe: () => {
-            // One event per subscriber, pushed by `publish`.
-            let push: (event: object) => void = () => {};
-            const next = new Promise<object>((resolve) => (push = resolve));
-            sources.push((event) => push(event));
-            return (async function* () {
-              yield await next;
-            })();
-          },
-          resolve: (event: { n: number }, args: { tag?: string | null }, ctx: Context) => {
-            executions++;
-            return { n: event.n, owner: ctx.principal.owner, base: ctx.baseUrl(), tag: args.tag ?? null };
-          },
-        },
-      },
-    }),
-  });
-  let subscribeFn: ((args: ExecutionArgs) => Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult>) | undefined;
-  const plugin = useSharedSubscriptionExecution();
-  // biome-ignore lint/suspicious/noExplicitAny: only setSubscribeFn of envelop's onSubscribe payload is used
-  (plugin.onSubscribe as (payload: any) => void)({ setSubscribeFn: (fn: typeof subscribeFn) => (subscribeFn = fn) });
-  const run = must(subscribeFn);
+  const schema = watchedSchema<{ n: number }>(
+    ['owner', 'base', 'tag'],
+    () => {
+      // One event per subscriber, pushed by `publish`.
+      let push: (event: { n: number }) => void = () => {};
+      const next = new Promise<{ n: number }>((resolve) => (push = resolve));
+      sources.push((event) => push(event as { n: number }));
+      return (async function* () {
+        yield await next;
+      })();
+    },
+    (event, args, ctx: Context) => {
+      executions++;
+      return { n: event.n, owner: ctx.principal.owner, base: ctx.baseUrl(), tag: args.tag ?? null };
+    },
+  );
+  const run = sharedSubscribeFn();
 
   const context = (owner: string | null, base = 'http://gw.example') => ({ principal: { owner }, baseUrl: () => base }) as unknown as Context;
 
@@ -73,11 +48,6 @@ function rig() {
     return results;
   }
   return { deliverOnce, context, executions: () => executions };
-}
-
-function must<T>(v: T | undefined): T {
-  if (v === undefined) throw new Error('the plugin set no subscribe function');
-  return v;
 }
 
 /** The `watched` field of a result. */
