@@ -124,6 +124,20 @@ describe('openPostgres', () => {
     expect(await held()).toBe(0);
   });
 
+  test('every connection keeps an error listener of its own while checked out: an error between two queries is not thrown', async () => {
+    const db = await open({ max: 2 });
+    const held = await db.$client.connect();
+    onDispose(() => held.release(true));
+    // The pool's own listener is for idle connections only: it removes it when handing one out.
+    expect(held.listenerCount('error')).toBeGreaterThan(0);
+    expect(() => held.emit('error', new Error('connection lost between two queries'))).not.toThrow();
+    // The connection that migrated and a new one alike.
+    const second = await db.$client.connect();
+    onDispose(() => second.release(true));
+    expect(db.$client.totalCount).toBe(2);
+    expect(() => second.emit('error', new Error('terminated'))).not.toThrow();
+  });
+
   test('closePostgres ends the pool: its connections are closed and a query after it rejects', async () => {
     const db = await open({ max: 2, applicationName: 'parts-close' });
     await db.$client.query('SELECT 1');
