@@ -59,8 +59,11 @@ const useRequestErrorStatus: Plugin = {
   },
 };
 
-/** What yoga hands the context factory: a Fetch Request over HTTP, the upgrade request over graphql-ws. */
-export type InitialContext = { request?: Request; req?: IncomingMessage; principal?: Principal };
+/**
+ * What yoga hands the context factory: a Fetch Request over HTTP; over graphql-ws, the upgrade
+ * request's URL and headers (ws.ts lets the IncomingMessage itself go at connect).
+ */
+export type InitialContext = { request?: Request; req?: Pick<IncomingMessage, 'url' | 'headers'>; principal?: Principal };
 
 export function createGraphqlHandler(
   schema: GraphQLSchema,
