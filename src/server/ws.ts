@@ -8,7 +8,7 @@ import { authenticate, stillValid, UNAUTHENTICATED_MESSAGE, type Principal } fro
 import type { Quotas } from '../auth/quotas.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
 import type { OriginPolicy } from './origin.js';
-import { writeFramesTo } from './shared-execution.js';
+import { type FrameTarget, writeFramesTo } from './shared-execution.js';
 import type { Yoga } from './yoga.js';
 
 type EnvelopedRoot = { execute: (a: ExecutionArgs) => unknown; subscribe: (a: ExecutionArgs) => unknown };
@@ -35,6 +35,26 @@ type SocketState = {
  * Issue 18, 3,000 sockets of one subscription each, heap used after GC: 19.0 → 18.2 KB per socket.
  */
 type UpgradeRequest = Pick<IncomingMessage, 'url' | 'headers'>;
+
+/**
+ * An operation's frame target (shared-execution.ts): a class, so each operation costs one small
+ * object rather than two closures. Arrow functions in an object literal are each a closure, and
+ * under tsx (esbuild's keepNames, `npm start`) each also gets its `name` redefined, which gives it a
+ * 256-byte property dictionary of its own. Issue 18, 3,000 sockets of one subscription each, heap
+ * used after GC: 17.6 → 16.9 KB per subscription.
+ */
+class SocketFrames implements FrameTarget {
+  constructor(
+    readonly id: string,
+    private readonly socket: WebSocket,
+  ) {}
+  open(): boolean {
+    return this.socket.readyState === WebSocket.OPEN;
+  }
+  send(frame: string): void {
+    this.socket.send(frame);
+  }
+}
 
 /** graphql-ws's own code for "not authenticated"; the reason carries our error code. */
 const UNAUTHORIZED = 4401;
@@ -130,12 +150,7 @@ export function attachGraphqlWs(server: Server, yoga: Yoga, { keys, origins, con
         if (errors.length) return errors;
         const contextValue = await contextFactory();
         // A subscription's `next` frames are written from inside the publish (shared-execution.ts).
-        const socket = ctx.extra.socket;
-        writeFramesTo(contextValue, {
-          id,
-          open: () => socket.readyState === WebSocket.OPEN,
-          send: (frame) => socket.send(frame),
-        });
+        writeFramesTo(contextValue, new SocketFrames(id, ctx.extra.socket));
         return {
           schema,
           operationName: payload.operationName,
