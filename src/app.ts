@@ -278,8 +278,14 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
       principal,
       // A function, not a getter (envelop copies the context, which would call a getter): only
       // kept-output links need it, and parsing the URL on every request shows in profiles.
-      baseUrl: () =>
-        (origin ??= config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`)),
+      // A method, not an arrow property: under tsx (esbuild's keepNames, `npm start`) the arrow gets
+      // its `name` redefined, which gives it a 256-byte property dictionary, and a graphql-ws
+      // subscription keeps its context for its whole life. Issue 18, 3,000 sockets of one
+      // subscription each, heap used after GC: 13.3 → 13.1 KB per subscription.
+      baseUrl() {
+        origin ??= config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`);
+        return origin;
+      },
     };
   };
   // GraphiQL prefills an Authorization header in its tabs once keys exist.
