@@ -260,6 +260,19 @@ async function gateways(secret: string, taskSeconds: number, more: Record<string
   return [a, b];
 }
 
+/**
+ * What the database holds when a delivery did not come: each prediction's status and lease, each
+ * message's schedule and claim, each attempt's outcome (failed attempts are not logged, only give-ups).
+ */
+async function outboxState(db: pg.Client): Promise<string> {
+  const rows = async (q: string) => JSON.stringify((await db.query(q)).rows);
+  return [
+    `predictions: ${await rows('SELECT id, status, version, locked_by, locked_until, next_poll_at FROM predictions ORDER BY created_at')}`,
+    `messages: ${await rows('SELECT prediction_id, event, attempts, next_attempt_at, delivered_at, locked_by, locked_until FROM webhook_messages ORDER BY created_at')}`,
+    `attempts: ${await rows('SELECT message_id, status_code, error, attempted_at FROM webhook_attempts WHERE status_code IS NULL OR status_code >= 300')}`,
+  ].join('\n');
+}
+
 const explain = (gs: ServerProcess[]) => gs.map((g, i) => `--- ${'AB'[i]}\n${g.output().slice(-3000)}`).join('\n');
 
 describe('two gateways on one Postgres', () => {
@@ -283,8 +296,8 @@ describe('two gateways on one Postgres', () => {
       async () => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_messages WHERE delivered_at IS NOT NULL')).rows[0]?.n,
       (n) => n === expected,
       60_000,
-    ).catch((err) => {
-      throw new Error(`${err}\n${explain(gs)}`);
+    ).catch(async (err) => {
+      throw new Error(`${err}\n${await outboxState(db)}\n${explain(gs)}`);
     });
     // Anything sent twice would be in flight or recorded by now: wait for the last POST's attempt to be logged.
     await waitFor(
