@@ -232,6 +232,27 @@ describe('frames written from inside the publish', () => {
   });
 });
 
+test('a source that cannot push is iterated even with a frame target, and nothing is written', async () => {
+  const schema = watchedSchema<Event>(
+    ['tag'],
+    () =>
+      (async function* () {
+        yield { n: 1 };
+        yield { n: 2 };
+      })(),
+    (event) => ({ n: event.n, tag: null }),
+  );
+  const frames: string[] = [];
+  const contextValue = { principal: { owner: 'alice' }, baseUrl: () => 'http://gw.example' } as unknown as Context;
+  writeFramesTo(contextValue, { id: '1', open: () => true, send: (f) => frames.push(f) });
+  const stream = await sharedSubscribeFn()({ schema, document: DOC, contextValue, variableValues: {} });
+  if (!(Symbol.asyncIterator in stream)) throw new Error('not a stream');
+  const values = [];
+  for await (const v of stream) values.push(v.data);
+  expect(values).toEqual([{ watched: { n: 1, tag: null } }, { watched: { n: 2, tag: null } }]);
+  expect(frames).toEqual([]);
+});
+
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const FOLLOW = `subscription($id: ID!) { predictionUpdated(id: $id) { status error } }`;
 
