@@ -1,9 +1,10 @@
 import { describe, expect, test } from 'vitest';
 import { IDEMPOTENCY_TTL_MS, IdempotencyStore } from '../src/db/idempotency.js';
-import { type NewAttempt, sqliteOutbox, WebhookStore } from '../src/db/outbox.js';
+import { sqliteOutbox, WebhookStore } from '../src/db/outbox.js';
 import { PredictionStore } from '../src/db/predictions.js';
 import { at, freshDb, newRow, T0 } from './helpers/db.js';
 import { must } from './helpers/must.js';
+import { outboxAttempt, outboxMessage } from './helpers/outbox-rows.js';
 
 /**
  * The webhook outbox (WebhookStore) and createVideo's idempotency keys against a real SQLite file:
@@ -18,26 +19,8 @@ function stores() {
   return { db, predictions, hooks: new WebhookStore(db), keys: new IdempotencyStore(db) };
 }
 
-const message = (id: string, predictionId: string, event: 'CREATED' | 'PROCESSING' | 'COMPLETED' | 'FAILED' | 'CANCELED', now: Date) => ({
-  id,
-  predictionId,
-  event,
-  url: `https://hooks.example/${predictionId}`,
-  payload: JSON.stringify({ id: predictionId, status: event }),
-  now,
-});
-
-const attempt = (id: string, messageId: string, predictionId: string, attemptedAt: Date, more: Partial<NewAttempt> = {}): NewAttempt => ({
-  id,
-  messageId,
-  predictionId,
-  attemptedAt,
-  statusCode: 500,
-  latencyMs: 12,
-  error: 'HTTP 500',
-  manual: false,
-  ...more,
-});
+const message = outboxMessage;
+const attempt = outboxAttempt;
 
 describe('subscriptions', () => {
   test('a prediction’s webhook URL and events are kept; one subscription per prediction', () => {

@@ -1,6 +1,5 @@
 import pg from 'pg';
 import { describe, expect, test } from 'vitest';
-import type { NewAttempt } from '../src/db/outbox.js';
 import { closePostgres, openPostgres, type PgDb } from '../src/db/pg/client.js';
 import { PgOutbox } from '../src/db/pg/outbox.js';
 import { PgPredictions } from '../src/db/pg/predictions.js';
@@ -9,6 +8,7 @@ import { at, newRow, T0 } from './helpers/db.js';
 import { onDispose } from './helpers/dispose.js';
 import { must } from './helpers/must.js';
 import { usePostgres } from './helpers/postgres.js';
+import { outboxAttempt, outboxMessage } from './helpers/outbox-rows.js';
 
 /**
  * The webhook outbox on Postgres (src/db/pg/outbox.ts) in process, on a real Postgres and a fresh
@@ -44,26 +44,8 @@ async function instances(n: number, predictionIds = ['p1', 'p2', 'p3']): Promise
   return all;
 }
 
-const message = (id: string, predictionId: string, event: PredictionStatus, now: Date) => ({
-  id,
-  predictionId,
-  event,
-  url: `https://hooks.example/${predictionId}`,
-  payload: JSON.stringify({ id: predictionId, status: event }),
-  now,
-});
-
-const attempt = (id: string, messageId: string, predictionId: string, attemptedAt: Date, more: Partial<NewAttempt> = {}): NewAttempt => ({
-  id,
-  messageId,
-  predictionId,
-  attemptedAt,
-  statusCode: 500,
-  latencyMs: 12,
-  error: 'HTTP 500',
-  manual: false,
-  ...more,
-});
+const message = outboxMessage;
+const attempt = outboxAttempt;
 
 /** Enqueues in a transaction of its own, as the recorder's hook would inside its write. */
 async function enqueue(s: Instance, m: ReturnType<typeof message>): Promise<boolean> {
