@@ -1,3 +1,6 @@
+/** Marks a stream as Pushable: a `push` method alone could mean the opposite (a queue one pushes into). */
+export const PUSHES: unique symbol = Symbol('cinegraph.pushes');
+
 /**
  * A source stream that can also hand its values to a callback as they arrive, instead of through
  * `next()`: the subscription fan-out writes a graphql-ws frame for each value from inside the
@@ -5,6 +8,7 @@
  * iterator costs per subscriber and value. A stream either pushes or is iterated, never both.
  */
 export interface Pushable<T> extends AsyncIterableIterator<T> {
+  readonly [PUSHES]: true;
   /**
    * From now on every value, first those already waiting, goes to `sink` synchronously as it is
    * delivered; `last` is true on the final one, after which the stream has ended and let go of its
@@ -14,5 +18,5 @@ export interface Pushable<T> extends AsyncIterableIterator<T> {
 }
 
 export function isPushable<T>(stream: AsyncIterable<T>): stream is Pushable<T> {
-  return typeof (stream as Partial<Pushable<T>>).push === 'function';
+  return (stream as Partial<Pushable<T>>)[PUSHES] === true;
 }

@@ -2,9 +2,10 @@ import { type ExecutionResult, parse } from 'graphql';
 import { MessageType, stringifyMessage } from 'graphql-ws';
 import { describe, expect, test, vi } from 'vitest';
 import WebSocket from 'ws';
-import type { Pushable } from '../src/pushable.js';
+import { PUSHES, type Pushable } from '../src/pushable.js';
 import type { Context } from '../src/schema/context.js';
 import { type FrameTarget, writeFramesTo } from '../src/server/shared-execution.js';
+import { MAX_BUFFERED_BYTES, SocketFrames } from '../src/server/ws.js';
 import { startApp, waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { must } from './helpers/must.js';
@@ -19,11 +20,12 @@ import { sharedSubscribeFn, watchedSchema } from './helpers/shared-execution.js'
 type Event = { n: number; fail?: boolean; slow?: boolean };
 
 /** A source that pushes, as watch.ts's does: values emitted before `push` wait for it. */
-function pushSource() {
+function pushSource({ returnStops = true } = {}) {
   let sink: ((e: Event, last: boolean) => void) | undefined;
   const early: Array<[Event, boolean]> = [];
   let returned = false;
   const stream: Pushable<Event> = {
+    [PUSHES]: true,
     push(to) {
       sink = to;
       for (const [e, last] of early.splice(0)) to(e, last);
@@ -31,7 +33,8 @@ function pushSource() {
     next: () => Promise.reject(new Error('a pushing source is never iterated')),
     return: async () => {
       returned = true;
-      sink = undefined;
+      // A source whose return() takes effect late goes on pushing.
+      if (returnStops) sink = undefined;
       return { done: true, value: undefined };
     },
     [Symbol.asyncIterator]() {
@@ -53,10 +56,11 @@ function rig() {
   const sources: ReturnType<typeof pushSource>[] = [];
   /** Emitted by the next source as soon as it exists, before the plugin attaches (watch.ts's current row). */
   const preload: Event[] = [];
+  const sourceOptions = { returnStops: true };
   const schema = watchedSchema<Event>(
     ['tag'],
     () => {
-      const s = pushSource();
+      const s = pushSource(sourceOptions);
       sources.push(s);
       for (const e of preload.splice(0)) s.emit(e);
       return s.stream;
@@ -93,7 +97,7 @@ function rig() {
     if (!(Symbol.asyncIterator in stream)) throw new Error(`not a stream: ${JSON.stringify(stream)}`);
     return { stream, source: must(sources.at(-1)) };
   }
-  return { subscribe, target, preload, executions: () => executions };
+  return { subscribe, target, preload, sourceOptions, executions: () => executions };
 }
 
 const DOC = parse('subscription W($tag: String) { watched(tag: $tag) { n tag } }');
@@ -106,7 +110,8 @@ describe('frames written from inside the publish', () => {
     const r = rig();
     const id = 'a"b\\c\u2028';
     const to = r.target(id);
-    const { source } = await r.subscribe(to.t, { tag: 'x' });
+    const { stream, source } = await r.subscribe(to.t, { tag: 'x' });
+    void stream.next(); // graphql-ws starts reading
     source.emit({ n: 1 });
     // No await between the emit and this line: the frame is already written.
     expect(to.frames).toEqual([graphqlWsFrame(id, { data: { watched: { n: 1, tag: 'x' } } })]);
@@ -118,6 +123,7 @@ describe('frames written from inside the publish', () => {
     const targets = ['1', '2', '3'].map((id) => r.target(id));
     const subs = [];
     for (const to of targets) subs.push(await r.subscribe(to.t));
+    for (const s of subs) void s.stream.next();
     const event = { n: 5 };
     const stringify = vi.spyOn(JSON, 'stringify');
     try {
@@ -135,6 +141,10 @@ describe('frames written from inside the publish', () => {
     const to = r.target('early');
     r.preload.push({ n: 1 }, { n: 2 });
     const sub = await r.subscribe(to.t);
+    // Nothing before graphql-ws reads the iterator: it does so only once it has registered the
+    // operation, so a client's `complete` that came first gets no frame after it.
+    expect(to.frames).toEqual([]);
+    void sub.stream.next();
     expect(to.frames.map((f) => JSON.parse(f).payload.data.watched.n)).toEqual([1, 2]);
     sub.source.emit({ n: 3 });
     expect(to.frames.map((f) => JSON.parse(f).payload.data.watched.n)).toEqual([1, 2, 3]);
@@ -161,12 +171,13 @@ describe('frames written from inside the publish', () => {
     const r = rig();
     const to = r.target('1');
     const { stream, source } = await r.subscribe(to.t);
+    const first = stream.next();
     source.emit({ n: 1 });
     source.emit({ n: 2, fail: true });
     source.emit({ n: 3 });
     source.emit({ n: 4 }, true);
     expect(to.frames.map((f) => JSON.parse(f).payload.data.watched.n)).toEqual([1]);
-    const failed = (await stream.next()).value as ExecutionResult;
+    const failed = (await first).value as ExecutionResult;
     expect(failed.errors?.map((e) => e.message)).toEqual(['resolver failed on 2']);
     expect(((await stream.next()).value as ExecutionResult).data).toEqual({ watched: { n: 3, tag: null } });
     expect(((await stream.next()).value as ExecutionResult).data).toEqual({ watched: { n: 4, tag: null } });
@@ -202,11 +213,13 @@ describe('frames written from inside the publish', () => {
     const other = r.target('2');
     const a = await r.subscribe(to.t);
     const b = await r.subscribe(other.t);
+    const aFirst = a.stream.next();
+    void b.stream.next();
     to.state.fail = true;
     expect(() => a.source.emit({ n: 1 })).not.toThrow();
     b.source.emit({ n: 1 });
     expect(other.frames).toHaveLength(1);
-    await expect(a.stream.next()).rejects.toThrow('the socket refused the write');
+    await expect(aFirst).rejects.toThrow('the socket refused the write');
     expect(a.source.returned()).toBe(true);
     expect((await a.stream.next()).done).toBe(true);
   });
@@ -223,6 +236,24 @@ describe('frames written from inside the publish', () => {
     expect(to.frames).toEqual([]);
   });
 
+  test('a source that goes on pushing after return() (or after its last value) gets nothing more written', async () => {
+    const r = rig();
+    r.sourceOptions.returnStops = false;
+    const to = r.target('1');
+    const { stream, source } = await r.subscribe(to.t);
+    void stream.next();
+    source.emit({ n: 1 });
+    await stream.return?.();
+    source.emit({ n: 2 });
+    const after = r.target('2');
+    const ended = await r.subscribe(after.t);
+    void ended.stream.next();
+    ended.source.emit({ n: 1 }, true);
+    ended.source.emit({ n: 2 });
+    expect([to.frames.length, after.frames.length]).toEqual([1, 1]);
+    expect(source.returned()).toBe(true);
+  });
+
   test('without a frame target (SSE, HTTP) a pushing source is iterated and nothing is written', async () => {
     const r = rig();
     const { stream, source } = await r.subscribe();
@@ -232,14 +263,18 @@ describe('frames written from inside the publish', () => {
   });
 });
 
-test('a source that cannot push is iterated even with a frame target, and nothing is written', async () => {
+test('a source that cannot push (a `push` method without the marker included) is iterated even with a frame target, and nothing is written', async () => {
   const schema = watchedSchema<Event>(
     ['tag'],
     () =>
-      (async function* () {
-        yield { n: 1 };
-        yield { n: 2 };
-      })(),
+      Object.assign(
+        (async function* () {
+          yield { n: 1 };
+          yield { n: 2 };
+        })(),
+        // A queue one pushes into, say: the opposite of Pushable's push.
+        { push: () => expect.fail('push() called on a source that is not Pushable') },
+      ),
     (event) => ({ n: event.n, tag: null }),
   );
   const frames: string[] = [];
@@ -251,6 +286,24 @@ test('a source that cannot push is iterated even with a frame target, and nothin
   for await (const v of stream) values.push(v.data);
   expect(values).toEqual([{ watched: { n: 1, tag: null } }, { watched: { n: 2, tag: null } }]);
   expect(frames).toEqual([]);
+});
+
+test("a socket's frame target is open only while the socket is open and its unsent bytes are under MAX_BUFFERED_BYTES", () => {
+  const sent: string[] = [];
+  const socket = { readyState: WebSocket.OPEN as number, bufferedAmount: 0, send: (f: string) => void sent.push(f) };
+  const target = new SocketFrames('op', socket as never);
+  expect(target.id).toBe('op');
+  expect(target.open()).toBe(true);
+  socket.bufferedAmount = MAX_BUFFERED_BYTES - 1;
+  expect(target.open()).toBe(true);
+  socket.bufferedAmount = MAX_BUFFERED_BYTES; // a client that stopped reading
+  expect(target.open()).toBe(false);
+  socket.bufferedAmount = 0;
+  socket.readyState = WebSocket.CLOSING;
+  expect(target.open()).toBe(false);
+  target.send('{"frame":1}');
+  expect(sent).toEqual(['{"frame":1}']);
+  expect(MAX_BUFFERED_BYTES).toBe(1024 * 1024);
 });
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;

@@ -1,6 +1,6 @@
 import { terminalStatuses, type PredictionRow } from '../db/schema.js';
 import { refreshes } from '../pubsub.js';
-import type { Pushable } from '../pushable.js';
+import { PUSHES, type Pushable } from '../pushable.js';
 import type { Context } from './context.js';
 
 /**
@@ -39,6 +39,7 @@ export async function watchPrediction(ctx: Context, id: string): Promise<Pushabl
  * subscription each, heap used after GC: 16.9 → 15.4 KB per subscription.
  */
 class PredictionWatch implements Pushable<PredictionRow> {
+  readonly [PUSHES] = true as const;
   private readonly queue: PredictionRow[] = [];
   private waiting: ((r: IteratorResult<PredictionRow>) => void) | undefined = undefined;
   private sink: ((row: PredictionRow, last: boolean) => void) | undefined = undefined;

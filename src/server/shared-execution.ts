@@ -134,8 +134,9 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
 }
 
 /**
- * A subscription whose frames are written from the source's pushes; as an iterator it carries only
- * what could not be written directly, and ends after the source's last value.
+ * A subscription whose frames are written from the source's pushes (from graphql-ws's first next()
+ * on); as an iterator it carries only what could not be written directly, and ends after the
+ * source's last value.
  *
  * A class rather than closures over shared locals: its methods live once on the prototype, so a
  * subscription costs this object and the one callback it hands the source. As closures (and an
@@ -151,6 +152,8 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
   private waiting: ((r: Promise<IteratorResult<ExecutionResult>>) => void) | undefined = undefined;
   private direct = true;
   private ended = false;
+  /** Whether the source pushes to us yet: only from graphql-ws's first next() (see next()). */
+  private attached = false;
 
   constructor(
     private readonly source: Pushable<unknown>,
@@ -161,10 +164,11 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
     private readonly payloadJson: (shared: Shared) => string,
   ) {
     this.prefix = `{"id":${JSON.stringify(target.id)},"type":"next","payload":`;
-    source.push((event, last) => this.pushed(event, last));
   }
 
   private pushed(event: unknown, last: boolean): void {
+    // A source whose return() took effect late must not write after graphql-ws's complete.
+    if (this.ended) return;
     let over = last;
     try {
       const shared = this.executeShared(this.args, this.key, event);
@@ -179,12 +183,17 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
       // sends it as the operation's error), never the publisher's.
       this.direct = false;
       this.owe(Promise.reject(err));
-      // graphql-ws ends the operation at an error without calling return(): the source goes now.
       over = true;
-      void this.source.return?.();
+      this.stop();
     }
     if (over) this.ended = true;
     this.settle();
+  }
+
+  /** Ends the source without waiting: graphql-ws ends an operation at an error without calling return(). */
+  private stop(): void {
+    this.ended = true;
+    void this.source.return?.();
   }
 
   private settle(): void {
@@ -198,8 +207,9 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
 
   private owe(result: ExecutionResult | Promise<ExecutionResult>): void {
     const item = Promise.resolve(result).then((value) => ({ done: false, value }) as const);
-    // Rejected before graphql-ws asks for it: handled when next() hands it over, not an unhandled rejection.
-    item.catch(() => {});
+    // Rejected (before graphql-ws asks for it, so not an unhandled rejection): graphql-ws will send
+    // it as the operation's error and stop reading, so nothing may keep the source alive.
+    item.catch(() => this.stop());
     this.queue.push(item);
   }
 
@@ -211,6 +221,12 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
   }
 
   next(): Promise<IteratorResult<ExecutionResult>> {
+    // graphql-ws reads the iterator only once it has registered the operation, and a client's
+    // `complete` that came first has then been seen: no frame goes out for an id already completed.
+    if (!this.attached) {
+      this.attached = true;
+      this.source.push((event, last) => this.pushed(event, last));
+    }
     const item = this.queue.shift();
     if (item !== undefined) return item;
     if (this.ended) return Promise.resolve({ done: true, value: undefined });

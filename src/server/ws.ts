@@ -43,18 +43,26 @@ type UpgradeRequest = Pick<IncomingMessage, 'url' | 'headers'>;
  * 256-byte property dictionary of its own. Issue 18, 3,000 sockets of one subscription each, heap
  * used after GC: 17.6 → 16.9 KB per subscription.
  */
-class SocketFrames implements FrameTarget {
+export class SocketFrames implements FrameTarget {
   constructor(
     readonly id: string,
-    private readonly socket: WebSocket,
+    private readonly socket: Pick<WebSocket, 'readyState' | 'bufferedAmount' | 'send'>,
   ) {}
+  /**
+   * Open, and not holding a backlog: a client that does not read would otherwise collect a copy
+   * of every frame in ws's send buffer. Past MAX_BUFFERED_BYTES the subscription goes on through
+   * graphql-ws, which waits for each write before taking the next value.
+   */
   open(): boolean {
-    return this.socket.readyState === WebSocket.OPEN;
+    return this.socket.readyState === WebSocket.OPEN && this.socket.bufferedAmount < MAX_BUFFERED_BYTES;
   }
   send(frame: string): void {
     this.socket.send(frame);
   }
 }
+
+/** A socket's unsent bytes beyond which its frames are no longer written from inside the publish. */
+export const MAX_BUFFERED_BYTES = 1024 * 1024;
 
 /** graphql-ws's own code for "not authenticated"; the reason carries our error code. */
 const UNAUTHORIZED = 4401;
