@@ -105,4 +105,22 @@ describe('shared subscription execution', () => {
     expect(results[3]).not.toBe(results[2]);
     expect(r.executions()).toBe(4);
   });
+
+  test('an event that is not an object (nothing to key a shared result on) is executed for each subscriber', async () => {
+    const schema = watchedSchema<number>(
+      [],
+      () =>
+        (async function* () {
+          yield 7;
+          yield 8;
+        })(),
+      (event) => ({ n: event }),
+    );
+    const contextValue = { principal: { owner: 'alice' }, baseUrl: () => 'http://gw.example' } as unknown as Context;
+    const stream = await sharedSubscribeFn()({ schema, document: parse('subscription { watched { n } }'), contextValue, variableValues: {} });
+    if (!(Symbol.asyncIterator in stream)) throw new Error('not a stream');
+    const values: unknown[] = [];
+    for await (const v of stream) values.push(v.data);
+    expect(values).toEqual([{ watched: { n: 7 } }, { watched: { n: 8 } }]);
+  });
 });

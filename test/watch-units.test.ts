@@ -119,6 +119,16 @@ describe('iterated (SSE, HTTP)', () => {
     expect((await w.next()).done).toBe(true);
   });
 
+  test('rows waiting behind a final one are never handed out', async () => {
+    const r = rig(row(1, 'CREATED'));
+    const w = must(await r.watch());
+    r.publish(row(2, 'COMPLETED'));
+    r.publish(row(3, 'FAILED')); // cannot follow a final status; if it ever did, it must not reach anyone
+    expect((await w.next()).value?.version).toBe(1);
+    expect((await w.next()).value?.version).toBe(2);
+    expect(await w.next()).toEqual({ value: undefined, done: true });
+  });
+
   test('return() ends a pending next(), drops what waits, and lets the pubsub go', async () => {
     const r = rig(row(1, 'CREATED'));
     const w = must(await r.watch());
@@ -161,6 +171,19 @@ describe('pushing (graphql-ws)', () => {
     w.push((x, last) => got.push([x.version, last]));
     expect(got).toEqual([[5, true]]);
     expect(r.pubsub.count()).toBe(0);
+  });
+
+  test('pushing, rows waiting behind a final one are dropped too', async () => {
+    const r = rig(row(1, 'CREATED'));
+    const w = must(await r.watch());
+    r.publish(row(2, 'COMPLETED'));
+    r.publish(row(3, 'FAILED'));
+    const got: Array<[number, boolean]> = [];
+    w.push((x, last) => got.push([x.version, last]));
+    expect(got).toEqual([
+      [1, false],
+      [2, true],
+    ]);
   });
 
   test('a sink that ends the stream while waiting rows are handed over gets nothing more', async () => {

@@ -57,9 +57,11 @@ class PredictionWatch implements Pushable<PredictionRow> {
     return { value: row, done: false };
   }
 
+  /** Ends the watch: no more rows, not even ones already waiting behind the one just handed out. */
   private finish(): void {
     if (this.done) return;
     this.done = true;
+    this.queue.length = 0;
     this.unsubscribe();
   }
 
@@ -86,7 +88,6 @@ class PredictionWatch implements Pushable<PredictionRow> {
     for (let row = this.queue.shift(); row; row = this.queue.shift()) {
       this.hand(row);
       to(row, this.done);
-      if (this.done) this.queue.length = 0;
     }
   }
 
@@ -99,7 +100,6 @@ class PredictionWatch implements Pushable<PredictionRow> {
 
   return(): Promise<IteratorResult<PredictionRow>> {
     this.finish();
-    this.queue.length = 0;
     this.waiting?.({ value: undefined, done: true });
     this.waiting = undefined;
     return Promise.resolve({ value: undefined, done: true });
