@@ -217,6 +217,10 @@ describe('frames written from inside the publish', () => {
     void b.stream.next();
     to.state.fail = true;
     expect(() => a.source.emit({ n: 1 })).not.toThrow();
+    // A second value in the same turn must not be written past the failed one.
+    to.state.fail = false;
+    a.source.emit({ n: 2 });
+    expect(to.frames).toEqual([]);
     b.source.emit({ n: 1 });
     expect(other.frames).toHaveLength(1);
     await expect(aFirst).rejects.toThrow('the socket refused the write');
@@ -252,6 +256,16 @@ describe('frames written from inside the publish', () => {
     ended.source.emit({ n: 2 });
     expect([to.frames.length, after.frames.length]).toEqual([1, 1]);
     expect(source.returned()).toBe(true);
+  });
+
+  test('throw() (as a consumer may call it) ends the subscription: the source is let go and the error rethrown', async () => {
+    const r = rig();
+    const to = r.target('1');
+    const { stream, source } = await r.subscribe(to.t);
+    void stream.next();
+    await expect(stream.throw?.(new Error('consumer gave up'))).rejects.toThrow('consumer gave up');
+    expect(source.returned()).toBe(true);
+    expect(await stream.next()).toEqual({ done: true, value: undefined });
   });
 
   test('without a frame target (SSE, HTTP) a pushing source is iterated and nothing is written', async () => {

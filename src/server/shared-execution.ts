@@ -169,7 +169,6 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
   private pushed(event: unknown, last: boolean): void {
     // A source whose return() took effect late must not write after graphql-ws's complete.
     if (this.ended) return;
-    let over = last;
     try {
       const shared = this.executeShared(this.args, this.key, event);
       if (this.direct && !(shared instanceof Promise) && !shared.result.errors && this.target.open()) {
@@ -180,13 +179,11 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
       }
     } catch (err) {
       // Called from inside a publish: whatever fails here stays this subscriber's (graphql-ws
-      // sends it as the operation's error), never the publisher's.
+      // sends it as the operation's error, and owe() then lets the source go), never the publisher's.
       this.direct = false;
       this.owe(Promise.reject(err));
-      over = true;
-      this.stop();
     }
-    if (over) this.ended = true;
+    if (last) this.ended = true;
     this.settle();
   }
 
