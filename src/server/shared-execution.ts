@@ -204,9 +204,13 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
 
   private owe(result: ExecutionResult | Promise<ExecutionResult>): void {
     const item = Promise.resolve(result).then((value) => ({ done: false, value }) as const);
-    // Rejected (before graphql-ws asks for it, so not an unhandled rejection): graphql-ws will send
-    // it as the operation's error and stop reading, so nothing may keep the source alive.
-    item.catch(() => this.stop());
+    // Rejected (handled here, so not an unhandled rejection even before graphql-ws asks for it):
+    // graphql-ws sends it as the operation's error and reads no further, so what follows it is
+    // dropped (all, if it was already handed out) and nothing may keep the source alive.
+    item.catch(() => {
+      this.queue.length = this.queue.indexOf(item) + 1;
+      this.stop();
+    });
     this.queue.push(item);
   }
 
