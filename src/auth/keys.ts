@@ -61,17 +61,47 @@ export interface Keys {
   changeVersion(): number;
 }
 
+/** A key's row as the server checks it: enough to authenticate, apply limits and see a revocation. */
+type CheckedKey = ApiKey & { revoked: boolean };
+
+/** Every key of the table, read at once and trusted while SQLite's change counter stands still. */
+interface Snapshot {
+  /** `PRAGMA data_version` and this connection's count of writes to api_keys, when it was read. */
+  dataVersion: number;
+  localWrites: number;
+  byHash: Map<string, CheckedKey>;
+  byId: Map<string, CheckedKey>;
+}
+
+/** The SQL function the TEMP triggers on api_keys call: any write to the table on this connection. */
+const KEYS_TOUCHED = 'cinegraph_keys_touched';
+
 /**
- * The API keys in SQLite. The CLI writes them from its own process while the server runs, so the
- * server reads a key's row on every request (one indexed lookup) instead of caching it: a revoked
+ * The API keys in SQLite. The CLI writes them from its own process while the server runs; a revoked
  * key is refused from the next request on.
+ *
+ * Requests are checked against an in-memory snapshot of the whole table, not a lookup per request:
+ * two SQL reads per request (the open-mode check, then the key) were 12% of a cached
+ * `prediction(id)`'s CPU (issue 18). The snapshot is trusted only while `changeVersion()` stands
+ * still, and that is read on every check:
+ * - another connection's commit (the CLI's) moves `PRAGMA data_version`;
+ * - a write to api_keys on this connection, by this store or by anything else (raw SQL in a tool
+ *   or a test), fires a TEMP trigger that counts it; a write later rolled back only costs a re-read;
+ * - inside an open transaction SQL answers, as it would see that transaction's own writes.
+ * Memory is one small object per key ever created.
  */
 export class KeyStore implements Keys {
   private readonly byHash;
   private readonly anyKey;
   private readonly liveById;
+  private readonly allStmt;
+  private readonly versionStmt;
+  private snapshot: Snapshot | undefined;
+  /** Set while the snapshot's data_version was read in the current synchronous run (see `current`). */
+  private checkedThisRun = false;
   /** Once a key has existed the gateway never falls back to open mode (revoking every key closes it). */
   private everHadKeys = false;
+  /** Writes to api_keys on this connection, counted by the TEMP triggers. */
   private localWrites = 0;
 
   constructor(private readonly db: Db) {
@@ -86,25 +116,82 @@ export class KeyStore implements Keys {
       .from(apiKeys)
       .where(and(eq(apiKeys.id, sql.placeholder('id')), isNull(apiKeys.revokedAt)))
       .prepare();
+    this.allStmt = db
+      .select({ id: apiKeys.id, name: apiKeys.name, perMinute: apiKeys.perMinute, maxInFlight: apiKeys.maxInFlight, revokedAt: apiKeys.revokedAt, keyHash: apiKeys.keyHash })
+      .from(apiKeys)
+      .prepare();
+    const c = db.$client;
+    this.versionStmt = c.prepare('PRAGMA data_version').pluck();
+    // Only counts: a callback inside a statement must not touch the connection.
+    c.function(KEYS_TOUCHED, { deterministic: false }, () => {
+      this.localWrites++;
+      return null;
+    });
+    c.exec(`
+      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_insert AFTER INSERT ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_update AFTER UPDATE ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_delete AFTER DELETE ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
+    `);
   }
 
   /** True when the database holds no key at all, live or revoked: the gateway may run open. */
   isEmpty(): boolean {
     if (this.everHadKeys) return false;
-    this.everHadKeys = this.anyKey.get() !== undefined;
+    const snapshot = this.current();
+    this.everHadKeys = snapshot ? snapshot.byId.size > 0 : this.anyKey.get() !== undefined;
     return !this.everHadKeys;
   }
 
   /** The live key a client presented, or undefined for an unknown or revoked one. */
   verify(key: string): ApiKey | undefined {
-    const row = this.byHash.get({ hash: hashKey(key) });
-    if (!row || row.revokedAt) return undefined;
+    const hash = hashKey(key);
+    const snapshot = this.current();
+    const row = snapshot ? snapshot.byHash.get(hash) : this.readByHash(hash);
+    if (!row || row.revoked) return undefined;
     return { id: row.id, name: row.name, perMinute: row.perMinute, maxInFlight: row.maxInFlight };
   }
 
   /** Whether the key of this id is still live (a socket re-checks it before each operation). */
   isLive(id: string): boolean {
-    return this.liveById.get({ id }) !== undefined;
+    const snapshot = this.current();
+    if (!snapshot) return this.liveById.get({ id }) !== undefined;
+    const row = snapshot.byId.get(id);
+    return row !== undefined && !row.revoked;
+  }
+
+  private readByHash(hash: string): CheckedKey | undefined {
+    const row = this.byHash.get({ hash });
+    return row && checked(row);
+  }
+
+  /** The snapshot, re-read if the table may have changed; undefined inside a transaction (ask SQL). */
+  private current(): Snapshot | undefined {
+    if (this.db.$client.inTransaction) return undefined;
+    const { localWrites } = this;
+    // Reading data_version steps a statement (~3.7 µs, a WAL read lock). One read serves the rest
+    // of the current synchronous run (a request's screen, then its authentication): nothing another
+    // process commits meanwhile can be ordered before that run anyway, and a request that arrives
+    // after a commit is handled in a later run. Writes on this connection are counted at once.
+    if (this.checkedThisRun && this.snapshot?.localWrites === localWrites) return this.snapshot;
+    const dataVersion = this.versionStmt.get() as number;
+    if (!this.checkedThisRun) {
+      this.checkedThisRun = true;
+      queueMicrotask(() => {
+        this.checkedThisRun = false;
+      });
+    }
+    if (this.snapshot?.dataVersion === dataVersion && this.snapshot.localWrites === localWrites) return this.snapshot;
+    const byHash = new Map<string, CheckedKey>();
+    const byId = new Map<string, CheckedKey>();
+    for (const { keyHash, ...row } of this.allStmt.all()) {
+      const key = checked(row);
+      byHash.set(keyHash, key);
+      byId.set(key.id, key);
+    }
+    // The versions were read before the rows: a commit landing in between is in the rows already,
+    // or moves them past these, and the next check reads again. Nothing is missed either way.
+    this.snapshot = { dataVersion, localWrites, byHash, byId };
+    return this.snapshot;
   }
 
   /** Creates a key and its webhook signing secret; the returned `key` is the only time the key exists outside the client. */
@@ -119,7 +206,6 @@ export class KeyStore implements Keys {
         // key is never printed that was not stored.
         .all()[0];
       if (!row) throw new Error('inserting an API key returned no row');
-      this.localWrites++;
       return { key, row };
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new KeyError(`a live key named "${name}" already exists`);
@@ -140,7 +226,6 @@ export class KeyStore implements Keys {
       .returning()
       .all()[0];
     if (!row) throw new KeyError(`no live key named "${name}"`);
-    this.localWrites++;
     return row;
   }
 
@@ -178,10 +263,14 @@ export class KeyStore implements Keys {
 
   /**
    * Moves whenever keys may have changed: SQLite's count of commits by other connections (the
-   * CLI's), plus this store's own writes. Cheap enough to read several times a second, so the
-   * server re-checks its open connections' keys only when it moved.
+   * CLI's), plus writes to api_keys on this connection. Cheap enough to read on every request (a
+   * prepared PRAGMA), so the snapshot is re-read, and open connections' keys re-checked, only when it moved.
    */
   changeVersion(): number {
-    return (this.db.$client.pragma('data_version', { simple: true }) as number) + this.localWrites;
+    return (this.versionStmt.get() as number) + this.localWrites;
   }
+}
+
+function checked(row: { id: string; name: string; perMinute: number | null; maxInFlight: number | null; revokedAt: Date | null }): CheckedKey {
+  return { id: row.id, name: row.name, perMinute: row.perMinute, maxInFlight: row.maxInFlight, revoked: row.revokedAt !== null };
 }
