@@ -44,8 +44,8 @@ describe('createRequestLogging', () => {
     const handle = createRequestLogging(log);
     const scoped = requestScopedLog(log);
     const url = await listen((req, res) =>
-      handle(req, res, (reqLog) => {
-        reqLog.info('through the handed logger');
+      handle(req, res, () => {
+        req.log.info('through the request logger');
         currentLog(log).info('through currentLog');
         scoped.info('through the scoped logger');
         // A method taken off the scoped logger still logs as the request's.
@@ -66,7 +66,7 @@ describe('createRequestLogging', () => {
     expect(res.headers[REQUEST_ID_HEADER]).toBe('req-1');
     const done = await waitFor(parsed, (ls) => ls.some((l) => l.msg === 'request completed'));
     const mine = done.filter((l) => l.requestId === 'req-1').map((l) => l.msg);
-    expect(mine).toEqual(['through the handed logger', 'through currentLog', 'through the scoped logger', 'detached method', 'request completed']);
+    expect(mine).toEqual(['through the request logger', 'through currentLog', 'through the scoped logger', 'detached method', 'request completed']);
     const completed = must(done.find((l) => l.msg === 'request completed'));
     expect(completed).toMatchObject({ level: 30, req: { method: 'GET', path: '/graphql' }, res: { statusCode: 200 } });
     expect(JSON.stringify(done)).not.toContain('secret');
@@ -89,7 +89,54 @@ describe('createRequestLogging', () => {
     const done = await waitFor(parsed, (ls) => ls.some((l) => l.msg === 'request completed'));
     expect(done.filter((l) => l.msg === 'request completed').map((l) => (l.req as { path: string }).path)).toEqual(['/healthzz']);
     // The handler's own lines were still written for all four.
-    expect(done.filter((l) => l.msg === 'through the handed logger')).toHaveLength(4);
+    expect(done.filter((l) => l.msg === 'through the request logger')).toHaveLength(4);
+  });
+
+  test('a client gone before the answer completes as "request aborted"; each request logs through its own child', async () => {
+    const { log, lines } = capturedLogger();
+    const handle = createRequestLogging(log);
+    let gone!: () => void;
+    const closed = new Promise<void>((resolve) => (gone = resolve));
+    const url = await listen((req, res) =>
+      handle(req, res, () => {
+        req.log.info('holding');
+        // The same child for every line of one request.
+        expect(req.log).toBe(req.log);
+        req.once('close', () =>
+          setImmediate(() => {
+            res.end();
+            gone();
+          }),
+        );
+      }),
+    );
+    const r = request(`${url}/slow`, { headers: { [REQUEST_ID_HEADER]: 'gone-1' } });
+    r.on('error', () => {});
+    r.end();
+    const parsed = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    await waitFor(parsed, (ls) => ls.some((l) => l.msg === 'holding'));
+    r.destroy();
+    await closed;
+    const done = await waitFor(parsed, (ls) => ls.some((l) => l.res !== undefined));
+    expect(done.find((l) => l.res !== undefined)).toMatchObject({ level: 30, msg: 'request aborted', requestId: 'gone-1', req: { method: 'GET', path: '/slow' } });
+  });
+
+  test('the completion line follows the log level: at warn only 5xx are logged', async () => {
+    const { log, lines } = capturedLogger();
+    log.level = 'warn';
+    const handle = createRequestLogging(log);
+    const url = await listen((req, res) =>
+      handle(req, res, () => {
+        res.statusCode = Number(req.url?.slice(1));
+        res.end();
+      }),
+    );
+    for (const status of [200, 404, 503]) expect((await raw(url, { method: 'GET', path: `/${status}` })).status).toBe(status);
+    // A marker after the three: every completion line of theirs is written by then.
+    await raw(url, { method: 'GET', path: '/500' });
+    const statuses = () => lines.map((l) => (JSON.parse(l) as { res: { statusCode: number } }).res.statusCode);
+    expect(await waitFor(statuses, (s) => s.includes(500))).toEqual([503, 500]);
+    expect(JSON.parse(must(lines[0]))).toMatchObject({ level: 50, msg: 'request errored', err: { message: 'failed with status code 503' } });
   });
 
   test('outside a request the scoped logger and currentLog are the base logger', async () => {

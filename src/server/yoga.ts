@@ -103,12 +103,14 @@ export function createGraphqlHandler(
     // Rendered from the installed package (src/server/graphiql.ts), so it works offline.
     graphiql: () => graphiqlOptions(graphiql),
     renderGraphiQL: renderLocalGraphiQL,
-    // Through the current request's logger when there is one, so yoga's lines carry its id.
+    // Through the current request's logger when there is one, so yoga's lines carry its id. The
+    // level is asked first: yoga logs at debug several times per request, and the request's logger
+    // is only made for a line that will be written (server/request-id.ts).
     logging: {
-      debug: (...args) => currentLog(log).debug({ args }, 'yoga'),
-      info: (...args) => currentLog(log).info({ args }, 'yoga'),
-      warn: (...args) => currentLog(log).warn({ args }, 'yoga'),
-      error: (...args) => currentLog(log).error({ args }, 'yoga'),
+      debug: (...args) => log.isLevelEnabled('debug') && currentLog(log).debug({ args }, 'yoga'),
+      info: (...args) => log.isLevelEnabled('info') && currentLog(log).info({ args }, 'yoga'),
+      warn: (...args) => log.isLevelEnabled('warn') && currentLog(log).warn({ args }, 'yoga'),
+      error: (...args) => log.isLevelEnabled('error') && currentLog(log).error({ args }, 'yoga'),
     },
   });
 }
