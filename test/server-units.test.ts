@@ -333,6 +333,31 @@ describe('resultCost', () => {
     expect(cost('subscription { items(first: 2) { a } }')).toBe(1 + 2 * ROW_COST + 2);
     expect(resultCost(schema, parse('{ a }'), null, null)).toBe(1);
   });
+
+  test('a parsed document is walked once when its cost cannot depend on variables, and only then', () => {
+    // Yoga hands the same document object for the same text: these reuse one, as it does.
+    const twoOps = parse('query A($x: Int) { a } query B { item { heavy } }');
+    expect(resultCost(schema, twoOps, 'A', { x: 1 })).toBe(1);
+    expect(resultCost(schema, twoOps, 'B', {})).toBe(8); // per operation, not per document
+    expect(resultCost(schema, twoOps, 'A', { x: 'not an int' })).toBe(1); // execution reports those variables
+    expect(resultCost(schema, twoOps, 'C', {})).toBeUndefined();
+
+    const paged = parse('query ($f: Int) { items(first: $f) { a } }');
+    expect(resultCost(schema, paged, undefined, { f: 1 })).toBe(1 + ROW_COST + 1);
+    expect(resultCost(schema, paged, undefined, { f: 100 })).toBe(1 + 100 * ROW_COST + 100);
+    expect(resultCost(schema, paged, undefined, { f: 'x' })).toBeUndefined();
+
+    // Over the limit: never kept, so variables that do not coerce still go to execution's error.
+    const tooBig = parse('query ($x: Int) { huge a }');
+    expect(resultCost(schema, tooBig, undefined, { x: 'bad' })).toBeUndefined();
+    expect(resultCost(schema, tooBig, undefined, { x: 1 })).toBe(MAX_RESULT_COST + 1);
+    expect(resultCost(schema, tooBig, undefined, { x: 'bad' })).toBeUndefined();
+
+    // Another schema prices the same document its own way.
+    const cheap = new GraphQLSchema({ query: new GraphQLObjectType({ name: 'Query', fields: { a: { type: GraphQLString }, item: { type: new GraphQLObjectType({ name: 'Item', fields: { heavy: { type: GraphQLString } } }) } } }) });
+    expect(resultCost(cheap, twoOps, 'B', {})).toBe(2);
+    expect(resultCost(schema, twoOps, 'B', {})).toBe(8);
+  });
 });
 
 describe('useResultCostLimit', () => {

@@ -26,12 +26,23 @@ export const ROW_COST = 3;
 const MAX_FIRST = 100;
 
 /**
+ * Costs that cannot depend on variables (no field with a `first` argument was walked) and are within
+ * the limit, by schema, document and operation name. Yoga's parser cache hands the same document
+ * object for the same query text, so a repeated operation is walked once: the walk and the variable
+ * coercion it needs were 4% of an uncached `prediction(id)`'s CPU (issue 18). A cost over the limit
+ * is never kept, so its refusal, or the variables' own error first, is decided afresh each time.
+ */
+const staticCosts = new WeakMap<GraphQLSchema, WeakMap<DocumentNode, Map<string | null | undefined, number>>>();
+
+/**
  * What an operation may cost with its actual variable values and argument defaults. The static
  * cost limit sees `first: $f` as an unknown; this one runs after variables are known and before
  * any resolver, so `20 × predictions(first: $f)` with f = 100 is refused before a row is read.
  * Returns undefined when the variables do not coerce (execution then reports that error).
  */
 export function resultCost(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, rawVariables: Record<string, unknown> | null | undefined): number | undefined {
+  const known = staticCosts.get(schema)?.get(document)?.get(operationName);
+  if (known !== undefined) return known;
   const operation = getOperationAST(document, operationName);
   if (!operation) return undefined;
   const coerced = getVariableValues(schema, operation.variableDefinitions ?? [], rawVariables ?? {});
@@ -43,6 +54,7 @@ export function resultCost(schema: GraphQLSchema, document: DocumentNode, operat
   if (!root) return undefined;
 
   let cost = 0;
+  let dependsOnVariables = false;
   const walk = (set: SelectionSetNode, type: GraphQLObjectType, rows: number): void => {
     for (const sel of set.selections) {
       if (cost > MAX_RESULT_COST) return; // refused anyway; fragments could make the walk long
@@ -52,6 +64,7 @@ export function resultCost(schema: GraphQLSchema, document: DocumentNode, operat
         cost += rows * (typeof field.extensions.cost === 'number' ? field.extensions.cost : 1);
         let childRows = rows;
         if (field.args.some((a) => a.name === 'first')) {
+          dependsOnVariables = true;
           let first = 0;
           try {
             const value = getArgumentValues(field, sel, variables).first;
@@ -71,6 +84,13 @@ export function resultCost(schema: GraphQLSchema, document: DocumentNode, operat
     }
   };
   walk(operation.selectionSet, root, 1);
+  if (!dependsOnVariables && cost <= MAX_RESULT_COST) {
+    const bySchema = staticCosts.get(schema) ?? new WeakMap();
+    staticCosts.set(schema, bySchema);
+    const byName = bySchema.get(document) ?? new Map();
+    bySchema.set(document, byName);
+    byName.set(operationName, cost);
+  }
   return cost;
 }
 
