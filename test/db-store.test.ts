@@ -26,7 +26,7 @@ function store() {
 }
 
 describe('openDatabase', () => {
-  test('creates missing folders, migrates, and sets WAL, NORMAL sync, a busy timeout and foreign keys', () => {
+  test('creates missing folders, migrates, and sets WAL, NORMAL sync, a busy timeout, foreign keys and temp storage in memory', () => {
     const file = join(tempDir('cinegraph-db-'), 'a', 'b', 'c.sqlite');
     const db = openDatabase(file);
     onDispose(() => db.$client.close());
@@ -35,6 +35,8 @@ describe('openDatabase', () => {
     expect(db.$client.pragma('synchronous', { simple: true })).toBe(1);
     expect(db.$client.pragma('busy_timeout', { simple: true })).toBe(5000);
     expect(db.$client.pragma('foreign_keys', { simple: true })).toBe(1);
+    // 2 = MEMORY: statement journals of trigger-firing inserts in a group commit stay off temp files.
+    expect(db.$client.pragma('temp_store', { simple: true })).toBe(2);
     const tables = db.$client.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).pluck().all();
     expect(tables).toEqual(expect.arrayContaining(['api_keys', 'idempotency_keys', 'prediction_webhooks', 'predictions', 'webhook_attempts', 'webhook_messages', 'webhook_receipts']));
     // Foreign keys are enforced: an outbox message for no prediction is refused.

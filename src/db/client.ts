@@ -23,6 +23,13 @@ export function openDatabase(file: string): Db {
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
+  // Statement journals (and sorts) in memory, not temp files. A statement inside a larger
+  // transaction that fires a trigger needs a statement journal; the queue order's TEMP triggers
+  // (db/queue-order.ts) fire on every insert, and group commit (db/group-commit.ts) puts inserts
+  // inside one transaction. With temp files each such insert cost ~58 µs instead of ~11 µs (a
+  // trigger `SELECT 1` alone did it; issue 18, bench/store.ts). Retention deletes in batches of
+  // 500 rows, so no statement's journal grows past a few MB.
+  sqlite.pragma('temp_store = MEMORY');
   const db = drizzle(sqlite, { schema }) as Db;
   migrate(db, { migrationsFolder });
   return db;
