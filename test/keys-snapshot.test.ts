@@ -115,4 +115,16 @@ describe('KeyStore snapshot', () => {
     expect(server.verify('cg_own_run')).toBeUndefined();
     expect(server.isLive('own-run')).toBe(false);
   });
+
+  test('several KeyStores on one connection each see its writes (one counter per connection, not per store)', () => {
+    const { server: first, serverDb } = twoConnections();
+    const second = new KeyStore(serverDb);
+    expect([first.isEmpty(), second.isEmpty()]).toEqual([true, true]);
+    const { key, row } = second.create('shared');
+    expect(first.verify(key)?.id).toBe(row.id);
+    expect(second.verify(key)?.id).toBe(row.id);
+    serverDb.$client.prepare('UPDATE api_keys SET revoked_at = 1 WHERE id = ?').run(row.id);
+    expect([first.verify(key), second.verify(key)]).toEqual([undefined, undefined]);
+    expect([first.isLive(row.id), second.isLive(row.id)]).toEqual([false, false]);
+  });
 });

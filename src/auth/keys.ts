@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type Database from 'better-sqlite3';
 import { and, asc, eq, inArray, isNull, sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { apiKeys, type ApiKeyRow } from '../db/schema.js';
@@ -77,6 +78,33 @@ interface Snapshot {
 const KEYS_TOUCHED = 'cinegraph_keys_touched';
 
 /**
+ * Writes to api_keys on each connection, counted by its TEMP triggers. One counter per connection,
+ * shared by every KeyStore on it: registering the function again would replace the first store's
+ * callback, and that store would never see a write again.
+ */
+const writesByConnection = new WeakMap<Database.Database, { count: number }>();
+
+function localWritesOf(c: Database.Database): { count: number } {
+  let writes = writesByConnection.get(c);
+  if (!writes) {
+    const counter = { count: 0 };
+    // Only counts: a callback inside a statement must not touch the connection.
+    c.function(KEYS_TOUCHED, { deterministic: false }, () => {
+      counter.count++;
+      return null;
+    });
+    c.exec(`
+      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_insert AFTER INSERT ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_update AFTER UPDATE ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_delete AFTER DELETE ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
+    `);
+    writes = counter;
+    writesByConnection.set(c, writes);
+  }
+  return writes;
+}
+
+/**
  * The API keys in SQLite. The CLI writes them from its own process while the server runs; a revoked
  * key is refused from the next request on.
  *
@@ -101,8 +129,8 @@ export class KeyStore implements Keys {
   private checkedThisRun = false;
   /** Once a key has existed the gateway never falls back to open mode (revoking every key closes it). */
   private everHadKeys = false;
-  /** Writes to api_keys on this connection, counted by the TEMP triggers. */
-  private localWrites = 0;
+  /** Writes to api_keys on this connection, counted by the TEMP triggers (shared by the connection's KeyStores). */
+  private readonly writes;
 
   constructor(private readonly db: Db) {
     this.byHash = db
@@ -122,16 +150,7 @@ export class KeyStore implements Keys {
       .prepare();
     const c = db.$client;
     this.versionStmt = c.prepare('PRAGMA data_version').pluck();
-    // Only counts: a callback inside a statement must not touch the connection.
-    c.function(KEYS_TOUCHED, { deterministic: false }, () => {
-      this.localWrites++;
-      return null;
-    });
-    c.exec(`
-      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_insert AFTER INSERT ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
-      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_update AFTER UPDATE ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
-      CREATE TEMP TRIGGER IF NOT EXISTS cinegraph_keys_delete AFTER DELETE ON main.api_keys BEGIN SELECT ${KEYS_TOUCHED}(); END;
-    `);
+    this.writes = localWritesOf(c);
   }
 
   /** True when the database holds no key at all, live or revoked: the gateway may run open. */
@@ -167,7 +186,7 @@ export class KeyStore implements Keys {
   /** The snapshot, re-read if the table may have changed; undefined inside a transaction (ask SQL). */
   private current(): Snapshot | undefined {
     if (this.db.$client.inTransaction) return undefined;
-    const { localWrites } = this;
+    const localWrites = this.writes.count;
     // Reading data_version steps a statement (~3.7 µs, a WAL read lock). One read serves the rest
     // of the current synchronous run (a request's screen, then its authentication): nothing another
     // process commits meanwhile can be ordered before that run anyway, and a request that arrives
@@ -267,7 +286,7 @@ export class KeyStore implements Keys {
    * prepared PRAGMA), so the snapshot is re-read, and open connections' keys re-checked, only when it moved.
    */
   changeVersion(): number {
-    return (this.versionStmt.get() as number) + this.localWrites;
+    return (this.versionStmt.get() as number) + this.writes.count;
   }
 }
 
