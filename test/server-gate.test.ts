@@ -121,6 +121,28 @@ describe('createRequestLogging', () => {
     expect(done.find((l) => l.res !== undefined)).toMatchObject({ level: 30, msg: 'request aborted', requestId: 'gone-1', req: { method: 'GET', path: '/slow' } });
   });
 
+  test("an 'error' on a response is logged once as \"request errored\", on quiet paths too, and does not end the process", async () => {
+    const { log, lines } = capturedLogger();
+    const handle = createRequestLogging(log);
+    const url = await listen((req, res) =>
+      handle(req, res, () => {
+        res.end('done');
+        res.write('too late'); // emits ERR_STREAM_WRITE_AFTER_END on the response
+      }),
+    );
+    for (const path of ['/late', '/healthz']) expect((await raw(url, { method: 'GET', path })).body).toBe('done');
+    const parsed = () => lines.map((l) => JSON.parse(l) as { msg: string; req: { path: string }; err?: { code?: string } });
+    const done = await waitFor(parsed, (ls) => ls.filter((l) => l.msg === 'request errored').length === 2);
+    expect(done.filter((l) => l.msg === 'request errored').map((l) => [l.req.path, l.err?.code])).toEqual([
+      ['/late', 'ERR_STREAM_WRITE_AFTER_END'],
+      ['/healthz', 'ERR_STREAM_WRITE_AFTER_END'],
+    ]);
+    // A marker request: the completion lines of both are written by the time its own is.
+    await raw(url, { method: 'GET', path: '/marker' });
+    await waitFor(parsed, (ls) => ls.filter((l) => l.msg === 'request errored').length === 3);
+    expect(parsed().filter((l) => l.msg === 'request completed')).toEqual([]);
+  });
+
   test('the completion line follows the log level: at warn only 5xx are logged', async () => {
     const { log, lines } = capturedLogger();
     log.level = 'warn';

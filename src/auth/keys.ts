@@ -193,13 +193,19 @@ export class KeyStore implements Keys {
     // after a commit is handled in a later run. Writes on this connection are counted at once.
     if (this.checkedThisRun && this.snapshot?.localWrites === localWrites) return this.snapshot;
     const dataVersion = this.versionStmt.get() as number;
+    if (this.snapshot?.dataVersion !== dataVersion || this.snapshot.localWrites !== localWrites) this.snapshot = this.read(dataVersion, localWrites);
+    // Only once the snapshot is current: a read that threw leaves the next call to read again.
     if (!this.checkedThisRun) {
       this.checkedThisRun = true;
       queueMicrotask(() => {
         this.checkedThisRun = false;
       });
     }
-    if (this.snapshot?.dataVersion === dataVersion && this.snapshot.localWrites === localWrites) return this.snapshot;
+    return this.snapshot;
+  }
+
+  /** Every key, as of the versions read just before. */
+  private read(dataVersion: number, localWrites: number): Snapshot {
     const byHash = new Map<string, CheckedKey>();
     const byId = new Map<string, CheckedKey>();
     for (const { keyHash, ...row } of this.allStmt.all()) {
@@ -209,8 +215,7 @@ export class KeyStore implements Keys {
     }
     // The versions were read before the rows: a commit landing in between is in the rows already,
     // or moves them past these, and the next check reads again. Nothing is missed either way.
-    this.snapshot = { dataVersion, localWrites, byHash, byId };
-    return this.snapshot;
+    return { dataVersion, localWrites, byHash, byId };
   }
 
   /** Creates a key and its webhook signing secret; the returned `key` is the only time the key exists outside the client. */

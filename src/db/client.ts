@@ -27,8 +27,11 @@ export function openDatabase(file: string): Db {
   // transaction that fires a trigger needs a statement journal; the queue order's TEMP triggers
   // (db/queue-order.ts) fire on every insert, and group commit (db/group-commit.ts) puts inserts
   // inside one transaction. With temp files each such insert cost ~58 µs instead of ~11 µs (a
-  // trigger `SELECT 1` alone did it; issue 18, bench/store.ts). Retention deletes in batches of
-  // 500 rows, so no statement's journal grows past a few MB.
+  // trigger `SELECT 1` alone did it; issue 18, bench/queue.ts). Retention deletes in batches of
+  // 500 rows, so no statement's journal grows past a few MB. Sorts no index serves stay in memory
+  // too: our queries are indexed, but a migration that builds an index on a large table sorts it in
+  // RAM. Set before anything else: changing temp_store drops every TEMP trigger (the queue order's
+  // and the keys' are created later, per connection).
   sqlite.pragma('temp_store = MEMORY');
   const db = drizzle(sqlite, { schema }) as Db;
   migrate(db, { migrationsFolder });

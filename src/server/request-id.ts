@@ -20,15 +20,19 @@ export function requestIdOf(req: IncomingMessage): string {
 /** Routes polled by machines (probes, scrapers): their completions are not logged at info. */
 const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
-/** The request being handled: its `log` is made only if something logs (see createRequestLogging). */
-const requestLogs = new AsyncLocalStorage<IncomingMessage>();
+/**
+ * The logger of the request being handled, made only if something logs (see createRequestLogging).
+ * The getter alone, not the request: timers started inside a request (a poller pass it nudged) carry
+ * this store along, and must not keep the request, its socket and its headers alive.
+ */
+const requestLogs = new AsyncLocalStorage<() => Logger>();
 
 /**
  * The logger of the request being handled, if any: code that is handed one global logger (yoga's
  * `logging` option) logs through this, so its lines carry the request id too.
  */
 export function currentLog(fallback: Logger): Logger {
-  return requestLogs.getStore()?.log ?? fallback;
+  return requestLogs.getStore()?.() ?? fallback;
 }
 
 /**
@@ -67,7 +71,7 @@ const completionLevel = (statusCode: number) => (statusCode >= 500 ? 'error' : '
  * when nothing is ever logged: 10% of a cached `prediction(id)`'s CPU (issue 18). Here the child
  * is made on the first line the request logs, and the completion line costs nothing unless its
  * level is enabled.
- * @returns `handle(req, res, next)`: runs `next` with the request (and so `req.log`) as the current one.
+ * @returns `handle(req, res, next)`: runs `next` with the request's logger (`req.log`) as the current one.
  */
 export function createRequestLogging(log: Logger) {
   return <T>(req: IncomingMessage, res: ServerResponse, next: () => T): T => {
@@ -76,10 +80,18 @@ export function createRequestLogging(log: Logger) {
     const requestLog = lazyChild(log, requestId);
     Object.defineProperty(req, 'log', { get: requestLog, configurable: true, enumerable: false });
     const path = pathOf(req.url);
+    // An 'error' on the response (a write after its end, say) is logged, never left unheard: with no
+    // listener it would be an uncaught exception and end the process (pino-http listened too).
+    let failed = false;
+    res.once('error', (err) => {
+      failed = true;
+      requestLog().error({ req: { method: req.method, path }, res: { statusCode: res.statusCode }, err }, 'request errored');
+    });
     if (!QUIET_PATHS.has(path) && log.isLevelEnabled('error')) {
       const started = Date.now();
       // 'close' comes once, after the response finished or when the connection went first.
       res.once('close', () => {
+        if (failed) return; // its line is written
         const level = completionLevel(res.statusCode);
         if (!log.isLevelEnabled(level)) return;
         const fields = { req: { method: req.method, path }, res: { statusCode: res.statusCode }, responseTime: Date.now() - started };
@@ -87,7 +99,7 @@ export function createRequestLogging(log: Logger) {
         else requestLog().info(fields, !req.readableAborted && res.writableEnded ? 'request completed' : 'request aborted');
       });
     }
-    return requestLogs.run(req, next);
+    return requestLogs.run(requestLog, next);
   };
 }
 
