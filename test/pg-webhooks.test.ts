@@ -278,7 +278,10 @@ const explain = (gs: ServerProcess[]) => gs.map((g, i) => `--- ${'AB'[i]}\n${g.o
 describe('two gateways on one Postgres', () => {
   test('every status asked for reaches the receiver exactly once per event (by webhook-id), signed, in the order of the events, whichever instance sent it', async () => {
     const secret = generateSigningSecret();
-    const gs = await gateways(secret, 1.2, PATIENT);
+    // 4-second tasks: a poll almost always sees PROCESSING, but under load one may not (a loop at
+    // load 7 once saw a task go from CREATED to COMPLETED between two polls). What the test holds to is
+    // the outbox: every message written for a status change is delivered exactly once.
+    const gs = await gateways(secret, 4, PATIENT);
     const [A, B] = gs;
     const db = await admin();
     // A slow receiver keeps each POST in flight long enough for the other instance's passes to meet it.
@@ -291,14 +294,20 @@ describe('two gateways on one Postgres', () => {
       expect(res.body.errors, explain(gs)).toBeUndefined();
       ids.push(res.body.data.createVideo.id);
     }
-    const expected = ids.length * events.length;
-    await waitFor(
-      async () => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_messages WHERE delivered_at IS NOT NULL')).rows[0]?.n,
-      (n) => n === expected,
-      60_000,
-    ).catch(async (err) => {
+    // Every prediction final (so every message it will have is written), and every message delivered.
+    const counts = async () =>
+      (
+        await db.query<{ unfinished: number; messages: number; delivered: number }>(
+          `SELECT (SELECT count(*)::int FROM predictions WHERE status <> 'COMPLETED') AS unfinished,
+                  (SELECT count(*)::int FROM webhook_messages) AS messages,
+                  (SELECT count(*)::int FROM webhook_messages WHERE delivered_at IS NOT NULL) AS delivered`,
+        )
+      ).rows[0];
+    const done = await waitFor(counts, (c) => c?.unfinished === 0 && c.delivered === c.messages, 60_000).catch(async (err) => {
       throw new Error(`${err}\n${await outboxState(db)}\n${explain(gs)}`);
     });
+    const expected = must(done).messages;
+    const written = (await db.query<{ prediction_id: string; event: string }>('SELECT prediction_id, event FROM webhook_messages')).rows;
     // Anything sent twice would be in flight or recorded by now: wait for the last POST's attempt to be logged.
     await waitFor(
       async () => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_attempts')).rows[0]?.n,
@@ -310,10 +319,16 @@ describe('two gateways on one Postgres', () => {
     expect(twice, 'webhook-ids POSTed more than once').toEqual([]);
     expect(r.got).toHaveLength(expected);
     const payloads = r.got.map((m) => verify(secret, m));
+    let withProcessing = 0;
     for (const id of ids) {
+      const mine = new Set(written.filter((m) => m.prediction_id === id).map((m) => m.event));
+      // The first and the final status always happen; PROCESSING when a poll saw it.
+      expect([mine.has('CREATED'), mine.has('COMPLETED')], id).toEqual([true, true]);
+      if (mine.has('PROCESSING')) withProcessing++;
       const seen = payloads.filter((p) => p.data.id === id).map((p) => [p.type, p.data.status]);
-      expect(seen, id).toEqual(events.map((e) => [`prediction.${e.toLowerCase()}`, e]));
+      expect(seen, id).toEqual(events.filter((e) => mine.has(e)).map((e) => [`prediction.${e.toLowerCase()}`, e]));
     }
+    expect(withProcessing, 'no prediction was seen PROCESSING: the test did not test that event').toBeGreaterThan(0);
     const attempts = (await db.query<{ status_code: number; manual: boolean }>('SELECT status_code, manual FROM webhook_attempts')).rows;
     expect(attempts).toHaveLength(expected);
     expect(attempts.every((a) => a.status_code === 204 && !a.manual)).toBe(true);
@@ -321,11 +336,13 @@ describe('two gateways on one Postgres', () => {
     expect((await db.query('SELECT id FROM webhook_messages WHERE locked_by IS NOT NULL')).rows).toEqual([]);
     // Either instance lists any prediction's deliveries, from the shared outbox.
     const listed = (await postGraphql(A.url, DELIVERIES, { id: ids[1] })).body.data.prediction.webhookDeliveries;
-    expect(listed.map((d: { event: string; succeeded: boolean }) => [d.event, d.succeeded])).toEqual([
-      ['COMPLETED', true],
-      ['PROCESSING', true],
-      ['CREATED', true],
-    ]);
+    const itsEvents = new Set(written.filter((m) => m.prediction_id === ids[1]).map((m) => m.event));
+    expect(listed.map((d: { event: string; succeeded: boolean }) => [d.event, d.succeeded])).toEqual(
+      events
+        .filter((e) => itsEvents.has(e))
+        .reverse()
+        .map((e) => [e, true]),
+    );
   }, 120_000);
 
   test('a receiver that fails twice gets retries (same webhook-id) until it answers 2xx, from either instance; the attempts are listed and redeliverable on the other one', async () => {
