@@ -70,11 +70,21 @@ function action<A extends unknown[]>(run: (gateway: Gateway, ...args: A) => Prom
  * Follows a prediction to its end with progress on stderr; returns the last state.
  * @param since when the elapsed clock starts; by default the prediction's creation.
  */
-async function follow(gateway: Gateway, id: string, opts: { json: boolean; since?: number; onEvent?: (p: Prediction, print: (l: string) => void) => void }) {
+async function follow(
+  gateway: Gateway,
+  id: string,
+  opts: { json: boolean; since?: number; known?: Prediction; onEvent?: (p: Prediction, print: (l: string) => void) => void },
+) {
   let createdAt: number | undefined;
   const progress = createProgress({ json: opts.json, since: () => opts.since ?? createdAt ?? Date.now() });
   let final: Prediction | undefined;
   try {
+    // What the caller already knows (create's own answer) is shown first: a subscription that only
+    // starts after the first change (a slow machine) would otherwise never show it was CREATED.
+    if (opts.known) {
+      createdAt = Date.parse(opts.known.createdAt);
+      progress.update(opts.known);
+    }
     final = await gateway.follow(id, (p) => {
       createdAt ??= Date.parse(p.createdAt);
       progress.update(p);
@@ -121,7 +131,7 @@ export function registerPredictions(program: Command): void {
           }
           return;
         }
-        const final = await follow(gateway, createVideo.id, { json: Boolean(opts.json), since: started });
+        const final = await follow(gateway, createVideo.id, { json: Boolean(opts.json), since: started, known: createVideo });
         if (final.status !== 'COMPLETED') {
           if (opts.json) json(final);
           else console.log(describe(final));
