@@ -16,5 +16,10 @@ export default defineConfig({
     // worker roughly halves it (~7 min to ~4.5 min on two cores). The loop of 20 whole runs recorded
     // in TESTING.md was run this way.
     maxWorkers: 2,
+    // Each worker keeps its module cache from one file to the next. With isolation every file
+    // re-imported the app (yoga, Pothos, drizzle, pg, ioredis...: ~2.5 s a file on two busy cores);
+    // without it a whole run went from 461 s to 360 s here. Nothing in src/ keeps state at module
+    // level that a test depends on, and every spy or fake timer in test/ is restored where it is set.
+    isolate: false,
   },
 });
