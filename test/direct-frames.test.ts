@@ -1,11 +1,12 @@
+import type { Duplex } from 'node:stream';
 import { type ExecutionResult, parse } from 'graphql';
 import { MessageType, stringifyMessage } from 'graphql-ws';
 import { describe, expect, test, vi } from 'vitest';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { PUSHES, type Pushable } from '../src/pushable.js';
 import type { Context } from '../src/schema/context.js';
 import { type FrameTarget, writeFramesTo } from '../src/server/shared-execution.js';
-import { MAX_BUFFERED_BYTES, SocketFrames } from '../src/server/ws.js';
+import { MAX_BUFFERED_BYTES, SocketFrames, textFrame } from '../src/server/ws.js';
 import { startApp, waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { must } from './helpers/must.js';
@@ -81,9 +82,9 @@ function rig() {
     const t: FrameTarget = {
       id,
       open: () => state.open,
-      send: (frame) => {
+      send: (head, tail) => {
         if (state.fail) throw new Error('the socket refused the write');
-        frames.push(frame);
+        frames.push(head + Buffer.from(tail).toString());
       },
     };
     return { t, frames, state };
@@ -293,7 +294,7 @@ test('a source that cannot push (a `push` method without the marker included) is
   );
   const frames: string[] = [];
   const contextValue = { principal: { owner: 'alice' }, baseUrl: () => 'http://gw.example' } as unknown as Context;
-  writeFramesTo(contextValue, { id: '1', open: () => true, send: (f) => frames.push(f) });
+  writeFramesTo(contextValue, { id: '1', open: () => true, send: (head, tail) => frames.push(head + Buffer.from(tail).toString()) });
   const stream = await sharedSubscribeFn()({ schema, document: DOC, contextValue, variableValues: {} });
   if (!(Symbol.asyncIterator in stream)) throw new Error('not a stream');
   const values = [];
@@ -302,10 +303,10 @@ test('a source that cannot push (a `push` method without the marker included) is
   expect(frames).toEqual([]);
 });
 
-test("a socket's frame target is open only while the socket is open and its unsent bytes are under MAX_BUFFERED_BYTES", () => {
-  const sent: string[] = [];
-  const socket = { readyState: WebSocket.OPEN as number, bufferedAmount: 0, send: (f: string) => void sent.push(f) };
-  const target = new SocketFrames('op', socket as never);
+test("a socket's frame target is open only while the socket is open and its unsent bytes are under MAX_BUFFERED_BYTES; it writes one whole frame to the raw socket", () => {
+  const written: Buffer[] = [];
+  const socket = { readyState: WebSocket.OPEN as number, bufferedAmount: 0 };
+  const target = new SocketFrames('op', socket as never, { write: (b: Buffer) => written.push(b) > 0 } as never);
   expect(target.id).toBe('op');
   expect(target.open()).toBe(true);
   socket.bufferedAmount = MAX_BUFFERED_BYTES - 1;
@@ -315,9 +316,56 @@ test("a socket's frame target is open only while the socket is open and its unse
   socket.bufferedAmount = 0;
   socket.readyState = WebSocket.CLOSING;
   expect(target.open()).toBe(false);
-  target.send('{"frame":1}');
-  expect(sent).toEqual(['{"frame":1}']);
+  target.send('{"frame":', Buffer.from('1}'));
+  // One write: FIN + text, an unmasked 11-byte length, then the head's and the tail's bytes.
+  expect(written).toEqual([Buffer.concat([Buffer.from([0x81, 11]), Buffer.from('{"frame":1}')])]);
   expect(MAX_BUFFERED_BYTES).toBe(1024 * 1024);
+});
+
+describe('textFrame', () => {
+  /**
+   * Writes each frame straight to the TCP socket of a real ws server connection, as SocketFrames
+   * does, and returns what a real ws client decoded: ws's receiver checks the header (FIN, opcode,
+   * no mask from a server, the length's form) and refuses anything else by closing with 1002.
+   */
+  async function throughWs(frames: Buffer[]): Promise<{ texts: string[]; closed?: number }> {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    onDispose(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+    const raw = new Promise<Duplex>((resolve) => wss.on('connection', (_ws, req) => resolve(req.socket)));
+    await new Promise<void>((resolve) => wss.on('listening', () => resolve()));
+    const { port } = wss.address() as { port: number };
+    const client = new WebSocket(`ws://127.0.0.1:${port}`);
+    onDispose(() => client.terminate());
+    const texts: string[] = [];
+    let closed: number | undefined;
+    client.on('message', (data, isBinary) => texts.push(isBinary ? 'binary!' : String(data)));
+    client.on('close', (code) => (closed = code));
+    client.on('error', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      client.once('open', () => resolve());
+      client.once('error', reject);
+    });
+    const socket = await raw;
+    for (const f of frames) socket.write(f);
+    await waitFor(() => texts.length + (closed === undefined ? 0 : 1), (n) => n >= frames.length, 10_000);
+    return { texts, closed };
+  }
+
+  test('each length form (7-bit up to 125 bytes, 16-bit up to 65,535, 64-bit beyond) reaches a ws client as the exact text, multi-byte characters counted in bytes', async () => {
+    const head = '{"id":"ö→😀","payload":"';
+    const headBytes = Buffer.byteLength(head);
+    expect(headBytes).toBeGreaterThan(head.length);
+    // Whole-message byte lengths at each edge of each form.
+    const lengths = [headBytes + 2, 125, 126, 65_535, 65_536, 200_000];
+    const texts = lengths.map((n) => `${head}${'x'.repeat(n - headBytes - 2)}"}`);
+    for (const [i, t] of texts.entries()) expect(Buffer.byteLength(t)).toBe(lengths[i]);
+    const frames = texts.map((t) => textFrame(head, Buffer.from(t.slice(head.length))));
+    // The header's own size says which form was used.
+    expect(frames.map((f, i) => f.length - (lengths[i] ?? 0))).toEqual([2, 2, 4, 4, 10, 10]);
+    const got = await throughWs(frames);
+    expect(got.closed).toBeUndefined();
+    expect(got.texts).toEqual(texts);
+  });
 });
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;

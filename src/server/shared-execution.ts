@@ -15,12 +15,15 @@ export interface FrameTarget {
   id: string;
   /** Whether a frame written now would reach the client: the socket is open. */
   open(): boolean;
-  /** Writes one whole graphql-transport-ws message. Must not throw. */
-  send(frame: string): void;
+  /**
+   * Writes one whole graphql-transport-ws message: `head` (this subscriber's part, its id) followed
+   * by `tail`, the UTF-8 bytes every subscriber of the operation shares. Must not throw.
+   */
+  send(head: string, tail: Uint8Array): void;
 }
 
-/** One execution of an event for one distinct operation, and its JSON once a frame needed it. */
-type Shared = { result: ExecutionResult; json?: string };
+/** One execution of an event for one distinct operation, and its frame's shared tail once a frame needed it. */
+type Shared = { result: ExecutionResult; tail?: Buffer };
 
 /** The shared execution of an event for one operation; a promise (unshared) when it resolved asynchronously. */
 type ExecuteShared = (args: ExecutionArgs, key: string, event: unknown) => Shared | Promise<ExecutionResult>;
@@ -98,10 +101,14 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
     return shared;
   };
 
-  /** The result's JSON as graphql-ws would send it as a `next` payload, made once per shared result. */
-  const payloadJson = (shared: Shared): string => {
-    shared.json ??= JSON.stringify(shared.result);
-    return shared.json;
+  /**
+   * The end of every subscriber's `next` frame for this result, from the payload on (the payload's
+   * JSON as graphql-ws would send it, and the frame's closing brace), as UTF-8 bytes: serialised and
+   * encoded once per shared result rather than once per subscriber.
+   */
+  const frameTail = (shared: Shared): Buffer => {
+    shared.tail ??= Buffer.from(`${JSON.stringify(shared.result)}}`);
+    return shared.tail;
   };
 
   const iterated = (events: AsyncIterator<unknown>, args: ExecutionArgs, key: string) =>
@@ -126,7 +133,7 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
         if (!(Symbol.asyncIterator in source)) return source;
         const key = operationKey(args);
         const target = frameTargets.get(args.contextValue as object);
-        if (target && isPushable(source)) return new PushedFrames(source, args, key, target, executeShared, payloadJson);
+        if (target && isPushable(source)) return new PushedFrames(source, args, key, target, executeShared, frameTail);
         return iterated(source[Symbol.asyncIterator](), args, key);
       }) as never);
     },
@@ -161,7 +168,7 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
     private readonly key: string,
     private readonly target: FrameTarget,
     private readonly executeShared: ExecuteShared,
-    private readonly payloadJson: (shared: Shared) => string,
+    private readonly frameTail: (shared: Shared) => Buffer,
   ) {
     this.prefix = `{"id":${JSON.stringify(target.id)},"type":"next","payload":`;
   }
@@ -172,7 +179,7 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
     try {
       const shared = this.executeShared(this.args, this.key, event);
       if (this.direct && !(shared instanceof Promise) && !shared.result.errors && this.target.open()) {
-        this.target.send(`${this.prefix}${this.payloadJson(shared)}}`);
+        this.target.send(this.prefix, this.frameTail(shared));
       } else {
         this.direct = false;
         this.owe(shared instanceof Promise ? shared : shared.result);

@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { GraphQLError, type DocumentNode, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -26,6 +27,8 @@ type SocketState = {
   release?: () => void;
   /** The upgrade request as operations see it, without the IncomingMessage (see UpgradeRequest). */
   upgrade?: UpgradeRequest;
+  /** The TCP socket under the WebSocket, where SocketFrames writes its frames. */
+  raw?: Duplex;
 };
 
 /**
@@ -42,11 +45,21 @@ type UpgradeRequest = Pick<IncomingMessage, 'url' | 'headers'>;
  * under tsx (esbuild's keepNames, `npm start`) each also gets its `name` redefined, which gives it a
  * 256-byte property dictionary of its own. Issue 18, 3,000 sockets of one subscription each, heap
  * used after GC: 17.6 → 16.9 KB per subscription.
+ *
+ * A frame is written as one buffer straight to the TCP socket under the WebSocket (the upgrade
+ * request's socket, which ws took over): the WebSocket header, this subscriber's head and the shared
+ * tail copied in. Through `WebSocket.send(string)`, ws encoded the whole text again for every
+ * subscriber, allocated a header, and corked two writes into a `writev`. The bytes are the same
+ * (a final unmasked text frame, as a server sends with ws's defaults: no permessage-deflate), and
+ * order holds: ws's own sender writes to the same socket synchronously, so frames from here and from
+ * graphql-ws reach the socket in the order they were sent. `bufferedAmount` still counts them, since
+ * ws reads it off the socket's write buffer.
  */
 export class SocketFrames implements FrameTarget {
   constructor(
     readonly id: string,
-    private readonly socket: Pick<WebSocket, 'readyState' | 'bufferedAmount' | 'send'>,
+    private readonly socket: Pick<WebSocket, 'readyState' | 'bufferedAmount'>,
+    private readonly raw: Pick<Duplex, 'write'>,
   ) {}
   /**
    * Open, and not holding a backlog: a client that does not read would otherwise collect a copy
@@ -56,9 +69,33 @@ export class SocketFrames implements FrameTarget {
   open(): boolean {
     return this.socket.readyState === WebSocket.OPEN && this.socket.bufferedAmount < MAX_BUFFERED_BYTES;
   }
-  send(frame: string): void {
-    this.socket.send(frame);
+  send(head: string, tail: Uint8Array): void {
+    this.raw.write(textFrame(head, tail));
   }
+}
+
+/**
+ * One final, unmasked WebSocket text frame (RFC 6455 §5.2) whose payload is `head`'s UTF-8 bytes
+ * then `tail`: the header's length is 7 bits, or 126 and 16 bits, or 127 and 64 bits.
+ */
+export function textFrame(head: string, tail: Uint8Array): Buffer {
+  const headBytes = Buffer.byteLength(head);
+  const length = headBytes + tail.length;
+  const offset = length < 126 ? 2 : length < 65_536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(offset + length);
+  frame[0] = 0x81; // FIN, opcode 1 (text)
+  if (length < 126) frame[1] = length;
+  else if (length < 65_536) {
+    frame[1] = 126;
+    frame.writeUInt16BE(length, 2);
+  } else {
+    frame[1] = 127;
+    frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
+    frame.writeUInt32BE(length % 2 ** 32, 6);
+  }
+  frame.write(head, offset);
+  frame.set(tail, offset + headBytes);
+  return frame;
 }
 
 /** A socket's unsent bytes beyond which its frames are no longer written from inside the publish. */
@@ -81,6 +118,9 @@ export function attachGraphqlWs(server: Server, yoga: Yoga, { keys, origins, con
     server,
     path: yoga.graphqlEndpoint,
     maxPayload: MAX_REQUEST_BYTES,
+    // Off (ws's default for servers), and it must stay off: SocketFrames writes uncompressed frames
+    // straight to the socket, and a deflating sender would also queue its own frames behind them.
+    perMessageDeflate: false,
     // Browsers let any page open a WebSocket anywhere; only the Origin tells them apart.
     verifyClient: ({ req }, done) => {
       const verdict = origins.check(req, keys.isEmpty());
@@ -94,8 +134,9 @@ export function attachGraphqlWs(server: Server, yoga: Yoga, { keys, origins, con
       onConnect: (ctx) => {
         const socket = ctx.extra.socket;
         // Operations read the upgrade request's URL and headers (baseUrl: its Host); the rest goes.
-        const { url, headers } = ctx.extra.request;
+        const { url, headers, socket: raw } = ctx.extra.request;
         ctx.extra.upgrade = { url, headers };
+        ctx.extra.raw = raw;
         (ctx.extra as { request?: IncomingMessage }).request = undefined;
         const principal = authenticate(keys, ctx.connectionParams?.authorization);
         if (!principal) {
@@ -158,7 +199,7 @@ export function attachGraphqlWs(server: Server, yoga: Yoga, { keys, origins, con
         if (errors.length) return errors;
         const contextValue = await contextFactory();
         // A subscription's `next` frames are written from inside the publish (shared-execution.ts).
-        writeFramesTo(contextValue, new SocketFrames(id, ctx.extra.socket));
+        if (ctx.extra.raw) writeFramesTo(contextValue, new SocketFrames(id, ctx.extra.socket, ctx.extra.raw));
         return {
           schema,
           operationName: payload.operationName,
