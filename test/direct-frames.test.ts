@@ -355,9 +355,11 @@ describe('textFrame', () => {
     const head = '{"id":"ö→😀","payload":"';
     const headBytes = Buffer.byteLength(head);
     expect(headBytes).toBeGreaterThan(head.length);
-    // Whole-message byte lengths at each edge of each form.
+    // Whole-message byte lengths at each edge of each form; the tail multi-byte too where it fits
+    // (an odd count of 'x' makes up the rest, since 'é' is two bytes).
     const lengths = [headBytes + 2, 125, 126, 65_535, 65_536, 200_000];
-    const texts = lengths.map((n) => `${head}${'x'.repeat(n - headBytes - 2)}"}`);
+    const filler = (bytes: number) => (bytes >= 3 ? `é${'x'.repeat(bytes - 2)}` : 'x'.repeat(bytes));
+    const texts = lengths.map((n) => `${head}${filler(n - headBytes - 2)}"}`);
     for (const [i, t] of texts.entries()) expect(Buffer.byteLength(t)).toBe(lengths[i]);
     const frames = texts.map((t) => textFrame(head, Buffer.from(t.slice(head.length))));
     // The header's own size says which form was used.
@@ -366,6 +368,20 @@ describe('textFrame', () => {
     expect(got.closed).toBeUndefined();
     expect(got.texts).toEqual(texts);
   });
+});
+
+test('the server never agrees to permessage-deflate, which SocketFrames\' raw frames rely on: a client offering it gets no extension', async () => {
+  const t = await startApp();
+  // ws's client offers permessage-deflate by default.
+  const ws = new WebSocket(`${t.url.replace(/^http/, 'ws')}/graphql`, 'graphql-transport-ws', { perMessageDeflate: true });
+  onDispose(() => ws.terminate());
+  const offered = new Promise<string | undefined>((resolve) => ws.once('upgrade', (res) => resolve(res.headers['sec-websocket-extensions'])));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  expect(await offered).toBeUndefined();
+  expect(ws.extensions).toBe('');
 });
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;

@@ -51,9 +51,11 @@ type UpgradeRequest = Pick<IncomingMessage, 'url' | 'headers'>;
  * tail copied in. Through `WebSocket.send(string)`, ws encoded the whole text again for every
  * subscriber, allocated a header, and corked two writes into a `writev`. The bytes are the same
  * (a final unmasked text frame, as a server sends with ws's defaults: no permessage-deflate), and
- * order holds: ws's own sender writes to the same socket synchronously, so frames from here and from
- * graphql-ws reach the socket in the order they were sent. `bufferedAmount` still counts them, since
- * ws reads it off the socket's write buffer.
+ * order holds because ws's own sender writes to the same socket synchronously, so frames from here
+ * and from graphql-ws reach the socket in the order they were sent. That holds while ws's sender
+ * never queues: no permessage-deflate (pinned off below, and tested), no Blob sent, no fragmented
+ * (`fin: false`) message; graphql-ws sends only whole strings and empty pings. `bufferedAmount`
+ * still counts these frames, since ws reads it off the socket's write buffer.
  */
 export class SocketFrames implements FrameTarget {
   constructor(
