@@ -13,8 +13,8 @@ export default defineConfig({
     pool: 'forks',
     // Two files at once on CI's two cores (vitest's default is cores - 1, one file at a time): the
     // suite spends much of its time waiting on servers, child processes and Chromium, so the second
-    // worker roughly halves it (~7 min to ~4.5 min on two cores). The loop of 20 whole runs recorded
-    // in TESTING.md was run this way.
+    // worker roughly halves it (~7 min to ~4.5 min on two cores). The whole-suite loops recorded in
+    // TESTING.md were run this way.
     maxWorkers: 2,
     // Each worker keeps its module cache from one file to the next. With isolation every file
     // re-imported the app (yoga, Pothos, drizzle, pg, ioredis...: ~2.5 s a file on two busy cores);
