@@ -24,7 +24,7 @@ const all = new Promise<void>((resolve) =>
   }),
 );
 const clientSrc = `
-const WebSocket = require('ws'); let open = 0; let got = 0;
+const WebSocket = require('ws'); let got = 0;
 for (let i = 0; i < ${N}; i++) { const c = new WebSocket('ws://127.0.0.1:${port}'); c.on('message', () => { got++; }); c.on('error', (e) => { console.error(e.message); process.exit(1); }); }
 setInterval(() => process.send?.(got), 200);
 `;
@@ -59,7 +59,8 @@ for (let t = 0; t < TURNS; t++) {
 }
 const fmt = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
-  return `median ${s[Math.floor(s.length / 2)]?.toFixed(1)} ms (${s[0]?.toFixed(1)}–${s.at(-1)?.toFixed(1)}), ${(((s[Math.floor(s.length / 2)] ?? 0) * 1000) / N).toFixed(2)} µs a socket`;
+  const median = s[Math.floor(s.length / 2)] ?? Number.NaN;
+  return `median ${median.toFixed(1)} ms (${s[0]?.toFixed(1)}–${s.at(-1)?.toFixed(1)}), ${((median * 1000) / N).toFixed(2)} µs a socket`;
 };
 for (const [name, xs] of Object.entries(times)) console.log(`${name.padEnd(22)} ${N} sockets: ${fmt(xs)}`);
 client.kill();
