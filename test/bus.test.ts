@@ -7,9 +7,11 @@ import { PgChangeBus } from '../src/bus/pg.js';
 import { RedisChangeBus } from '../src/bus/redis.js';
 import type { PredictionRow } from '../src/db/schema.js';
 import { createPredictionPubSub } from '../src/pubsub.js';
+import { waitFor } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
+import { tcpProxy } from './helpers/tcp-proxy.js';
 import { capturedLogger } from './helpers/stub-upstream.js';
 
 /** Values a handler received, awaited one at a time with a deadline (no sleeps). */
@@ -204,5 +206,31 @@ describe('Redis bus', () => {
         await r.restart();
       },
     };
+  });
+
+  test('redis: a change announced while the publishing connection reconnects is sent once it is back, not dropped', async (ctx) => {
+    if (!redis) return ctx.skip();
+    const channel = `bus_${randomUUID().slice(0, 8)}_test`;
+    // A reaches Redis through a proxy the test can cut; B directly, so B stays subscribed throughout.
+    const proxy = await tcpProxy(Number(new URL(redis.url).port));
+    const a = listener();
+    const b = listener();
+    const busA = new RedisChangeBus({ url: `redis://127.0.0.1:${proxy.port}`, instanceId: 'A', log, channel });
+    const busB = new RedisChangeBus({ url: redis.url, instanceId: 'B', log, channel });
+    onDispose(() => busA.close());
+    onDispose(() => busB.close());
+    await busA.start(a.handlers);
+    await busB.start(b.handlers);
+
+    proxy.reset();
+    // Two reconnect attempts turned away: A's connections know they are down (the publisher is
+    // reconnecting, not writing into a socket it has not yet seen close).
+    await waitFor(() => proxy.resets, (n) => n >= 2);
+    const announced = busA.announce({ id: 'meanwhile', version: 4 });
+    await proxy.forward();
+    await announced;
+    expect(await b.changes.next('B to hear what A announced while reconnecting')).toEqual({ id: 'meanwhile', version: 4 });
+    expect(await a.reconnects.next('A to subscribe again', 20_000)).toBe(true);
+    expect(b.reconnects.all).toEqual([]);
   });
 });

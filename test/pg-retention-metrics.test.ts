@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, test } from 'vitest';
@@ -19,6 +18,7 @@ import { dataUri, pngOfSize } from './helpers/images.js';
 import { must } from './helpers/must.js';
 import { usePostgres } from './helpers/postgres.js';
 import { parsePrometheus, sampleValue } from './helpers/prometheus.js';
+import { tcpProxy } from './helpers/tcp-proxy.js';
 
 const CREATE = 'mutation ($p: String!, $i: String) { createVideo(input: { prompt: $p, image: $i }) { id } }';
 const DAY_MS = 86_400_000;
@@ -277,69 +277,3 @@ describe('metrics and readiness on Postgres', () => {
     await waitFor(ready, (r) => r.status === 200 && r.body.status === 'ready');
   });
 });
-
-/**
- * A loopback TCP proxy in front of Postgres, for cutting the gateway off it and back: `refuse()`
- * closes the port (connections refused, open ones reset), `blackhole()` stops passing bytes on open
- * connections and accepts new ones without ever answering, `forward()` resets every connection and
- * goes back to forwarding on the same port.
- */
-async function tcpProxy(targetPort: number) {
-  const sockets = new Set<net.Socket>();
-  const pairs = new Set<[net.Socket, net.Socket]>();
-  let mode: 'forward' | 'blackhole' = 'forward';
-  const track = (s: net.Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-  };
-  const server = net.createServer((client) => {
-    track(client);
-    if (mode === 'blackhole') return;
-    const toPg = net.connect(targetPort, '127.0.0.1');
-    track(toPg);
-    const pair: [net.Socket, net.Socket] = [client, toPg];
-    pairs.add(pair);
-    client.on('close', () => {
-      pairs.delete(pair);
-      toPg.destroy();
-    });
-    toPg.on('close', () => client.destroy());
-    client.pipe(toPg).pipe(client);
-  });
-  const listen = (port: number) => new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
-  await listen(0);
-  const port = (server.address() as net.AddressInfo).port;
-  const cutAll = () => {
-    for (const s of sockets) s.destroy();
-  };
-  let listening = true;
-  onDispose(async () => {
-    cutAll();
-    if (listening) await new Promise((resolve) => server.close(resolve));
-  });
-  return {
-    port,
-    async refuse() {
-      listening = false;
-      const closed = new Promise((resolve) => server.close(resolve));
-      cutAll();
-      await closed;
-    },
-    blackhole() {
-      mode = 'blackhole';
-      for (const [client, toPg] of pairs) {
-        client.unpipe(toPg);
-        toPg.unpipe(client);
-      }
-    },
-    async forward() {
-      mode = 'forward';
-      cutAll();
-      if (!listening) {
-        await listen(port);
-        listening = true;
-      }
-    },
-  };
-}
