@@ -97,7 +97,7 @@ describe('Pauses', () => {
     expect(first.isNew).toBe(true);
     expect(first.pause.until).toBeGreaterThanOrEqual(500);
     expect(first.pause.until).toBeLessThanOrEqual(1000);
-    const again = p.hold('account', 'key revoked', 0);
+    const again = p.hold('account', 'key revoked', first.pause.until);
     expect(again.isNew).toBe(false); // same reason: not worth another log line
     expect(again.pause.streak).toBe(2);
     expect(p.hold('rate', 'slow down', 0, 7000).pause.until).toBe(7000);
@@ -110,8 +110,12 @@ describe('Pauses', () => {
 
   test('the backoff is capped', () => {
     const p = new Pauses(1000, 4000);
-    for (let i = 0; i < 20; i++) p.hold('storage', 'full', 0);
-    expect(p.get('storage')?.until).toBeLessThanOrEqual(4000);
+    let now = 0;
+    for (let i = 0; i < 20; i++) now = p.hold('storage', 'full', now).pause.until;
+    expect(p.get('storage')?.streak).toBe(20);
+    const last = p.hold('storage', 'full', now);
+    expect(last.pause.until - now).toBeLessThanOrEqual(4000);
+    expect(last.pause.until - now).toBeGreaterThanOrEqual(2000);
   });
 });
 

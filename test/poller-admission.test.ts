@@ -318,23 +318,33 @@ describe('Pauses', () => {
     expect(q.hold('rate', 'HTTP 429', 10_000, 7000).pause.until).toBe(17_000);
   });
 
-  test('repeats grow the streak, keep `since`, never shorten `until`, and are new only with another reason', () => {
+  test('a repeat while the pause is in force keeps its step (one outage, one step); a hold after it ran out goes one step further', () => {
     const p = new Pauses(1000, 4000);
     p.hold('account', 'no balance', 0, 30_000);
     const second = p.hold('account', 'no balance', 1000, 5000);
     expect(second.isNew).toBe(false);
-    expect(second.pause).toEqual({ kind: 'account', reason: 'no balance', streak: 2, since: 0, heldAt: 1000, until: 30_000 });
+    expect(second.pause).toEqual({ kind: 'account', reason: 'no balance', streak: 1, since: 0, heldAt: 1000, until: 30_000 });
     const third = p.hold('account', 'key revoked', 2000);
     expect(third.isNew).toBe(true);
-    expect(third.pause.streak).toBe(3);
-    expect(third.pause.since).toBe(0);
-    expect(third.pause.until).toBe(30_000);
-    const fourth = p.hold('account', 'key revoked', 40_000);
-    // Streak 4: ceiling min(4 s cap, 1 s × 2³) = 4 s, so 2 to 4 s after now.
-    expect(fourth.pause.streak).toBe(4);
-    expect(fourth.pause.until).toBeGreaterThanOrEqual(42_000);
-    expect(fourth.pause.until).toBeLessThanOrEqual(44_000);
+    expect(third.pause).toMatchObject({ streak: 1, since: 0, heldAt: 2000, until: 30_000 });
+    // A later Retry-After reaching further moves the end; the step stays.
+    expect(p.hold('account', 'key revoked', 3000, 28_000).pause).toMatchObject({ streak: 1, until: 31_000 });
+    // The probe at the end failed: one step further. Streak 2: ceiling 2 s, so 1 to 2 s after now.
+    const fourth = p.hold('account', 'key revoked', 31_000);
+    expect(fourth.pause.streak).toBe(2);
+    expect(fourth.pause.until).toBeGreaterThanOrEqual(32_000);
+    expect(fourth.pause.until).toBeLessThanOrEqual(33_000);
     expect(p.get('account')).toBe(fourth.pause);
+  });
+
+  test('a burst of failures from one outage (every step under way when the database restarted) is one backoff step, not one per step', () => {
+    const p = new Pauses(1000, 60_000);
+    const first = p.hold('storage', '57P01: terminating connection', 5000);
+    for (const reason of ['ECONNREFUSED', 'ECONNREFUSED', 'Connection terminated unexpectedly', '57P01: terminating connection', 'ECONNREFUSED']) {
+      p.hold('storage', reason, 5001);
+    }
+    expect(p.get('storage')).toMatchObject({ streak: 1, since: 5000, heldAt: 5001, until: first.pause.until });
+    expect(first.pause.until).toBeLessThanOrEqual(6000);
   });
 
   test('only work started at or after the latest hold ends a pause: a request already under way at a repeat does not', () => {
@@ -373,7 +383,7 @@ describe('Pauses', () => {
   test('a kind that returns within 10 minutes of its end continues its backoff; later it starts over', () => {
     const p = new Pauses(1000, 1_000_000);
     p.hold('account', 'a', 0, 1);
-    p.hold('account', 'a', 0, 1);
+    p.hold('account', 'a', 1, 1); // its probe failed: streak 2
     p.clear('account', 1000);
     const soon = p.hold('account', 'a', 1000 + 599_999);
     expect(soon.isNew).toBe(true);

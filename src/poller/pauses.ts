@@ -21,10 +21,10 @@ export interface Pause {
   heldAt: number;
 }
 
-/** Poller-wide pauses, each with its own exponential backoff, cleared by the first success after it. */
 /** A pause of a kind that comes back within this long continues the backoff instead of starting over. */
 const STREAK_MEMORY_MS = 10 * 60_000;
 
+/** Poller-wide pauses, each with its own exponential backoff, cleared by the first success after it. */
 export class Pauses {
   private readonly active = new Map<PauseKind, Pause>();
   /** How far each kind's backoff had got when its last pause ended. */
@@ -37,18 +37,29 @@ export class Pauses {
 
   /**
    * Holds off for `waitMs` when given (upstream's own Retry-After, already capped), else for the
-   * kind's next backoff step.
+   * kind's next backoff step; a repeat while the pause is in force keeps the step it is on.
    * @returns the pause, and whether it is new (a new pause is worth a log line; a repeat is not).
    */
   hold(kind: PauseKind, reason: string, now: number, waitMs?: number): { pause: Pause; isNew: boolean } {
     const previous = this.active.get(kind);
-    // An account without balance passes the free probe, fails the next paid request, and so on:
-    // a pause that returns soon after it ended keeps growing instead of restarting at 1 s.
-    const last = this.ended.get(kind);
-    const carried = previous?.streak ?? (last && now - last.at < STREAK_MEMORY_MS ? last.streak : 0);
-    const streak = carried + 1;
-    const wait = waitMs || backoffDelay(streak - 1, this.baseMs, this.capMs);
-    const pause = { kind, reason, streak, since: previous?.since ?? now, heldAt: now, until: Math.max(previous?.until ?? 0, now + wait) };
+    let streak: number;
+    let until: number;
+    if (previous && now < previous.until) {
+      // A repeat while the pause is still in force is the same outage seen again (the other steps
+      // that were under way when Postgres restarted, say), not a retry that failed: it keeps the
+      // backoff step. Counting each as a step took a 200 ms restart, failing five steps at once,
+      // to a 40 s pause. Only an explicit wait (a later Retry-After) moves the end.
+      streak = previous.streak;
+      until = Math.max(previous.until, waitMs ? now + waitMs : 0);
+    } else {
+      // After the pause ran out (a failed probe or retry), or a new one: one step further. An account
+      // without balance passes the free probe, fails the next paid request, and so on: a pause that
+      // returns soon after it ended keeps growing instead of restarting at 1 s.
+      const last = this.ended.get(kind);
+      streak = (previous?.streak ?? (last && now - last.at < STREAK_MEMORY_MS ? last.streak : 0)) + 1;
+      until = Math.max(previous?.until ?? 0, now + (waitMs || backoffDelay(streak - 1, this.baseMs, this.capMs)));
+    }
+    const pause = { kind, reason, streak, since: previous?.since ?? now, heldAt: now, until };
     this.active.set(kind, pause);
     return { pause, isNew: !previous || previous.reason !== reason };
   }
