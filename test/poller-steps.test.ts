@@ -634,6 +634,38 @@ describe('crashes', () => {
     expect(rig.seen('resumed')).toEqual([{ kind: 'storage' }]);
   });
 
+  test('a step started before a storage pause that then succeeds does not end it (its writes may predate the failure)', async () => {
+    const rig = await pollerRig({
+      wrapRecorder: (r) => ({
+        record: async (id, patch) => {
+          if (id === 'bad') throw diskFull();
+          return r.record(id, patch);
+        },
+        reschedule: async (id, patch) => {
+          if (id === 'bad') throw diskFull();
+          return r.reschedule(id, patch);
+        },
+      }),
+    });
+    polling(rig, 'ok', 'task-ok');
+    polling(rig, 'bad', 'task-bad');
+    const held = [rig.up.hold('result'), rig.up.hold('result')];
+    const pass = rig.poller.runOnce();
+    const reached = await Promise.all(held.map((h) => h.reached));
+    const byTask = (task: string) => must(held[reached.findIndex((q) => q.taskId === task)]);
+    // Both steps are under way; the failure comes a moment later.
+    rig.clock.advance(1);
+    const paused = nextPollerEvent(rig.poller, 'paused');
+    byTask('task-bad').release();
+    await paused;
+    byTask('task-ok').release(answer.record('completed', { outputs: ['https://up.example/out/ok.mp4'] }));
+    await pass;
+    expect(rowOf(rig, 'ok').status).toBe('COMPLETED');
+    expect(rig.seen('paused')).toEqual([expect.objectContaining({ kind: 'storage', streak: 1, heldAt: T0.getTime() + 1 })]);
+    expect(rig.seen('resumed')).toEqual([]);
+    expect(rig.poller.health().pauses.map((p) => p.kind)).toEqual(['storage']);
+  });
+
   test('any other exception: logged, the row pushed back by maxMs and held back in memory', async () => {
     let fail = 1;
     const rig = await pollerRig({

@@ -383,11 +383,15 @@ export class Poller extends EventEmitter<PollerEvents> {
     // Reads and starts are split by awaits: never start a prediction that is already under way.
     if (this.inFlight.has(id)) return;
     if (submission) this.submitting.add(id);
+    const startedAt = this.clock.now().getTime();
     const work = (async () => {
       try {
         await this.steps.run(id);
-        // The step's writes committed (a storage error would have thrown): storage works again.
-        this.resume('storage');
+        // The step's writes committed (a storage error would have thrown): storage works again,
+        // unless the step began before the pause's latest hold. Then its writes may all have
+        // committed before the failure (a Postgres restart failing the steps beside it), and ending
+        // the pause on it would let the next failure of the same outage start a pause one step longer.
+        this.resume('storage', startedAt);
         // Done with it: another instance may take its next step. (A crashed step keeps its lease
         // until it expires, which holds the row back as the cooldown does.)
         await this.o.leases?.release([id]).catch(() => {});
