@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, type TestContext, test } from 'v
 import { startBridge } from '../src/bus/bridge.js';
 import { type BusHandlers, type Change, type ChangeBus, decodeChange, encodeChange } from '../src/bus/bus.js';
 import { PgChangeBus } from '../src/bus/pg.js';
-import { RedisChangeBus } from '../src/bus/redis.js';
+import { MAX_KEPT, RedisChangeBus } from '../src/bus/redis.js';
 import type { PredictionRow } from '../src/db/schema.js';
 import { createPredictionPubSub } from '../src/pubsub.js';
 import { waitFor } from './helpers/app.js';
@@ -208,29 +208,56 @@ describe('Redis bus', () => {
     };
   });
 
-  test('redis: a change announced while the publishing connection reconnects is sent once it is back, not dropped', async (ctx) => {
-    if (!redis) return ctx.skip();
+  /** A reaches Redis through a proxy the test can cut; B directly, so B stays subscribed throughout. */
+  const behindProxy = async (r: TestRedis) => {
     const channel = `bus_${randomUUID().slice(0, 8)}_test`;
-    // A reaches Redis through a proxy the test can cut; B directly, so B stays subscribed throughout.
-    const proxy = await tcpProxy(Number(new URL(redis.url).port));
+    const proxy = await tcpProxy(Number(new URL(r.url).port));
     const a = listener();
     const b = listener();
     const busA = new RedisChangeBus({ url: `redis://127.0.0.1:${proxy.port}`, instanceId: 'A', log, channel });
-    const busB = new RedisChangeBus({ url: redis.url, instanceId: 'B', log, channel });
+    const busB = new RedisChangeBus({ url: r.url, instanceId: 'B', log, channel });
     onDispose(() => busA.close());
     onDispose(() => busB.close());
     await busA.start(a.handlers);
     await busB.start(b.handlers);
+    return { proxy, a, b, busA };
+  };
 
+  test('redis: changes announced while the publishing connection reconnects are sent once it is back, the newest version of each, in order', async (ctx) => {
+    if (!redis) return ctx.skip();
+    const { proxy, a, b, busA } = await behindProxy(redis);
     proxy.reset();
-    // Two reconnect attempts turned away: A's connections know they are down (the publisher is
-    // reconnecting, not writing into a socket it has not yet seen close).
+    // Two reconnect attempts turned away: A's connections know they are down.
     await waitFor(() => proxy.resets, (n) => n >= 2);
-    const announced = busA.announce({ id: 'meanwhile', version: 4 });
+    await busA.announce({ id: 'p', version: 4 });
+    await busA.announce({ id: 'q', version: 1 });
+    await busA.announce({ id: 'r', version: 1 });
+    await busA.announce({ id: 'p', version: 2 }); // older than what is kept: nothing changes
+    await busA.announce({ id: 'q', version: 3 }); // newer: replaces q's, and goes last
     await proxy.forward();
-    await announced;
-    expect(await b.changes.next('B to hear what A announced while reconnecting')).toEqual({ id: 'meanwhile', version: 4 });
     expect(await a.reconnects.next('A to subscribe again', 20_000)).toBe(true);
+    await busA.announce({ id: 'marker', version: 1 });
+    for (const n of [1, 2, 3, 4]) await b.changes.next(`B to hear change ${n} of 4`);
+    expect(b.changes.all).toEqual([
+      { id: 'p', version: 4 },
+      { id: 'r', version: 1 },
+      { id: 'q', version: 3 },
+      { id: 'marker', version: 1 },
+    ]);
     expect(b.reconnects.all).toEqual([]);
+  });
+
+  test(`redis: at most ${MAX_KEPT} changes are kept while the publisher is away; past that the oldest goes`, async (ctx) => {
+    if (!redis) return ctx.skip();
+    const { proxy, b, busA } = await behindProxy(redis);
+    proxy.reset();
+    await waitFor(() => proxy.resets, (n) => n >= 2);
+    for (let i = 0; i <= MAX_KEPT; i++) await busA.announce({ id: `k${i}`, version: 1 });
+    await proxy.forward();
+    const heard = new Set<string>();
+    while (heard.size < MAX_KEPT) heard.add((await b.changes.next(`change ${heard.size + 1} of ${MAX_KEPT}`)).id);
+    expect(heard.has('k0')).toBe(false);
+    expect(heard.has('k1')).toBe(true);
+    expect(heard.has(`k${MAX_KEPT}`)).toBe(true);
   });
 });
