@@ -57,7 +57,8 @@ export class Pauses {
       // returns soon after it ended keeps growing instead of restarting at 1 s.
       const last = this.ended.get(kind);
       streak = (previous?.streak ?? (last && now - last.at < STREAK_MEMORY_MS ? last.streak : 0)) + 1;
-      until = Math.max(previous?.until ?? 0, now + (waitMs || backoffDelay(streak - 1, this.baseMs, this.capMs)));
+      // A pause still held here has run out (previous.until <= now): its end is behind us.
+      until = now + (waitMs || backoffDelay(streak - 1, this.baseMs, this.capMs));
     }
     const pause = { kind, reason, streak, since: previous?.since ?? now, heldAt: now, until };
     this.active.set(kind, pause);
