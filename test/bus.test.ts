@@ -67,24 +67,25 @@ interface BusKit {
   cut(): Promise<void>;
 }
 
+/** Instances A and B on this bus, both listening. */
+async function twoListening(k: Pick<BusKit, 'make'>) {
+  const a = listener();
+  const b = listener();
+  const busA = k.make('A');
+  const busB = k.make('B');
+  onDispose(() => busA.close());
+  onDispose(() => busB.close());
+  await busA.start(a.handlers);
+  await busB.start(b.handlers);
+  return { a, b, busA, busB };
+}
+
 function busSuite(name: string, kit: () => BusKit | undefined) {
   /** The kit, or the test reported as skipped (not passed) when this bus is missing here. */
   const kitOrSkip = (ctx: TestContext): BusKit => {
     const k = kit();
     if (!k) ctx.skip();
     return k as BusKit;
-  };
-  /** Instances A and B on this bus, both listening. */
-  const twoListening = async (k: BusKit) => {
-    const a = listener();
-    const b = listener();
-    const busA = k.make('A');
-    const busB = k.make('B');
-    onDispose(() => busA.close());
-    onDispose(() => busB.close());
-    await busA.start(a.handlers);
-    await busB.start(b.handlers);
-    return { a, b, busA, busB };
   };
 
   test(`${name}: a change announced by one instance reaches the others, not itself`, async (ctx) => {
@@ -212,15 +213,9 @@ describe('Redis bus', () => {
   const behindProxy = async (r: TestRedis) => {
     const channel = `bus_${randomUUID().slice(0, 8)}_test`;
     const proxy = await tcpProxy(Number(new URL(r.url).port));
-    const a = listener();
-    const b = listener();
-    const busA = new RedisChangeBus({ url: `redis://127.0.0.1:${proxy.port}`, instanceId: 'A', log, channel });
-    const busB = new RedisChangeBus({ url: r.url, instanceId: 'B', log, channel });
-    onDispose(() => busA.close());
-    onDispose(() => busB.close());
-    await busA.start(a.handlers);
-    await busB.start(b.handlers);
-    return { proxy, a, b, busA };
+    const viaProxy = `redis://127.0.0.1:${proxy.port}`;
+    const listening = await twoListening({ make: (instanceId) => new RedisChangeBus({ url: instanceId === 'A' ? viaProxy : r.url, instanceId, log, channel }) });
+    return { proxy, ...listening };
   };
 
   test('redis: changes announced while the publishing connection reconnects are sent once it is back, the newest version of each, in order', async (ctx) => {
