@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import { isStorageError } from './errors.js';
+import { transact } from './transact.js';
 
 /**
  * Group commit: the calls made in one turn of the event loop run in one SQLite transaction, each in
@@ -28,17 +29,17 @@ function flush(sqlite: Database.Database): void {
   queues.delete(sqlite);
   const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
   try {
-    sqlite.transaction(() => {
+    transact(sqlite, () => {
       for (const call of batch) {
         try {
-          // Nested: better-sqlite3 runs it in a savepoint, released on return, rolled back on throw.
-          outcomes.push({ ok: true, value: sqlite.transaction(call.run)() });
+          // Nested: it runs in a savepoint, released on return, rolled back on throw.
+          outcomes.push({ ok: true, value: transact(sqlite, call.run) });
         } catch (error) {
           if (isStorageError(error)) throw error;
           outcomes.push({ ok: false, error });
         }
       }
-    })();
+    });
   } catch (error) {
     for (const call of batch) call.reject(error);
     return;

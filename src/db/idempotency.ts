@@ -1,6 +1,7 @@
 import { and, eq, lte } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { idempotencyKeys } from './schema.js';
+import { transact } from './transact.js';
 
 /** How long a createVideo idempotency key is remembered. */
 export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
@@ -38,6 +39,6 @@ export class IdempotencyStore {
   atomically<T>(fn: () => T): T {
     // better-sqlite3's own transaction, not Drizzle's: inside an open one (a group commit) it nests as
     // a savepoint, where Drizzle's would send a second BEGIN.
-    return this.db.$client.transaction(fn)();
+    return transact(this.db.$client, fn);
   }
 }

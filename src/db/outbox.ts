@@ -9,6 +9,7 @@ import {
   type WebhookAttemptRow,
   type WebhookMessageRow,
 } from './schema.js';
+import { transact } from './transact.js';
 
 export interface NewAttempt {
   id: string;
@@ -131,7 +132,7 @@ export class WebhookStore {
 
   /** Runs `write` in one transaction (nested calls become savepoints). */
   transaction<T>(write: () => T): T {
-    return this.db.$client.transaction(write)();
+    return transact(this.db.$client, write);
   }
 
   subscribe(predictionId: string, url: string, events: PredictionStatus[]): void {
