@@ -1,12 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { buildSchema, GraphQLInt, GraphQLList, GraphQLObjectType, GraphQLSchema, GraphQLString, parse } from 'graphql';
 import { createSchema, createYoga, type Plugin } from 'graphql-yoga';
-import { describe, expect, test } from 'vitest';
+import ipaddr from 'ipaddr.js';
+import { describe, expect, test, vi } from 'vitest';
 import { useBodyLimit } from '../src/server/body-limit.js';
 import { sendJson } from '../src/server/json.js';
-import { createOriginPolicy, isLoopbackHost, refuse } from '../src/server/origin.js';
+import { createOriginPolicy, isLoopbackHost, MAX_REMEMBERED_HOSTS, refuse } from '../src/server/origin.js';
 import { MAX_RESULT_COST, ROW_COST, resultCost, useResultCostLimit } from '../src/server/result-cost.js';
 import { waitFor } from './helpers/app.js';
+import { onDispose } from './helpers/dispose.js';
 
 /** What sendJson wrote: a ServerResponse reduced to the two calls it makes. */
 function recordingResponse() {
@@ -89,6 +91,28 @@ describe('origin policy', () => {
 
   test('a foreign Origin is refused before the Host is judged', () => {
     expect(policy.check(req({ host: 'evil.example', origin: 'https://other.example' }), true)).toMatchObject({ code: 'FORBIDDEN_ORIGIN' });
+  });
+
+  test("open mode's verdict per Host is remembered: the address is parsed once per distinct Host, and stays right past the memo's bound", () => {
+    const policy = createOriginPolicy({ corsOrigins: [] });
+    const parsed = vi.spyOn(ipaddr, 'isValid');
+    onDispose(() => parsed.mockRestore());
+    for (let i = 0; i < 10; i++) {
+      expect(policy.check(req({ host: '127.0.0.1:4000' }), true)).toEqual({ ok: true });
+      expect(policy.check(req({ host: '10.1.2.3:4000' }), true)).toMatchObject({ ok: false, code: 'FORBIDDEN_HOST' });
+    }
+    expect(parsed.mock.calls).toEqual([['127.0.0.1'], ['10.1.2.3']]);
+    // More distinct Hosts than the memo holds (any client picks its Host): every verdict still right.
+    const hosts = Array.from({ length: MAX_REMEMBERED_HOSTS * 2 + 3 }, (_, i) => (i % 2 ? `127.0.${i >> 8}.${i & 255}:1` : `h${i}.example`));
+    for (const round of [1, 2]) {
+      parsed.mockClear();
+      for (const [i, host] of hosts.entries()) {
+        expect(policy.check(req({ host }), true).ok, `${host}, round ${round}`).toBe(i % 2 === 1);
+      }
+      // The memo keeps at most MAX_REMEMBERED_HOSTS, so most Hosts are parsed again the second time.
+      expect(parsed.mock.calls.length).toBeGreaterThanOrEqual(hosts.length - (round === 1 ? 0 : MAX_REMEMBERED_HOSTS));
+    }
+    expect(policy.check(req({ host: '10.1.2.3:4000' }), true)).toMatchObject({ ok: false, code: 'FORBIDDEN_HOST' });
   });
 
   test('without PUBLIC_URL only loopback Hosts pass in open mode', () => {

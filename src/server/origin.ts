@@ -18,6 +18,9 @@ export interface OriginPolicyOptions {
   publicUrl?: string;
 }
 
+/** Distinct Host headers whose open-mode verdict is remembered; past it the memo starts over. */
+export const MAX_REMEMBERED_HOSTS = 256;
+
 export type OriginVerdict = { ok: true } | { ok: false; code: 'FORBIDDEN_ORIGIN' | 'FORBIDDEN_HOST'; message: string };
 
 /**
@@ -35,6 +38,22 @@ export function createOriginPolicy({ corsOrigins, publicUrl }: OriginPolicyOptio
   if (publicUrl) allowed.add(new URL(publicUrl).origin);
   const publicHost = publicUrl ? new URL(publicUrl).host.toLowerCase() : undefined;
 
+  /**
+   * Open mode's verdict per Host header (lower-cased, port included), remembered: parsing it as an
+   * address (ipaddr.js) on every request was ~7 µs, 1.5% of an uncached `prediction(id)` (issue 18),
+   * and nearly every request carries the same Host. Bounded, since any client picks its Host.
+   */
+  const openHosts = new Map<string, boolean>();
+  const openModeServes = (host: string) => {
+    let serves = openHosts.get(host);
+    if (serves === undefined) {
+      serves = isLoopbackHost(host.replace(/:\d+$/, '')) || host === publicHost;
+      if (openHosts.size >= MAX_REMEMBERED_HOSTS) openHosts.clear();
+      openHosts.set(host, serves);
+    }
+    return serves;
+  };
+
   const sameOrigin = (origin: string, host: string) => {
     try {
       return new URL(origin).host === host;
@@ -50,7 +69,7 @@ export function createOriginPolicy({ corsOrigins, publicUrl }: OriginPolicyOptio
       if (origin !== undefined && !allowed.has(origin) && !sameOrigin(origin, host)) {
         return { ok: false, code: 'FORBIDDEN_ORIGIN', message: `requests from origin ${origin} are not allowed (see CORS_ORIGINS)` };
       }
-      if (openMode && !isLoopbackHost(host.replace(/:\d+$/, '')) && host !== publicHost) {
+      if (openMode && !openModeServes(host)) {
         return { ok: false, code: 'FORBIDDEN_HOST', message: `open mode answers only requests addressed to this machine, not to "${host}"` };
       }
       return { ok: true };
