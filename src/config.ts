@@ -22,6 +22,9 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
 
+/** More processes than this on one machine is a mistake, not a deployment (WORKERS). */
+export const MAX_WORKERS = 64;
+
 /** Every environment variable cinegraph reads; the README's configuration table mirrors this. */
 const envSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -73,17 +76,26 @@ const envSchema = z.object({
   REDIS_URL: optionalString.pipe(z.string().regex(/^rediss?:\/\//, 'must be a redis:// (or rediss://) URL').optional()),
   LEASE_MS: int(1000, 60_000),
   SUBSCRIPTION_RESYNC_MS: int(0, 30_000),
+  WORKERS: int(1, 1).pipe(z.number().max(MAX_WORKERS)),
 })
   .refine((e) => e.POLL_INITIAL_MS <= e.POLL_MAX_MS, { message: 'must not exceed POLL_MAX_MS', path: ['POLL_INITIAL_MS'] })
   // A lease must outlive any one upstream request, or a slow answer would be written by nobody.
   // (Only leases matter: without DATABASE_URL there are none, and a long UPSTREAM_TIMEOUT_MS is fine.)
-  .refine((e) => !e.DATABASE_URL || e.LEASE_MS > e.UPSTREAM_TIMEOUT_MS, { message: 'must be longer than UPSTREAM_TIMEOUT_MS', path: ['LEASE_MS'] });
+  .refine((e) => !e.DATABASE_URL || e.LEASE_MS > e.UPSTREAM_TIMEOUT_MS, { message: 'must be longer than UPSTREAM_TIMEOUT_MS', path: ['LEASE_MS'] })
+  // On SQLite one process owns DATA_DIR (its poller is the only one that may submit); processes that
+  // share the work need the database they coordinate through.
+  .refine((e) => e.WORKERS === 1 || e.DATABASE_URL, {
+    message: 'more than one worker process needs DATABASE_URL (on SQLite one process owns DATA_DIR; see Scale-out)',
+    path: ['WORKERS'],
+  });
 
 export type Env = z.infer<typeof envSchema>;
 
 export interface Config {
   host: string;
   port: number;
+  /** Gateway processes sharing HOST:PORT (node:cluster, src/cluster.ts); more than 1 only with DATABASE_URL. */
+  workers: number;
   dataDir: string;
   logLevel: Env['LOG_LEVEL'];
   /** Where upstream can reach this gateway; enables webhooks. No trailing slash. */
@@ -198,6 +210,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     host: e.HOST,
     port: e.PORT,
+    workers: e.WORKERS,
     dataDir: resolve(e.DATA_DIR),
     logLevel: e.LOG_LEVEL,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),

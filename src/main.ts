@@ -1,6 +1,9 @@
+import cluster from 'node:cluster';
 import { openApp } from './app.js';
+import { superviseWorkers } from './cluster.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
 import { InstanceLockError } from './lock.js';
+import { createLogger } from './log.js';
 
 let config: Config;
 try {
@@ -10,6 +13,9 @@ try {
   console.error(err.message);
   process.exit(2);
 }
+
+// WORKERS > 1: this process only starts, replaces and stops the gateways (src/cluster.ts).
+if (config.workers > 1 && cluster.isPrimary) process.exit(await superviseWorkers({ workers: config.workers, log: createLogger(config.logLevel) }));
 
 const app = await openApp(config);
 try {

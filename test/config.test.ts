@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, loadConfig, MAX_WORKERS } from '../src/config.js';
 
 describe('configuration', () => {
   test('defaults: loopback, port 4000, ./data, the sandbox when no key is set', () => {
@@ -49,6 +49,11 @@ describe('configuration', () => {
     [{ DATABASE_URL: 'postgres://db', WAVESPEED_API_KEY: 'k', LEASE_MS: '15000' }, 'LEASE_MS: must be longer than UPSTREAM_TIMEOUT_MS'],
     [{ DATABASE_URL: 'postgres://db', WAVESPEED_API_KEY: 'k', LEASE_MS: '20000', UPSTREAM_TIMEOUT_MS: '30000' }, 'LEASE_MS: must be longer than UPSTREAM_TIMEOUT_MS'],
     [{ SUBSCRIPTION_RESYNC_MS: '-1' }, 'SUBSCRIPTION_RESYNC_MS'],
+    [{ WORKERS: '0' }, 'WORKERS'],
+    [{ WORKERS: '65' }, 'WORKERS'],
+    [{ WORKERS: '1.5' }, 'WORKERS'],
+    [{ WORKERS: 'all' }, 'WORKERS'],
+    [{ WORKERS: '2' }, 'WORKERS: more than one worker process needs DATABASE_URL (on SQLite one process owns DATA_DIR; see Scale-out)'],
   ])('%j is refused, naming the variable', (env, names) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(names);
@@ -77,6 +82,14 @@ describe('configuration', () => {
       leaseMs: 15_001,
       resyncMs: 0,
     });
+  });
+
+  test('WORKERS: one process unless told; more only with DATABASE_URL, up to 64', () => {
+    expect(loadConfig({}).workers).toBe(1);
+    expect(loadConfig({ WORKERS: '1' }).workers).toBe(1);
+    const shared = { WAVESPEED_API_KEY: 'k', DATABASE_URL: 'postgres://db' };
+    expect(loadConfig({ ...shared, WORKERS: '4' }).workers).toBe(4);
+    expect(loadConfig({ ...shared, WORKERS: String(MAX_WORKERS) }).workers).toBe(64);
   });
 
   test('npm start with a bad value exits 2 and says which variable', async () => {
