@@ -6,16 +6,27 @@
 // limit), `--rounds=N` fresh servers (default 3), mean and range printed. FANOUT_CURVE (e.g.
 // `2500,5000,7500,10000`) measures each of those counts in turn instead of FANOUT_N and says the
 // largest whose p99 stayed under 200 ms in every round: how many subscribers one process holds.
-import { readFileSync } from 'node:fs';
+// FANOUT_DATABASE_URL (a Postgres URL whose user may create databases) runs the gateway on Postgres,
+// a fresh database each round, with a sandbox process of its own as the upstream; FANOUT_WORKERS=N
+// (which needs it) runs N worker processes (WORKERS=N, src/cluster.ts), unpinned, since pinning
+// them to one core would measure only their overhead (FANOUT_PIN=false unpins a one-process run too,
+// to compare on equal terms). Memory and CPU are then the whole group's.
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import pg from 'pg';
 import type { BenchRow } from './report.js';
-import { cpuSeconds, mean, pin, range, ROUNDS } from './rounds.js';
-import { startCinegraph } from './servers.js';
+import { cpuSeconds, mean, pin, type Pinning, range, ROUNDS } from './rounds.js';
+import { type BenchServer, startCinegraph } from './servers.js';
 
 const TARGET_N = Number(process.env.FANOUT_N ?? 10_000);
 const CURVE = process.env.FANOUT_CURVE?.split(',').map(Number);
 if (CURVE?.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`FANOUT_CURVE must be whole numbers >= 1, comma-separated, not ${process.env.FANOUT_CURVE}`);
 const PER_SOCKET = Number(process.env.FANOUT_PER_SOCKET ?? 1);
+const DATABASE_URL = process.env.FANOUT_DATABASE_URL;
+const GATEWAY_WORKERS = Number(process.env.FANOUT_WORKERS ?? 1);
+if (!Number.isInteger(GATEWAY_WORKERS) || GATEWAY_WORKERS < 1) throw new Error(`FANOUT_WORKERS must be a whole number >= 1, not ${process.env.FANOUT_WORKERS}`);
+if (GATEWAY_WORKERS > 1 && !DATABASE_URL) throw new Error('FANOUT_WORKERS > 1 needs FANOUT_DATABASE_URL (WORKERS needs Postgres)');
 const WORKERS = 2;
 /** The latency target the curve is read against (issue 18: 10,000 subscribers p99 < 200 ms). */
 const CURVE_P99_MS = 200;
@@ -26,7 +37,59 @@ const CURVE_P99_MS = 200;
  */
 const taskSeconds = (n: number) => Math.max(40, Math.ceil(n / 1000) * 3);
 
-const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+/** The process and its children (a WORKERS group: the primary and its workers). */
+const group = (pid: number): number[] => {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry));
+    } catch {}
+  }
+  return [pid, ...children];
+};
+const rssKb = (pid: number) => group(pid).reduce((kb, p) => kb + Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? NaN), 0);
+const groupCpuSeconds = (pid: number) => group(pid).reduce((s, p) => s + cpuSeconds(p), 0);
+
+/** The gateway measured: as `npm start` on SQLite, or on a fresh Postgres database (and its own upstream) with FANOUT_DATABASE_URL. */
+async function startGateway(env: Record<string, string>, pinning: Pinning): Promise<BenchServer> {
+  if (!DATABASE_URL) return startCinegraph(env, pinning.server);
+  const name = `cinegraph_fanout_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: DATABASE_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  const url = new URL(DATABASE_URL);
+  url.pathname = `/${name}`;
+  const upstream = await startCinegraph({ SANDBOX_TASK_SECONDS: env.SANDBOX_TASK_SECONDS ?? '40' }, pinning.upstream);
+  let gateway: BenchServer;
+  try {
+    gateway = await startCinegraph(
+      { ...env, DATABASE_URL: url.href, WAVESPEED_API_KEY: 'bench', WAVESPEED_BASE_URL: `${upstream.url}/sandbox`, WORKERS: String(GATEWAY_WORKERS) },
+      GATEWAY_WORKERS > 1 ? undefined : pinning.server,
+    );
+  } catch (err) {
+    await upstream.stop();
+    await admin.end();
+    throw err;
+  }
+  // Every worker listening before the clients connect, or the first one would take them all.
+  for (const deadline = Date.now() + 60_000; GATEWAY_WORKERS > 1 && group(gateway.pid).length - 1 < GATEWAY_WORKERS; ) {
+    if (Date.now() > deadline) throw new Error(`${GATEWAY_WORKERS} workers not started in 60 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (GATEWAY_WORKERS > 1) await new Promise((r) => setTimeout(r, 8000)); // each worker compiles and connects (~5 s under tsx)
+  return {
+    url: gateway.url,
+    pid: gateway.pid,
+    stop: async () => {
+      await gateway.stop();
+      await upstream.stop();
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    },
+  };
+}
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 interface Round {
@@ -42,9 +105,9 @@ interface Round {
   seconds: number;
 }
 
-async function round(n: number, serverCpu: number | undefined): Promise<Round> {
+async function round(n: number, pinning: Pinning): Promise<Round> {
   const TASK_SECONDS = taskSeconds(n);
-  const server = await startCinegraph({ SANDBOX_TASK_SECONDS: String(TASK_SECONDS), POLL_INITIAL_MS: '100', POLL_GROWTH: '0', POLL_MAX_MS: '100' }, serverCpu);
+  const server = await startGateway({ SANDBOX_TASK_SECONDS: String(TASK_SECONDS), POLL_INITIAL_MS: '100', POLL_GROWTH: '0', POLL_MAX_MS: '100' }, pinning);
   try {
     const created = (await fetch(`${server.url}/graphql`, {
       method: 'POST',
@@ -86,7 +149,7 @@ async function round(n: number, serverCpu: number | undefined): Promise<Round> {
                 connectedCount += m.connected;
                 if (--pending === 0) {
                   rssConnected = rssKb(server.pid);
-                  sampler = setInterval(() => cpuSamples.push([Date.now(), cpuSeconds(server.pid)]), 10);
+                  sampler = setInterval(() => cpuSamples.push([Date.now(), groupCpuSeconds(server.pid)]), 10);
                 }
               } else if (m.type === 'done') resolve(m);
             });
@@ -119,7 +182,10 @@ async function round(n: number, serverCpu: number | undefined): Promise<Round> {
 }
 
 export async function run(): Promise<BenchRow[]> {
-  const pinning = pin();
+  // Workers pinned to one core would only measure their overhead: a WORKERS run is not pinned.
+  // FANOUT_PIN=false: not pinned either way (to compare one worker with several on equal terms).
+  const unpinned = GATEWAY_WORKERS > 1 || process.env.FANOUT_PIN === 'false';
+  const pinning: Pinning = unpinned ? { said: `not pinned (${GATEWAY_WORKERS} gateway process${GATEWAY_WORKERS > 1 ? 'es' : ''})`, restore: () => undefined } : pin();
   const counts = CURVE ?? [TARGET_N];
   console.log(
     `fan-out: ${counts.map((n) => n.toLocaleString('en-US')).join(', ')} subscriptions, ${PER_SOCKET} per socket; ${pinning.said}; ${ROUNDS} rounds (--rounds=N), a fresh server each`,
@@ -128,7 +194,7 @@ export async function run(): Promise<BenchRow[]> {
   try {
     for (const n of counts) {
       const rounds: Round[] = [];
-      for (let i = 0; i < ROUNDS; i++) rounds.push(await round(n, pinning.server));
+      for (let i = 0; i < ROUNDS; i++) rounds.push(await round(n, pinning));
       measured.push({ n, rounds });
     }
   } finally {
@@ -160,7 +226,8 @@ function rowsFor(n: number, rounds: Round[]): BenchRow[] {
   const one = (x: number) => x.toFixed(1);
   const spread = (f: (r: Round) => number, fmt: (x: number) => string) => `${rounds.length} rounds: ${fmt(mean(of(f)))} (${range(of(f), fmt)})`;
   const allReceived = rounds.every((r) => r.received === r.held && r.held >= n);
-  const label = `fan-out ${n >= 1000 ? `${n / 1000}k` : n}${PER_SOCKET > 1 ? ` (${PER_SOCKET}/socket)` : ''}`;
+  const on = DATABASE_URL ? `, Postgres${GATEWAY_WORKERS > 1 ? `, ${GATEWAY_WORKERS} workers` : ''}` : '';
+  const label = `fan-out ${n >= 1000 ? `${n / 1000}k` : n}${PER_SOCKET > 1 ? ` (${PER_SOCKET}/socket)` : ''}${on}`;
   return [
     {
       name: `${label}: subscriptions held`,
