@@ -37,7 +37,7 @@ const CURVE_P99_MS = 200;
  */
 const taskSeconds = (n: number) => Math.max(40, Math.ceil(n / 1000) * 3);
 
-/** The process and its children (a WORKERS group: the primary and its workers). */
+/** The process and its children (a WORKERS group: the primary and its workers). Scans /proc: call it once a round, not per sample. */
 const group = (pid: number): number[] => {
   const children: number[] = [];
   for (const entry of readdirSync('/proc')) {
@@ -49,8 +49,24 @@ const group = (pid: number): number[] => {
   }
   return [pid, ...children];
 };
-const rssKb = (pid: number) => group(pid).reduce((kb, p) => kb + Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? NaN), 0);
-const groupCpuSeconds = (pid: number) => group(pid).reduce((s, p) => s + cpuSeconds(p), 0);
+const rssKbOf = (pids: number[]) =>
+  pids.reduce((kb, p) => {
+    try {
+      return kb + Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? NaN);
+    } catch {
+      return Number.NaN; // a process of the group is gone: no figure rather than a wrong one
+    }
+  }, 0);
+const cpuSecondsOf = (pids: number[]) => pids.reduce((s, p) => s + cpuSeconds(p), 0);
+
+/** Resolves once `server` printed `count` "cinegraph listening" lines (one per worker: LOG_LEVEL info). */
+async function listening(server: BenchServer, count: number): Promise<void> {
+  for (const deadline = Date.now() + 60_000; ; ) {
+    if ((server.output().match(/"msg":"cinegraph listening"/g) ?? []).length >= count) return;
+    if (Date.now() > deadline) throw new Error(`${count} workers not listening within 60 s:\n${server.output().slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 /** The gateway measured: as `npm start` on SQLite, or on a fresh Postgres database (and its own upstream) with FANOUT_DATABASE_URL. */
 async function startGateway(env: Record<string, string>, pinning: Pinning): Promise<BenchServer> {
@@ -58,38 +74,33 @@ async function startGateway(env: Record<string, string>, pinning: Pinning): Prom
   const name = `cinegraph_fanout_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: DATABASE_URL });
   await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${name}`;
-  const upstream = await startCinegraph({ SANDBOX_TASK_SECONDS: env.SANDBOX_TASK_SECONDS ?? '40' }, pinning.upstream);
-  let gateway: BenchServer;
+  let upstream: BenchServer | undefined;
+  let gateway: BenchServer | undefined;
+  const stop = async () => {
+    await gateway?.stop();
+    await upstream?.stop();
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+    await admin.end();
+  };
   try {
+    await admin.query(`CREATE DATABASE ${name}`);
+    const url = new URL(DATABASE_URL);
+    url.pathname = `/${name}`;
+    upstream = await startCinegraph({ SANDBOX_TASK_SECONDS: env.SANDBOX_TASK_SECONDS ?? '40' }, pinning.upstream);
     gateway = await startCinegraph(
-      { ...env, DATABASE_URL: url.href, WAVESPEED_API_KEY: 'bench', WAVESPEED_BASE_URL: `${upstream.url}/sandbox`, WORKERS: String(GATEWAY_WORKERS) },
+      // Log level info for the workers' "cinegraph listening" lines; nothing is logged per message.
+      { ...env, LOG_LEVEL: 'info', DATABASE_URL: url.href, WAVESPEED_API_KEY: 'bench', WAVESPEED_BASE_URL: `${upstream.url}/sandbox`, WORKERS: String(GATEWAY_WORKERS) },
       GATEWAY_WORKERS > 1 ? undefined : pinning.server,
     );
+    // Every worker listening before the clients connect, or the first ones would take them all.
+    await listening(gateway, GATEWAY_WORKERS);
   } catch (err) {
-    await upstream.stop();
-    await admin.end();
+    await stop();
     throw err;
   }
-  // Every worker listening before the clients connect, or the first one would take them all.
-  for (const deadline = Date.now() + 60_000; GATEWAY_WORKERS > 1 && group(gateway.pid).length - 1 < GATEWAY_WORKERS; ) {
-    if (Date.now() > deadline) throw new Error(`${GATEWAY_WORKERS} workers not started in 60 s`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  if (GATEWAY_WORKERS > 1) await new Promise((r) => setTimeout(r, 8000)); // each worker compiles and connects (~5 s under tsx)
-  return {
-    url: gateway.url,
-    pid: gateway.pid,
-    stop: async () => {
-      await gateway.stop();
-      await upstream.stop();
-      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await admin.end();
-    },
-  };
+  return { url: gateway.url, pid: gateway.pid, output: gateway.output, stop };
 }
+
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 interface Round {
@@ -116,7 +127,8 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
     }).then((r) => r.json())) as { data: { createVideo: { id: string } } };
     const id = created.data.createVideo.id;
     await new Promise((r) => setTimeout(r, 500));
-    const rssBefore = rssKb(server.pid);
+    const pids = group(server.pid);
+    const rssBefore = rssKbOf(pids);
     const startedAt = Date.now();
 
     const workers = Array.from(
@@ -148,8 +160,8 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
               if (m.type === 'connected') {
                 connectedCount += m.connected;
                 if (--pending === 0) {
-                  rssConnected = rssKb(server.pid);
-                  sampler = setInterval(() => cpuSamples.push([Date.now(), groupCpuSeconds(server.pid)]), 10);
+                  rssConnected = rssKbOf(pids);
+                  sampler = setInterval(() => cpuSamples.push([Date.now(), cpuSecondsOf(pids)]), 10);
                 }
               } else if (m.type === 'done') resolve(m);
             });

@@ -11,6 +11,8 @@ export interface BenchServer {
   url: string;
   /** The child's pid, for reading its memory from /proc. */
   pid: number;
+  /** What the child printed so far (its log lines at the LOG_LEVEL it was given; silent by default). */
+  output(): string;
   stop(): Promise<void>;
 }
 
@@ -89,7 +91,7 @@ async function spawnNode(script: string, env: Record<string, string | undefined>
     await new Promise((r) => setTimeout(r, 50));
   }
   if (child.pid === undefined) throw new Error(`${script} has no pid`); // only when spawning failed
-  return { url, pid: child.pid, stop };
+  return { url, pid: child.pid, output: () => output, stop };
 }
 
 /** The real gateway, against its embedded sandbox (WAVESPEED_API_KEY removed from the env). */

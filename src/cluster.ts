@@ -46,6 +46,8 @@ export function superviseWorkers({ workers, log, restartDelayMs = 1000 }: Superv
     const fork = () => {
       const worker = cluster.fork();
       live.set(worker, Date.now());
+      // A failed message to or from the worker; without a listener it would throw in the primary.
+      worker.on('error', (err) => log.error({ err, worker: worker.process.pid }, 'worker channel error'));
       log.info({ worker: worker.process.pid }, 'worker started');
     };
 
@@ -68,7 +70,9 @@ export function superviseWorkers({ workers, log, restartDelayMs = 1000 }: Superv
       const startedAt = live.get(worker) ?? Date.now();
       live.delete(worker);
       if (stopping) {
-        if (code !== 0) exitCode ||= 1;
+        // Ended by the stop's own signal (a worker still starting has no handler yet): a clean stop too.
+        const stopped = code === 0 || signal === 'SIGTERM' || signal === 'SIGINT';
+        if (!stopped) exitCode ||= 1;
         if (!live.size) resolve(exitCode);
         return;
       }

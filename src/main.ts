@@ -1,5 +1,5 @@
 import cluster from 'node:cluster';
-import { openApp } from './app.js';
+import { join } from 'node:path';
 import { superviseWorkers } from './cluster.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
 import { InstanceLockError } from './lock.js';
@@ -14,9 +14,19 @@ try {
   process.exit(2);
 }
 
-// WORKERS > 1: this process only starts, replaces and stops the gateways (src/cluster.ts).
-if (config.workers > 1 && cluster.isPrimary) process.exit(await superviseWorkers({ workers: config.workers, log: createLogger(config.logLevel) }));
+// WORKERS > 1: this process only starts, replaces and stops the gateways (src/cluster.ts), so it
+// loads none of the gateway's modules (app.js is imported below, by the workers).
+if (config.workers > 1 && cluster.isPrimary) {
+  // Every worker opens DATA_DIR's SQLite file (kept files, incoming webhook ids), and on a new
+  // DATA_DIR they would all migrate it at once: Drizzle's SQLite migrator reads what is applied
+  // before it takes the write lock, so a second one would apply the first migration again and fail.
+  // Migrated here, once, before any worker starts.
+  const { openDatabase } = await import('./db/client.js');
+  openDatabase(join(config.dataDir, 'cinegraph.sqlite')).$client.close();
+  process.exit(await superviseWorkers({ workers: config.workers, log: createLogger(config.logLevel) }));
+}
 
+const { openApp } = await import('./app.js');
 const app = await openApp(config);
 try {
   await app.start();

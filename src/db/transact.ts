@@ -14,7 +14,7 @@ const runners = new WeakMap<Database.Database, Runner>();
  * functions (default, deferred, immediate, exclusive) and defines five properties on each, every
  * time. A createVideo passes through four of these (its group-commit savepoint, the idempotency
  * check, the write after submission and its outbox), and bench/transact.ts measured a nested savepoint
- * at 5.6–6.4 µs a call that way against 1.5–1.6 µs through one wrapper per connection (issue 18).
+ * at 5.4 µs a call that way against 1.4 µs through one wrapper per connection (issue 18).
  */
 export function transact<T>(sqlite: Database.Database, fn: () => T): T {
   let run = runners.get(sqlite);
