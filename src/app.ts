@@ -28,7 +28,7 @@ import { RedisChangeBus } from './bus/redis.js';
 import { Admission } from './poller/admission.js';
 import { Poller } from './poller/poller.js';
 import { publishQueueMoves } from './poller/queue-ticks.js';
-import { createRecorder, type Recorder } from './poller/record.js';
+import { createRecorder } from './poller/record.js';
 import { createPredictionPubSub, type PredictionPubSub } from './pubsub.js';
 import type { Context, Lifecycle } from './schema/context.js';
 import { buildSchema } from './schema/index.js';
@@ -153,23 +153,17 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
   // long as an attempt can take (the POST's timeout, then LEASE_MS to record it).
   const pgOutbox = pg && scaleOut && instanceId ? new PgOutbox(pg, { instanceId, leaseMs: config.webhooks.timeoutMs + scaleOut.leaseMs }) : undefined;
   const pgOutgoing = pgOutbox && createPgOutgoing({ ...outgoingOptions, outbox: pgOutbox }, (): WebhookDispatcher => dispatcher);
-  const pgStore =
-    pg && scaleOut && instanceId ? createPgStore(pg, { instanceId, leaseMs: scaleOut.leaseMs, limits: config.admission, pubsub, now, hook: pgOutgoing?.hook }) : undefined;
   /** Joins this instance to the others once started (Postgres mode). */
   let bridge: Bridge | undefined;
-  /** Each change this instance records is also announced to the other instances. */
-  const announcing = (inner: Recorder): Recorder => {
-    const outer: Recorder = Object.create(inner);
-    outer.record = async (id, patch) => {
-      const row = await inner.record(id, patch);
-      if (row) bridge?.announce(row);
-      return row;
-    };
-    return outer;
-  };
+  // Each change this instance records is also announced to the other instances, as soon as it has
+  // committed (before its own subscribers are written to: see PgRecorderOptions.announce).
+  const pgStore =
+    pg && scaleOut && instanceId
+      ? createPgStore(pg, { instanceId, leaseMs: scaleOut.leaseMs, limits: config.admission, pubsub, now, hook: pgOutgoing?.hook, announce: (row) => bridge?.announce(row) })
+      : undefined;
   // On SQLite the poller's writes and the createVideo inserts of one event-loop turn share a commit.
   const commit = groupCommitter(db.$client);
-  const recorder = metrics.observeRecorder(pgStore ? announcing(pgStore.recorder) : createRecorder(store, pubsub, now, outgoing.hook, commit));
+  const recorder = metrics.observeRecorder(pgStore ? pgStore.recorder : createRecorder(store, pubsub, now, outgoing.hook, commit));
   const quotas = new Quotas(config.access.quotas);
   const connections = new Connections();
   const origins = createOriginPolicy({ corsOrigins: config.access.corsOrigins, publicUrl: config.publicUrl });
@@ -225,7 +219,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     admission,
     client,
     recorder,
-    lifecycleRecorder: pgStore && metrics.observeRecorder(announcing(pgStore.lifecycleRecorder)),
+    lifecycleRecorder: pgStore && metrics.observeRecorder(pgStore.lifecycleRecorder),
     leases: pgStore?.leases,
     leaseMs: scaleOut ? scaleOut.leaseMs : undefined,
     sharedPause: pgStore?.pause,

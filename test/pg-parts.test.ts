@@ -10,6 +10,7 @@ import { pingPostgres } from '../src/db/pg/ping.js';
 import { exactlyOne, PgPredictions } from '../src/db/pg/predictions.js';
 import * as pgSchema from '../src/db/pg/schema.js';
 import { createPredictionPubSub } from '../src/pubsub.js';
+import { waitFor } from './helpers/app.js';
 import { at, newRow, T0 } from './helpers/db.js';
 import { onDispose } from './helpers/dispose.js';
 import { must } from './helpers/must.js';
@@ -449,5 +450,38 @@ describe('the recorder with a hook', () => {
     expect(calls).toEqual([]);
     expect((await s.lifecycleRecorder.record('p1', { status: 'PROCESSING' }))?.status).toBe('PROCESSING');
     expect(calls).toEqual(['hook:p1', 'after:p1']);
+  });
+
+  test('a recorded change is announced to the other instances once committed and before the local subscribers hear it; nothing unwritten is announced', async () => {
+    const db = await open();
+    const reader = await open({ max: 1 });
+    const pubsub = createPredictionPubSub();
+    const calls: string[] = [];
+    const s = createPgStore(db, {
+      instanceId: 'parts',
+      leaseMs: 60_000,
+      limits: {},
+      pubsub,
+      now: () => T0,
+      announce: (row) => {
+        calls.push(`announce:${row.id}:${row.status}:v${row.version}`);
+        // Committed by then: another connection already reads what is announced.
+        void reader.$client.query<{ status: string }>('SELECT status FROM predictions WHERE id = $1', [row.id]).then((r) => calls.push(`read:${r.rows[0]?.status}`));
+      },
+    });
+    pubsub.subscribe('prediction:updated', 'p1', (row) => calls.push(`local:${row.status}:v${row.version}`));
+    await s.insert(newRow('p1'));
+    expect(await s.lifecycleRecorder.record('nobody', { status: 'FAILED' })).toBeUndefined();
+    // The fenced recorder (the poller's) of a row this instance does not hold writes nothing.
+    expect(await s.recorder.record('p1', { status: 'PROCESSING' })).toBeUndefined();
+    expect(calls).toEqual([]);
+    const row = await s.lifecycleRecorder.record('p1', { status: 'CANCELED' });
+    expect(calls.slice(0, 2)).toEqual([`announce:p1:CANCELED:v${row?.version}`, `local:CANCELED:v${row?.version}`]);
+    await waitFor(
+      () => calls,
+      (c) => c.length === 3,
+      5_000,
+    );
+    expect(calls[2]).toBe('read:CANCELED');
   });
 });

@@ -18,7 +18,7 @@ export interface BridgeOptions {
 }
 
 export interface Bridge {
-  /** Tells the other instances about a change this one committed (after its local publish). */
+  /** Tells the other instances about a change this one committed (after its commit, before its local publish: see PgRecorderOptions.announce). */
   announce(row: PredictionRow): void;
   /** Reads every watched prediction again and publishes what is newer; for reconnects, the timer and tests. */
   resync(): Promise<void>;

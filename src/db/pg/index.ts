@@ -23,6 +23,8 @@ export interface PgStoreOptions {
   now: () => Date;
   /** Runs inside every recorded change's transaction: the webhook outbox (webhooks/outgoing.ts, createPgOutgoing). */
   hook?: PgRecordHook;
+  /** Announces each recorded change to the other instances, after its commit and before the local publish (see PgRecorderOptions). */
+  announce?: (row: PredictionRow) => void;
 }
 
 export interface PgStore {
@@ -53,8 +55,8 @@ export function createPgStore(db: PgDb, o: PgStoreOptions): PgStore {
     queue: new PgQueue(db),
     idempotency,
     creator: new PgCreator(db, predictions, idempotency),
-    recorder: createPgRecorder(db, predictions, o.pubsub, { now: o.now, hook: o.hook, fence: { instanceId: o.instanceId, leaseMs: o.leaseMs } }),
-    lifecycleRecorder: createPgRecorder(db, predictions, o.pubsub, { now: o.now, hook: o.hook }),
+    recorder: createPgRecorder(db, predictions, o.pubsub, { now: o.now, hook: o.hook, announce: o.announce, fence: { instanceId: o.instanceId, leaseMs: o.leaseMs } }),
+    lifecycleRecorder: createPgRecorder(db, predictions, o.pubsub, { now: o.now, hook: o.hook, announce: o.announce }),
     leases: new PgLeases(db, { instanceId: o.instanceId, leaseMs: o.leaseMs, limits: o.limits }),
     pause: new PgSharedPause(db),
     insert: (row) => predictions.insert(row),

@@ -28,6 +28,13 @@ export interface PgRecorderOptions {
    */
   fence?: { instanceId: string; leaseMs: number };
   hook?: PgRecordHook;
+  /**
+   * Tells the other instances about a committed change (the bus, app.ts). Called before this
+   * instance's own subscribers are written to, not after: that local publish is one synchronous
+   * loop over every watching socket (hundreds of milliseconds at 10,000), and the other instances,
+   * which each read the row and write to their own sockets, need not wait for it (issue 18, WORKERS).
+   */
+  announce?: (row: PredictionRow) => void;
 }
 
 /**
@@ -56,7 +63,10 @@ export function createPgRecorder(db: PgDb, store: PgPredictions, pubsub: Predict
             return written;
           })
         : await store.update(db, id, patch, options);
-      if (row) pubsub.publish('prediction:updated', id, row);
+      if (row) {
+        o.announce?.(row);
+        pubsub.publish('prediction:updated', id, row);
+      }
       afterCommit?.();
       return row;
     },
