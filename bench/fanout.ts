@@ -16,7 +16,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import pg from 'pg';
 import type { BenchRow } from './report.js';
-import { cpuSeconds, mean, pin, type Pinning, range, ROUNDS } from './rounds.js';
+import { cpuSeconds, mean, percentile, pin, type Pinning, range, ROUNDS, statFields } from './rounds.js';
 import { type BenchServer, startCinegraph } from './servers.js';
 
 const TARGET_N = Number(process.env.FANOUT_N ?? 10_000);
@@ -43,8 +43,7 @@ const group = (pid: number): number[] => {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry));
+      if (Number(statFields(Number(entry))[1]) === pid) children.push(Number(entry));
     } catch {}
   }
   return [pid, ...children];
@@ -100,8 +99,6 @@ async function startGateway(env: Record<string, string>, pinning: Pinning): Prom
   }
   return { url: gateway.url, pid: gateway.pid, output: gateway.output, stop };
 }
-
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 interface Round {
   held: number;

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { BenchRow } from './report.js';
-import { cpuSeconds, mean, range, ROUNDS } from './rounds.js';
+import { cpuSeconds, mean, percentile, range, ROUNDS } from './rounds.js';
 import { startCinegraph } from './servers.js';
 
 const CLIENTS = Number(process.env.MIXED_CLIENTS ?? 1000);
@@ -17,8 +17,6 @@ const READERS = Number(process.env.MIXED_READERS ?? 8);
 const RAMP_MS = Number(process.env.MIXED_RAMP_MS ?? 20_000);
 const TASK_SECONDS = 5;
 const TIMEOUT_MS = 120_000;
-
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 
 interface Round {
   p50: number;

@@ -17,12 +17,22 @@ export const range = (xs: number[], f: (n: number) => string) => `${f(Math.min(.
 /** Ticks per second of /proc/<pid>/stat's times. */
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 
+/** The value at percentile `p` of numbers sorted ascending (NaN when there are none). */
+export const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+
+/**
+ * The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses):
+ * state is 0, the parent's pid 1, utime 11, stime 12. Throws when the process is gone.
+ */
+export function statFields(pid: number): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** User + system CPU seconds of a process so far, or NaN where /proc cannot tell. */
 export function cpuSeconds(pid: number): number {
   try {
-    // Fields after the command name (which may hold spaces): state is 0, utime 11, stime 12.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const f = statFields(pid);
     return (Number(f[11]) + Number(f[12])) / CLK_TCK;
   } catch {
     return Number.NaN;

@@ -11,6 +11,7 @@ import { MODEL } from '../src/upstream/wavespeed.js';
 import { startPostgres } from '../test/helpers/postgres.js';
 import { startRedis } from '../test/helpers/redis.js';
 import type { BenchRow } from './report.js';
+import { percentile } from './rounds.js';
 
 const PREDICTIONS = 200;
 /** Changes written one at a time, each awaited on the other instance: the latency figures. */
@@ -33,8 +34,6 @@ async function instance(url: string, name: string, bus: ChangeBus): Promise<Inst
   const bridge = await startBridge({ bus, pubsub, load: (id) => store.predictions.findById(id), log, resyncMs: 0 });
   return { db, store, bridge, pubsub };
 }
-
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? Number.NaN;
 
 /**
  * Events between instances (issue 16): instance A records visible changes (one Postgres transaction
@@ -97,6 +96,8 @@ export async function run(): Promise<BenchRow[]> {
           local.push((arrivedOnA.get(key) ?? Number.NaN) - started);
           remote.push((arrivedOnB.get(key) ?? Number.NaN) - started);
         }
+        remote.sort((a, b) => a - b);
+        local.sort((a, b) => a - b);
         for (const q of [50, 99]) {
           const [there, here] = [percentile(remote, q), percentile(local, q)];
           rows.push({
