@@ -7,7 +7,7 @@ import { fastEnv, tempDir, waitFor } from './helpers/app.js';
 import { wsClient, wsSubscribe } from './helpers/clients.js';
 import { must } from './helpers/must.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { freePort, spawnServer } from './helpers/process.js';
+import { freePort, logLines, spawnServer } from './helpers/process.js';
 import { sandboxServer } from './helpers/sandbox-server.js';
 
 /**
@@ -24,12 +24,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 type LogLine = { pid: number; msg: string; worker?: number; code?: number | null; signal?: string | null };
 
 /** The pino lines of a run, every process's (the primary's and its workers'). */
-function lines(output: string): LogLine[] {
-  return output
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as LogLine);
-}
+const lines = (output: string) => logLines<LogLine>(output);
 
 /** A GraphQL POST on a connection of its own (no keep-alive), so the primary hands each to the next worker. */
 // biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; the test reads it loosely and asserts the values at run time

@@ -6,7 +6,7 @@ import { sseSubscribe, wsClient, wsSubscribe } from './helpers/clients.js';
 import { onDispose } from './helpers/dispose.js';
 import { must } from './helpers/must.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { freePort, type ServerProcess, spawnServer } from './helpers/process.js';
+import { freePort, logLines, type ServerProcess, spawnServer } from './helpers/process.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { sandboxServer } from './helpers/sandbox-server.js';
 
@@ -86,12 +86,7 @@ async function gateway(name: string, env: Record<string, string>): Promise<Gatew
 
 /** Log lines (pino JSON) of a gateway with this message. */
 function logged(g: Gateway, msg: string): Record<string, unknown>[] {
-  return g
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((l) => l.msg === msg);
+  return logLines(g.output()).filter((l) => l.msg === msg);
 }
 
 type Bus = { kind: 'postgres' } | { kind: 'redis'; redis: TestRedis };

@@ -14,6 +14,14 @@ export interface ServerProcess {
   exited: Promise<number | null>;
 }
 
+/** The JSON log lines (pino's) in a process's output, in order; other lines (npm's, stack traces) are skipped. */
+export function logLines<T = Record<string, unknown>>(output: string): T[] {
+  return output
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as T);
+}
+
 /** Runs `src/main.ts` as its own process, as `npm start` does, and waits for /healthz. */
 export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
