@@ -5,13 +5,14 @@
 // figure is the synchronous publish, per subscriber. bench/ws-send.ts measures the socket writes that
 // come on top. `npx tsx bench/broadcast.ts [N=10000] [turns=10]`.
 import { spawnSync } from 'node:child_process';
-import { GraphQLID, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, GraphQLString, parse, type ExecutionArgs } from 'graphql';
+import { GraphQLID, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, GraphQLString, parse } from 'graphql';
 import type { PredictionRow } from '../src/db/schema.js';
 import { createPredictionPubSub } from '../src/pubsub.js';
 import type { Context } from '../src/schema/context.js';
 import { watchPrediction } from '../src/schema/watch.js';
-import { type FrameTarget, useSharedSubscriptionExecution, writeFramesTo } from '../src/server/shared-execution.js';
+import { type FrameTarget, writeFramesTo } from '../src/server/shared-execution.js';
 import { textFrame } from '../src/server/ws.js';
+import { sharedSubscribeFn } from '../test/helpers/shared-execution.js';
 
 const N = Number(process.argv[2] ?? 10_000);
 const TURNS = Number(process.argv[3] ?? 10);
@@ -43,10 +44,7 @@ const schema = new GraphQLSchema({
 });
 const document = parse('subscription ($id: ID!) { predictionUpdated(id: $id) { id status outputs error updatedAt } }');
 
-let subscribeFn: ((args: ExecutionArgs) => Promise<AsyncIterator<unknown>>) | undefined;
-const plugin = useSharedSubscriptionExecution();
-(plugin.onSubscribe as (payload: unknown) => void)({ setSubscribeFn: (f: typeof subscribeFn) => (subscribeFn = f) });
-if (!subscribeFn) throw new Error('no subscribe function');
+const subscribeFn = sharedSubscribeFn();
 
 const id = '0193a3c2-7a1b-7cc4-9d43-1f1e5c6a2b3c';
 const base = {
@@ -82,9 +80,9 @@ async function subscribers(n: number): Promise<void> {
       baseUrl: () => 'http://127.0.0.1:4000',
     } as unknown as Context;
     writeFramesTo(ctx, new CountingTarget(String(i)));
-    const it = await subscribeFn?.({ schema, document, variableValues: { id }, contextValue: ctx, rootValue: undefined });
+    const it = await subscribeFn({ schema, document, variableValues: { id }, contextValue: ctx, rootValue: undefined });
     // graphql-ws's first next(): the subscription attaches and receives the current row.
-    void it?.next();
+    if (Symbol.asyncIterator in it) void it.next();
   }
 }
 
