@@ -1,13 +1,11 @@
-import { spawn } from 'node:child_process';
 import { request } from 'node:http';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { fastEnv, tempDir, waitFor } from './helpers/app.js';
 import { wsClient, wsSubscribe } from './helpers/clients.js';
 import { must } from './helpers/must.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { freePort, logLines, spawnServer } from './helpers/process.js';
+import { freePort, logLines, runMain, spawnServer } from './helpers/process.js';
 import { sandboxServer } from './helpers/sandbox-server.js';
 
 /**
@@ -19,7 +17,6 @@ import { sandboxServer } from './helpers/sandbox-server.js';
 
 const CREATE = 'mutation ($input: CreateVideoInput!) { createVideo(input: $input) { id status } }';
 const FOLLOW = 'subscription ($id: ID!) { predictionUpdated(id: $id) { id status } }';
-const root = fileURLToPath(new URL('..', import.meta.url));
 
 type LogLine = { pid: number; msg: string; worker?: number; code?: number | null; signal?: string | null };
 
@@ -140,30 +137,23 @@ describe('WORKERS: several gateway processes on one port (node:cluster, Postgres
   }, 120_000);
 
   test('a worker that refuses to start (public HOST, no keys) is not restarted: the primary stops and exits with its code, 2', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: root,
-      env: {
-        ...process.env,
-        ...fastEnv,
-        LOG_LEVEL: 'info',
-        WORKERS: '2',
-        // Refused before listening: nothing is bound on this address.
-        HOST: '0.0.0.0',
-        PORT: String(await freePort()),
-        DATA_DIR: tempDir(),
-        DATABASE_URL: await pgServer.createDatabase(),
-        WAVESPEED_API_KEY: 'upstream-key',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const main = runMain({
+      ...fastEnv,
+      LOG_LEVEL: 'info',
+      WORKERS: '2',
+      // Refused before listening: nothing is bound on this address.
+      HOST: '0.0.0.0',
+      PORT: String(await freePort()),
+      DATA_DIR: tempDir(),
+      DATABASE_URL: await pgServer.createDatabase(),
+      WAVESPEED_API_KEY: 'upstream-key',
     });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    const code = await new Promise((resolve) => child.on('exit', resolve));
+    const code = await main.exited;
+    const output = main.output();
     expect(code, output).toBe(2);
     expect(output).toContain('refusing to listen on 0.0.0.0 with no API keys');
     const log = lines(output);
-    expect(log.find((l) => l.msg === 'worker refused to start; stopping the others')).toMatchObject({ pid: child.pid, code: 2 });
+    expect(log.find((l) => l.msg === 'worker refused to start; stopping the others')).toMatchObject({ pid: main.pid, code: 2 });
     expect(log.filter((l) => l.msg === 'worker exited; starting another')).toEqual([]);
     // Every worker the primary started is gone with it.
     const started = log.filter((l) => l.msg === 'worker started').map((l) => must(l.worker));
@@ -172,15 +162,9 @@ describe('WORKERS: several gateway processes on one port (node:cluster, Postgres
   }, 60_000);
 
   test('WORKERS=2 without DATABASE_URL: npm start exits 2 naming WORKERS, and starts no worker', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: root,
-      env: { ...process.env, ...fastEnv, LOG_LEVEL: 'info', WORKERS: '2', PORT: String(await freePort()), DATA_DIR: tempDir(), DATABASE_URL: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    expect(await new Promise((resolve) => child.on('exit', resolve))).toBe(2);
+    const main = runMain({ ...fastEnv, LOG_LEVEL: 'info', WORKERS: '2', PORT: String(await freePort()), DATA_DIR: tempDir(), DATABASE_URL: '' });
+    expect(await main.exited).toBe(2);
+    const output = main.output();
     expect(output).toContain('WORKERS: more than one worker process needs DATABASE_URL');
     expect(output).not.toContain('worker started');
   }, 30_000);

@@ -22,6 +22,26 @@ export function logLines<T = Record<string, unknown>>(output: string): T[] {
     .map((l) => JSON.parse(l) as T);
 }
 
+/**
+ * Runs `src/main.ts` as `npm start` does, with `env` over this process's environment, for a test
+ * that expects it to exit: its exit code, and its stdout and stderr together. Killed at the test's
+ * end if it is still running (with WORKERS, its workers exit with it).
+ */
+export function runMain(env: Record<string, string>): { pid: number; exited: Promise<number | null>; output: () => string } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout?.on('data', (d) => (output += d));
+  child.stderr?.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  onDispose(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  return { pid: child.pid ?? Number.NaN, exited, output: () => output };
+}
+
 /** Runs `src/main.ts` as its own process, as `npm start` does, and waits for /healthz. */
 export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
