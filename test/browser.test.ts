@@ -7,6 +7,7 @@ import type { Locator, Page } from 'playwright-core';
 import { describe, expect, test } from 'vitest';
 import { UNAUTHENTICATED_MESSAGE } from '../src/auth/principal.js';
 import { postGraphql, startApp, tempDir, waitFor } from './helpers/app.js';
+import { heldClock } from './helpers/clock.js';
 import { fenceToOrigin, launchChromium, screenshot, screenText, terminalHtml, terminalScreen } from './helpers/browser.js';
 import { gif1x1, png } from './helpers/images.js';
 import { createKey } from './helpers/keys.js';
@@ -130,7 +131,8 @@ describe('GraphiQL at /graphql, from installed assets only', () => {
 
 describe('the live page at /', () => {
   test('a prompt submitted from the page shows CREATED → PROCESSING → COMPLETED live and plays the kept MP4', async () => {
-    const { url, gql } = await startApp();
+    // 3 s tasks: PROCESSING (80% of a task) must be polled and drawn on a loaded machine too.
+    const { url, gql } = await startApp({ SANDBOX_TASK_SECONDS: '3' });
     const { context, page } = await launchChromium();
     const { outside, sockets } = await fenceToOrigin(context, url);
     const errors: string[] = [];
@@ -234,7 +236,8 @@ describe('the live page at /', () => {
   test('with API keys on, a key entered once is kept in the browser, sent as Bearer on HTTP and in connectionParams, and the page works end to end', async () => {
     const dataDir = tempDir();
     const key = await createKey(dataDir, 'web-page');
-    const { url } = await startApp({ DATA_DIR: dataDir });
+    // 3 s tasks: the timeline must show PROCESSING, as above.
+    const { url } = await startApp({ DATA_DIR: dataDir, SANDBOX_TASK_SECONDS: '3' });
     const { context, page } = await launchChromium();
     const { outside, socketMessages } = await fenceToOrigin(context, url);
     const authorizations: Array<string | undefined> = [];
@@ -280,14 +283,17 @@ describe('the live page at /', () => {
   });
 
   test('while the prediction waits for the account’s tier, its place in the queue shows and moves live, and goes once it is submitted', async () => {
-    const { url, app } = await startApp({ UPSTREAM_MAX_CONCURRENT: '1' });
+    // 3 s tasks: ours must be seen PROCESSING once it runs, on a loaded machine too.
+    const { url, app } = await startApp({ UPSTREAM_MAX_CONCURRENT: '1', SANDBOX_TASK_SECONDS: '3' });
     const { context, page } = await launchChromium();
     const { outside } = await fenceToOrigin(context, url);
     // The one slot is held by a task that runs until it is canceled; one more waits ahead of ours.
     await faults(url, { hangRate: 1 });
     const holder = await createThroughApi(url, 'holds the slot');
     await waitFor(() => app.store.findById(holder)?.upstreamId, Boolean);
-    await createThroughApi(url, 'waits first');
+    const ahead = await createThroughApi(url, 'waits first');
+    const cancel = async (id: string) =>
+      expect((await postGraphql(url, 'mutation ($id: ID!) { cancelPrediction(id: $id) { status } }', { id })).body).toEqual({ data: { cancelPrediction: { status: 'CANCELED' } } });
 
     await page.goto(`${url}/`);
     await page.getByLabel('Prompt', { exact: true }).fill('waits its turn');
@@ -296,13 +302,15 @@ describe('the live page at /', () => {
     await expect.poll(() => place.innerText(), eventually).toBe('queued: 2nd');
     expect(await page.locator('#current-status').innerText()).toBe('CREATED');
 
-    // The slot frees: the one ahead is submitted, ours moves up without any action on the page.
-    await faults(url, { hangRate: 0 });
-    const canceled = await postGraphql(url, 'mutation ($id: ID!) { cancelPrediction(id: $id) { status } }', { id: holder });
-    expect(canceled.body).toEqual({ data: { cancelPrediction: { status: 'CANCELED' } } });
+    // The slot frees: the one ahead is submitted, ours moves up without any action on the page. The
+    // one ahead hangs too, so ours stays 1st until seen: the move is pushed about 1 s after the cancel,
+    // and a task that ran to its end could take the place away again before a loaded browser drew it.
+    await cancel(holder);
     await expect.poll(() => place.innerText(), eventually).toBe('queued: 1st');
 
-    // The one ahead completes, ours is submitted: no place any more, and it runs to the end.
+    // The one ahead goes, ours is submitted: no place any more, and it runs to the end.
+    await faults(url, { hangRate: 0 });
+    await cancel(ahead);
     await expect.poll(() => page.locator('#timeline li').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.status)), eventually).toEqual([
       'CREATED',
       'PROCESSING',
@@ -316,8 +324,10 @@ describe('the live page at /', () => {
   test('the recent list picks up a prediction created elsewhere (the API, same key) and follows it to COMPLETED with no action on the page', async () => {
     const dataDir = tempDir();
     const key = await createKey(dataDir, 'recent-list');
-    // Long enough a task that the page sees it unfinished before it completes.
-    const { url } = await startApp({ DATA_DIR: dataDir, SANDBOX_TASK_SECONDS: '5' });
+    // The task stands still until the page lists and follows it: seen unfinished first, however long
+    // the page's refresh (every 3 s) takes on a loaded machine.
+    const clock = heldClock();
+    const { url } = await startApp({ DATA_DIR: dataDir }, { clock });
     const { context, page } = await launchChromium();
     const { outside, socketMessages } = await fenceToOrigin(context, url);
     const creates: string[] = [];
@@ -332,15 +342,17 @@ describe('the live page at /', () => {
     // Every badge text the row shows, in order, read as the test polls.
     const badge = page.locator(`#recent li[data-id="${id}"] .badge`);
     const shown: string[] = [];
-    await expect
-      .poll(async () => {
-        const status = (await badge.count()) ? await badge.innerText() : '';
-        if (status && shown.at(-1) !== status) shown.push(status);
-        return status;
-      }, eventually)
-      .toBe('COMPLETED');
+    const status = async () => {
+      const text = (await badge.count()) ? await badge.innerText() : '';
+      if (text && shown.at(-1) !== text) shown.push(text);
+      return text;
+    };
+    await expect.poll(status, eventually).not.toBe('');
+    await expect.poll(() => subscribedIds(socketMessages), eventually).toContain(id);
+    clock.release();
+    await expect.poll(status, eventually).toBe('COMPLETED');
     // Seen unfinished first, then followed to the end.
-    expect(shown[0]).toMatch(/^(CREATED|PROCESSING)$/);
+    expect(shown[0]).toBe('CREATED');
     expect(await page.locator('#recent li').count()).toBe(1);
     expect(await page.locator(`#recent li[data-id="${id}"] button`).innerText()).toBe('made by a backend');
     expect(subscribedIds(socketMessages)).toContain(id);

@@ -160,7 +160,8 @@ function onTerminal(url: string, args: string[], cols = 120): Promise<{ code: nu
 
 describe('cinegraph create on a terminal', () => {
   it('draws a spinner with status and elapsed time; --json and an unsized terminal get none', async () => {
-    const t = await startApp();
+    // 3 s tasks: the spinner must be drawn while PROCESSING, with three CLIs starting at once on a loaded machine.
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '3' });
     const [spinner, json, unsized] = await Promise.all([
       onTerminal(t.url, ['create', 'on a terminal', '--wait']),
       onTerminal(t.url, ['create', 'on a terminal, as JSON', '--wait', '--json']),

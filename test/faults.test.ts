@@ -38,10 +38,12 @@ describe('under heavy upstream faults', () => {
       SANDBOX_RATE_LIMIT_RATE: '0.03',
       SANDBOX_RATE_LIMIT_SECONDS: '1',
       SANDBOX_SLOW_RATE: '0.1',
-      SANDBOX_SLOW_MS: '400',
+      // Timeouts from the slow answers only: a 200 ms timeout also cut off ordinary requests on a loaded
+      // machine, each one more uncertain submission towards the cap.
+      SANDBOX_SLOW_MS: '1000',
       SANDBOX_MALFORMED_RATE: '0.1',
       SANDBOX_FAILURE_RATE: '0.25',
-      UPSTREAM_TIMEOUT_MS: '200',
+      UPSTREAM_TIMEOUT_MS: '400',
       // These faults strike before the sandbox creates a task, yet a 5xx, a timeout or malformed JSON
       // cannot be told apart from one that strikes after: each is reconciled, then resent, and with
       // 45% of requests faulted the default cap of 3 uncertain submissions would end some FAILED.
@@ -92,12 +94,13 @@ describe('under heavy upstream faults', () => {
   });
 
   test('a 429 with Retry-After holds the whole poller back, not just the request that got it', async () => {
-    // Upstream answers the first submission 429 (Retry-After: 2) and accepts every later one.
+    // Upstream answers the first submission 429 (Retry-After: 5, so the second prediction is surely
+    // created inside the pause on a loaded machine) and accepts every later one.
     const submits: number[] = [];
     const stub = await stubUpstream({
       submit: ({ res, body, n, stub }) => {
         submits.push(Date.now());
-        if (n === 1) res.writeHead(429, { 'retry-after': '2', 'content-type': 'application/json' }).end('{"code":429,"message":"slow down"}');
+        if (n === 1) res.writeHead(429, { 'retry-after': '5', 'content-type': 'application/json' }).end('{"code":429,"message":"slow down"}');
         else stub.ok(res, record(stub.create(body)));
       },
     });
@@ -108,7 +111,7 @@ describe('under heavy upstream faults', () => {
     const [first] = await createBatch(t, 1);
     const [pause] = await paused;
     const resumed = nextPollerEvent(t.app.poller, 'resumed', (r) => r.kind === 'rate');
-    expect(pause.until - must(submits[0])).toBeGreaterThanOrEqual(2000);
+    expect(pause.until - must(submits[0])).toBeGreaterThanOrEqual(5000);
     // A prediction created during the pause has no failure of its own to wait out: only the
     // poller-wide pause keeps it from being submitted at once.
     const [second] = await createBatch(t, 1);
@@ -205,12 +208,13 @@ describe('shutdown', () => {
 describe('scheduling', () => {
   test('a request stuck upstream does not hold back other predictions', async () => {
     const t = await startApp({ SANDBOX_TASK_SECONDS: '0.3', UPSTREAM_TIMEOUT_MS: '20000' });
-    t.app.sandbox?.setFaults({ slowRate: 1, slowMs: 6000 });
+    // Stuck for 9 s: the quick one's whole life (create, submit, polls, kept copy) must fit before that.
+    t.app.sandbox?.setFaults({ slowRate: 1, slowMs: 9000 });
     const [stuck] = await createBatch(t, 1);
     await waitFor(() => t.app.sandbox?.stats.faults.slow, (n) => n === 1);
     t.app.sandbox?.setFaults({ slowRate: 0 });
     const [quick] = await createBatch(t, 1);
-    await waitFor(() => t.app.store.findById(must(quick))?.status, (s) => s === 'COMPLETED', 5000);
+    await waitFor(() => t.app.store.findById(must(quick))?.status, (s) => s === 'COMPLETED', 8000);
     // The stuck submission is still waiting for its answer.
     expect(t.app.store.findById(must(stuck))?.upstreamId).toBeNull();
   });

@@ -20,7 +20,9 @@ const row = (t: TestApp, id: string) => must(t.app.store.findById(id));
 
 describe('admission queue', () => {
   test('UPSTREAM_MAX_CONCURRENT=2: 8 predictions, never more than 2 tasks upstream; places 1..6 shrink as work finishes; the estimated start is within 50% of the actual wait', async () => {
-    const t = await startApp({ UPSTREAM_MAX_CONCURRENT: '2', SANDBOX_TASK_SECONDS: '1.2' });
+    // 3 s tasks: the places are read (and the follow opened) before the first two end, and a queue move
+    // is republished (at most once a second) while the last one is still at place 1 or 2.
+    const t = await startApp({ UPSTREAM_MAX_CONCURRENT: '2', SANDBOX_TASK_SECONDS: '3' });
     const sandbox = must(t.app.sandbox);
     // Upstream's own view: at every submission, how many of its tasks are still running.
     const running: number[] = [];
@@ -146,7 +148,9 @@ describe('cancelPrediction', () => {
   });
 
   test('a canceled prediction whose submission had no certain answer has its task found and deleted upstream', async () => {
-    const t = await startApp({ UPSTREAM_TIMEOUT_MS: '300', SANDBOX_SLOW_MS: '2000', SANDBOX_TASK_SECONDS: '30', SUBMIT_RECONCILE_GRACE_MS: '900' });
+    // A long grace: the reconcile (its first look a quarter of it, at most 5 s, after the timeout) must not
+    // adopt the task before the cancel; the cancel's own search looks at once.
+    const t = await startApp({ UPSTREAM_TIMEOUT_MS: '300', SANDBOX_SLOW_MS: '2000', SANDBOX_TASK_SECONDS: '30', SUBMIT_RECONCILE_GRACE_MS: '20000' });
     const sandbox = must(t.app.sandbox);
     sandbox.setFaults({ acceptThenStallRate: 1 });
     const id = await create(t, 'canceled while uncertain');

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { distinct, sseSubscribe, wsClient, wsSubscribe } from './helpers/clients.js';
 import { startApp, waitFor } from './helpers/app.js';
+import { heldClock } from './helpers/clock.js';
 
 const CREATE = `mutation($input: CreateVideoInput!) { createVideo(input: $input) { id status upstreamId input { prompt hasImage enablePromptExpansion } } }`;
 const FOLLOW = `subscription($id: ID!) { predictionUpdated(id: $id) { id status upstreamId outputs error completedAt hasNsfwContents timings { inference } urls { get } } }`;
@@ -8,7 +9,10 @@ const GET = `query($id: ID!) { prediction(id: $id) { id status outputs error com
 
 describe('a prediction from createVideo to COMPLETED on the sandbox', () => {
   test('graphql-ws and SSE subscribers both see CREATED → PROCESSING → COMPLETED, ending with a playable MP4', async () => {
-    const { url, gql } = await startApp();
+    // Held until both subscribers have the CREATED snapshot (a first poll can beat the handshake);
+    // 3 s tasks, so a poll under load still lands in PROCESSING.
+    const clock = heldClock();
+    const { url, gql } = await startApp({ SANDBOX_TASK_SECONDS: '3' }, { clock });
     const created = await gql(CREATE, { input: { prompt: '  a paper boat on a rainy street  ' } });
     expect(created.status).toBe(200);
     const p = created.body.data.createVideo;
@@ -20,6 +24,8 @@ describe('a prediction from createVideo to COMPLETED on the sandbox', () => {
 
     const ws = wsSubscribe(wsClient(url), FOLLOW, { id: p.id });
     const sse = sseSubscribe(url, FOLLOW, { id: p.id });
+    await waitFor(() => [ws.values.length, sse.values.length], (ns) => ns.every((n) => n >= 1));
+    clock.release();
     const [wsValues, sseValues] = await Promise.all([ws.done, sse.done]);
 
     for (const values of [wsValues, sseValues]) {
@@ -57,10 +63,14 @@ describe('a prediction from createVideo to COMPLETED on the sandbox', () => {
   });
 
   test('an upstream task failure ends FAILED with the upstream error, seen live', async () => {
-    const { url, gql, app } = await startApp();
+    // As above: held until the subscriber has CREATED, and long enough to be polled while PROCESSING.
+    const clock = heldClock();
+    const { url, gql, app } = await startApp({ SANDBOX_TASK_SECONDS: '3' }, { clock });
     app.sandbox?.setFaults({ failureRate: 1 });
     const { id } = (await gql(CREATE, { input: { prompt: 'doomed', enablePromptExpansion: false } })).body.data.createVideo;
     const ws = wsSubscribe(wsClient(url), FOLLOW, { id });
+    await waitFor(() => ws.values.length, (n) => n >= 1);
+    clock.release();
     const values = await ws.done;
     expect(distinct(values.map((v) => v.predictionUpdated.status))).toEqual(['CREATED', 'PROCESSING', 'FAILED']);
     const last = values.at(-1).predictionUpdated;

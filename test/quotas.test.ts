@@ -1,15 +1,17 @@
 import { describe, expect, test } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
+import type { AppOverrides } from '../src/app.js';
 import { type GqlResult, postGraphql, startApp, waitFor } from './helpers/app.js';
 import { sseSubscribe, wsClient, wsSubscribe } from './helpers/clients.js';
+import { heldClock } from './helpers/clock.js';
 import { bearer } from './helpers/keys.js';
 import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const WATCH = `subscription($id: ID!) { predictionUpdated(id: $id) { status } }`;
 
-async function keyedApp(env: Record<string, string> = {}) {
-  const t = await startApp(env);
+async function keyedApp(env: Record<string, string> = {}, overrides: AppOverrides = {}) {
+  const t = await startApp(env, overrides);
   const key = (name: string, limits?: { perMinute?: number; maxInFlight?: number }) => t.app.keys.create(name, limits).key;
   const create = (k: string, p = 'a prompt') => postGraphql(t.url, CREATE, { p }, bearer(k));
   return { ...t, key, create };
@@ -41,7 +43,8 @@ describe('per-key quotas', () => {
   });
 
   test('unfinished predictions: over the limit gets TOO_MANY_IN_FLIGHT and stores nothing; a finished one frees a place', async () => {
-    const t = await keyedApp({ KEY_MAX_IN_FLIGHT: '2', SANDBOX_TASK_SECONDS: '1' });
+    // 3 s tasks: the first must still be unfinished when the third is refused, however slow the creates.
+    const t = await keyedApp({ KEY_MAX_IN_FLIGHT: '2', SANDBOX_TASK_SECONDS: '3' });
     const k = t.key('busy');
     const first = (await t.create(k, 'one')).body.data.createVideo.id;
     await t.create(k, 'two');
@@ -60,8 +63,10 @@ describe('per-key quotas', () => {
   });
 
   test('the 101st subscription on one socket is refused; the first 100 still receive every event', async () => {
-    // Long enough that all 100 are still open when the 101st comes: the refusal must be the limit's.
-    const t = await keyedApp({ SANDBOX_TASK_SECONDS: '5' });
+    // Held until the 101st is refused, so all 100 are still open then however long their subscribes
+    // take: the refusal must be the limit's. 3 s tasks, so a poll under load still lands in PROCESSING.
+    const clock = heldClock();
+    const t = await keyedApp({ SANDBOX_TASK_SECONDS: '3' }, { clock });
     const k = t.key('watcher');
     const id = (await t.create(k)).body.data.createVideo.id;
     const client = wsClient(t.url, { authorization: `Bearer ${k}` });
@@ -70,6 +75,7 @@ describe('per-key quotas', () => {
     const extra = wsSubscribe(client, WATCH, { id });
     await expect(extra.done).rejects.toEqual([expect.objectContaining({ extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } })]);
     expect(subs.filter((s) => s.values.some((v) => v.predictionUpdated.status === 'COMPLETED'))).toHaveLength(0);
+    clock.release();
     const histories = await Promise.all(subs.map((s) => s.done.then((v) => [...new Set(v.map((x) => x.predictionUpdated.status))].join('>'))));
     // Each saw COMPLETED arrive after the refusal (none had it then), PROCESSING before it.
     expect(histories.filter((h) => !/(^|>)PROCESSING>COMPLETED$/.test(h))).toEqual([]);

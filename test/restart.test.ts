@@ -29,7 +29,8 @@ function logsOnFailure(): <S extends ServerProcess>(server: S) => S {
 }
 
 test('a server killed with SIGKILL mid-flight is restarted on the same database and every prediction completes', TWO_STARTS, async () => {
-  const env = { DATA_DIR: tempDir(), PORT: String(await freePort()), SANDBOX_TASK_SECONDS: '2' };
+  // 5 s tasks: none may complete before the three creates and the GETs after them, on a loaded machine too.
+  const env = { DATA_DIR: tempDir(), PORT: String(await freePort()), SANDBOX_TASK_SECONDS: '5' };
   const track = logsOnFailure();
   const first = track(await spawnServer(env));
   const ids: string[] = [];

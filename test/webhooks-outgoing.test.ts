@@ -91,7 +91,8 @@ describe('outgoing webhooks: Standard Webhooks to the client', () => {
 
   test('webhookEvents picks the statuses: CREATED, PROCESSING and COMPLETED arrive in order, each with its own id, under WEBHOOK_SIGNING_SECRET', async () => {
     const secret = generateSigningSecret();
-    const t = await startApp({ WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_SIGNING_SECRET: secret, SANDBOX_TASK_SECONDS: '0.6' });
+    // 3 s tasks: PROCESSING is 80% of a task, and a loaded machine can poll right past a 0.48 s one.
+    const t = await startApp({ WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_SIGNING_SECRET: secret, SANDBOX_TASK_SECONDS: '3' });
     const r = await receiver();
     const { id } = (await t.gql(CREATE, { input: { prompt: 'p', webhookUrl: r.url, webhookEvents: ['COMPLETED', 'PROCESSING', 'CREATED', 'COMPLETED'] } })).body.data.createVideo;
     await waitFor(() => r.got.length, (n) => n === 3);
@@ -107,7 +108,8 @@ describe('outgoing webhooks: Standard Webhooks to the client', () => {
 
   test('a receiver that fails the first 3 attempts gets the 4th, with the same webhook-id; every attempt is listed', async () => {
     const secret = generateSigningSecret();
-    const t = await startApp({ WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_SIGNING_SECRET: secret, WEBHOOK_RETRY_BASE_MS: '50', SANDBOX_TASK_SECONDS: '0.3' });
+    // A 300 ms base: each gap also holds a POST's latency, which must stay small beside the schedule's doubling.
+    const t = await startApp({ WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_SIGNING_SECRET: secret, WEBHOOK_RETRY_BASE_MS: '300', SANDBOX_TASK_SECONDS: '0.3' });
     const r = await receiver((n) => (n <= 3 ? 503 : 200));
     const arrived = delivered(t);
     const { id } = (await t.gql(CREATE, { input: { prompt: 'p', webhookUrl: r.url } })).body.data.createVideo;
@@ -122,13 +124,13 @@ describe('outgoing webhooks: Standard Webhooks to the client', () => {
       [503, false, 'receiver answered HTTP 503'],
       [503, false, 'receiver answered HTTP 503'],
     ]);
-    // Backoff doubles: the n-th gap is at least base × 2^(n−1) (50, 100, 200 ms), and the gaps grow
+    // Backoff doubles: the n-th gap is at least base × 2^(n−1) (300, 600, 1200 ms), and the gaps grow
     // as the schedule does (a fixed delay would give three equal gaps; slack for timers and the POST).
     const times = list.map((d: { attemptedAt: string }) => Date.parse(d.attemptedAt)).reverse();
     const gaps = [times[1] - times[0], times[2] - times[1], times[3] - times[2]] as [number, number, number];
-    expect(gaps[0]).toBeGreaterThanOrEqual(50);
-    expect(gaps[1]).toBeGreaterThanOrEqual(100);
-    expect(gaps[2]).toBeGreaterThanOrEqual(200);
+    expect(gaps[0]).toBeGreaterThanOrEqual(300);
+    expect(gaps[1]).toBeGreaterThanOrEqual(600);
+    expect(gaps[2]).toBeGreaterThanOrEqual(1200);
     expect(gaps[2]).toBeGreaterThan(gaps[0] * 2);
     expect(t.app.db.$client.prepare('SELECT attempts, next_attempt_at AS next, delivered_at IS NOT NULL AS done FROM webhook_messages').get()).toEqual({ attempts: 4, next: null, done: 1 });
   });

@@ -69,14 +69,15 @@ describe('incoming webhooks: verified', () => {
     }
   });
 
-  test("the sandbox's signed terminal delivery completes the prediction within a second of the task's end, with one upstream read", async () => {
+  test("the sandbox's signed terminal delivery completes the prediction right after the task's end (not the 10-minute safety net), with one upstream read", async () => {
     const t = await webhookApp({ SANDBOX_TASK_SECONDS: '1' });
     const { id } = (await t.gql(CREATE, { p: 'by webhook' })).body.data.createVideo;
     const row = await waitFor(() => must(t.app.store.findById(id)), (r) => r.status === 'COMPLETED', 15_000);
     const task = must(decodeTaskId(must(row.upstreamId)));
     const endedAt = task.createdAt + task.durationMs;
     // Nothing was polled on a schedule (the safety net is 10 minutes away): the one delivery, at the end, did it.
-    expect(must(row.completedAt).getTime() - endedAt).toBeLessThan(1000);
+    // 5 s, not 1: the delivery and its read take what a loaded machine gives them; 10 minutes is still far off.
+    expect(must(row.completedAt).getTime() - endedAt).toBeLessThan(5000);
     expect(t.app.sandbox?.stats.webhooksDelivered).toBe(1);
     expect(t.app.sandbox?.stats.webhookAttempts).toBe(1);
     expect(t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId))).toBe(1);
@@ -118,8 +119,8 @@ describe('incoming webhooks: verified', () => {
     expect(reads()).toBe(0);
     // No refused delivery left its webhook-id behind: the genuine ones with those ids are not taken for replays.
     expect(receipts(t)).toEqual([]);
-    // A delivery 4 minutes old is within the tolerance.
-    expect((await deliver(t, path, { id: 'too-old', timestamp: now - 240 })).status).toBe(202);
+    // A delivery 4 minutes old is within the tolerance. Taken when sent: `now` is as old as the deliveries above.
+    expect((await deliver(t, path, { id: 'too-old', timestamp: Math.floor(Date.now() / 1000) - 240 })).status).toBe(202);
     await waitFor(reads, (n) => n === 1);
     expect((await deliver(t, path, { id: 'fixed-id' })).status).toBe(202);
     expect(receipts(t)).toEqual(['fixed-id', 'too-old']);
@@ -185,14 +186,16 @@ describe('incoming webhooks: verified', () => {
     const row = await submitted(t, 'flooded');
     const reads = () => t.app.sandbox?.stats.resultRequests.get(must(row.upstreamId)) ?? 0;
     const polled = new Promise((resolve) => t.app.poller.once('polled', resolve));
+    const floodStart = Date.now();
     for (let i = 0; i < 20; i++) {
       expect((await deliver(t, `/webhooks/wavespeed/${row.id}?token=${row.webhookToken}`)).status).toBe(202);
     }
     await polled;
     await t.app.poller.runOnce();
     expect(reads()).toBe(1);
-    // The rest of the flood is one read at the end of the gap, not 19.
-    expect(t.app.store.findById(row.id)?.nextPollAt?.getTime()).toBeGreaterThan(Date.now() + 3000);
+    // The rest of the flood is one read at the end of the gap, not 19: 5 s after the first delivery,
+    // which came after floodStart (however long the 20 POSTs took).
+    expect(t.app.store.findById(row.id)?.nextPollAt?.getTime()).toBeGreaterThanOrEqual(floodStart + 5000);
   });
 
   test('when deliveries are lost, the safety-net poll still completes the prediction', async () => {
