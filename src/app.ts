@@ -37,7 +37,6 @@ import { createHttpServer, SANDBOX_PREFIX } from './server/http.js';
 import { createOriginPolicy, isLoopbackHost } from './server/origin.js';
 import { createMetrics } from './server/metrics.js';
 import { createWebPage } from './server/page.js';
-import { requestScopedLog } from './server/request-id.js';
 import { createWebhookHandler, WEBHOOK_PREFIX, webhookUrl } from './server/webhooks.js';
 import { WebhookStore } from './db/outbox.js';
 import { WebhookDispatcher } from './webhooks/dispatcher.js';
@@ -301,7 +300,6 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
         firstDelivery: (webhookId) => webhookStore.rememberReceipt(webhookId, new Date(), new Date(Date.now() - 10 * 60_000)),
         // Signatures are about real time, not the poller's (possibly scaled) clock.
         now: () => new Date(),
-        log: requestScopedLog(log),
       })
     : undefined;
   const access = { keys, origins, connections, quotas };
@@ -342,7 +340,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     }
     return reasons;
   };
-  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage({ log: requestScopedLog(log) }), access: createAccessGate(access), notReady, metrics: metrics.handle });
+  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage(), access: createAccessGate(access), notReady, metrics: metrics.handle });
   const closeWs = attachGraphqlWs(server, yoga, access);
   let stopWatching: (() => void) | undefined;
 

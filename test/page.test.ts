@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { createLogger } from '../src/log.js';
 import { createWebPage } from '../src/server/page.js';
+import { createRequestLogging } from '../src/server/request-id.js';
 import { startApp, tempDir } from './helpers/app.js';
 import { listen } from './helpers/listen.js';
 import { must } from './helpers/must.js';
@@ -56,8 +57,10 @@ describe('the web page assets at /, /app.js, /app.css', () => {
     const dir = tempDir();
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'main.ts'), 'export const broken = ;');
-    const page = createWebPage({ log: createLogger('silent'), dir });
-    const url = await listen((req, res) => void page.serve(req, res, new URL(must(req.url), 'http://x').pathname));
+    const page = createWebPage({ dir });
+    // As createHttpServer hands it requests: with their logger (req.log), which the failure is logged through.
+    const logged = createRequestLogging(createLogger('silent'));
+    const url = await listen((req, res) => void logged(req, res, () => page.serve(req, res, new URL(must(req.url), 'http://x').pathname)));
     const first = await fetch(`${url}/app.js`);
     expect(first.status).toBe(500);
     expect(await first.text()).toBe('the web page could not be built; see the server log');

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { requestScopedLog } from '../src/server/request-id.js';
+import { createSchema } from 'graphql-yoga';
+import { createRequestLogging } from '../src/server/request-id.js';
+import { createGraphqlHandler } from '../src/server/yoga.js';
+import type { Context } from '../src/schema/context.js';
+import { listen } from './helpers/listen.js';
 import { startApp } from './helpers/app.js';
 import { freePort } from './helpers/net.js';
 import { capturedLogger } from './helpers/stub-upstream.js';
@@ -48,7 +52,7 @@ describe('request ids', () => {
     expect(JSON.stringify(parsed())).not.toContain('has spaces in it');
   });
 
-  it('reach the lines of routes handed one logger at start (the webhook route), and only inside a request', async () => {
+  it('reach the lines of the webhook route', async () => {
     const { log, lines } = capturedLogger();
     const port = await freePort();
     const t = await startApp({ PORT: String(port), PUBLIC_URL: `http://127.0.0.1:${port}` }, { log });
@@ -61,9 +65,31 @@ describe('request ids', () => {
     await res.text();
     const refused = lines.map((l) => JSON.parse(l) as { msg?: string; requestId?: string }).filter((l) => l.msg === 'refused an unverified webhook delivery');
     expect(refused).toEqual([expect.objectContaining({ requestId: 'delivery-7' })]);
-    // Outside any request the same logger writes plain lines.
-    requestScopedLog(log).info('between requests');
-    expect(JSON.parse(lines.at(-1) ?? '{}')).not.toHaveProperty('requestId');
+  });
+
+  it("reach yoga's line for an unexpected error at info level, each concurrent request its own", async () => {
+    const { log, lines } = capturedLogger();
+    log.level = 'info';
+    const schema = createSchema({
+      typeDefs: 'type Query { boom(s: String!): String }',
+      resolvers: { Query: { boom: async (_: unknown, { s }: { s: string }) => Promise.reject(new Error(`unexpected ${s}`)) } },
+    });
+    const yoga = createGraphqlHandler(schema as never, (initial) => initial as unknown as Context, log);
+    const handle = createRequestLogging(log);
+    const url = await listen((req, res) => handle(req, res, () => yoga(req, res, { req, res })));
+    const boom = (s: string) =>
+      fetch(`${url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': `req-${s}` },
+        body: JSON.stringify({ query: 'query($s: String!) { boom(s: $s) }', variables: { s } }),
+      }).then((r) => r.json());
+    const answers = await Promise.all(['a', 'b', 'c'].map(boom));
+    // Masked for the client...
+    expect(answers.map((a) => a.errors[0].message)).toEqual(['Unexpected error.', 'Unexpected error.', 'Unexpected error.']);
+    // ...and logged by yoga with the original error, on the line of the request it came from.
+    const yogaLines = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'yoga');
+    const byRequest = Object.fromEntries(yogaLines.map((l) => [l.requestId, l.args[0].message]));
+    expect(byRequest).toEqual({ 'req-a': 'unexpected a', 'req-b': 'unexpected b', 'req-c': 'unexpected c' });
   });
 
   it('are on every route; completions log the path without its query string; probes are not logged', async () => {

@@ -256,7 +256,6 @@ async function webhookRig(opts: { secret?: string | undefined; refreshed?: strin
       return true;
     },
     now: () => new Date(1_800_000_000_000),
-    log,
   });
   const server = createHttpServer({
     yoga: Object.assign(() => {}, { graphqlEndpoint: '/graphql' }) as never,
@@ -378,7 +377,7 @@ describe('web page', () => {
     writeFileSync(join(dir, 'style.css'), 'body { color: red }');
     writeFileSync(join(dir, 'main.ts'), "const answer: number = 6 * 7;\nexport function shown(): string { return 'answer ' + answer; }\ndocument.title = shown();\n");
     const { log, lines } = capturedLogger();
-    const page = createWebPage({ log, dir });
+    const page = createWebPage({ dir });
     const server = createHttpServer({
       yoga: Object.assign(() => {}, { graphqlEndpoint: '/graphql' }) as never,
       log,

@@ -4,7 +4,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import type { Logger } from '../log.js';
 import { sendJson } from './json.js';
 
 const WEB_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../web');
@@ -43,7 +42,7 @@ const CONTENT_SECURITY_POLICY = [
   "frame-ancestors 'none'",
 ].join('; ');
 
-export function createWebPage({ log, dir = WEB_DIR }: { log: Logger; dir?: string }): WebPage {
+export function createWebPage({ dir = WEB_DIR }: { dir?: string } = {}): WebPage {
   const loaders: Record<string, () => Promise<Asset>> = {
     '/': () => file('index.html', 'text/html; charset=utf-8'),
     '/app.css': () => file('style.css', 'text/css; charset=utf-8'),
@@ -96,7 +95,7 @@ export function createWebPage({ log, dir = WEB_DIR }: { log: Logger; dir?: strin
       try {
         asset = await load(pathname);
       } catch (err) {
-        log.error({ err, pathname }, 'web page asset failed to build');
+        req.log.error({ err, pathname }, 'web page asset failed to build');
         res.writeHead(500, { 'content-type': 'text/plain' }).end('the web page could not be built; see the server log');
         return;
       }

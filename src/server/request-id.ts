@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, type ServerResponse } from 'node:http';
+import { handleStreamOrSingleExecutionResult, type Plugin } from 'graphql-yoga';
 import type { Logger } from '../log.js';
 
 export const REQUEST_ID_HEADER = 'x-request-id';
@@ -21,33 +22,44 @@ export function requestIdOf(req: IncomingMessage): string {
 const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 /**
- * The logger of the request being handled, made only if something logs (see createRequestLogging).
+ * The logger of the request being handled, while debug lines are wanted (see createRequestLogging).
  * The getter alone, not the request: timers started inside a request (a poller pass it nudged) carry
  * this store along, and must not keep the request, its socket and its headers alive.
  */
 const requestLogs = new AsyncLocalStorage<() => Logger>();
 
+/** Execution errors → the logger of the request they came from (see useErrorRequestLog). */
+const errorLogs = new WeakMap<object, () => Logger>();
+
 /**
- * The logger of the request being handled, if any: code that is handed one global logger (yoga's
- * `logging` option) logs through this, so its lines carry the request id too.
+ * The logger for a line of code that is handed one global logger (yoga's `logging` option): the
+ * logger of the request that `subject` (the error yoga logs) came from, else of the request being
+ * handled at debug level, else `fallback`. So yoga's lines carry the request id: its error lines
+ * always (an execution error is tagged with its request), its debug lines through AsyncLocalStorage.
  */
-export function currentLog(fallback: Logger): Logger {
-  return requestLogs.getStore()?.() ?? fallback;
+export function logFor(fallback: Logger, subject?: unknown): Logger {
+  const tagged = typeof subject === 'object' && subject !== null ? errorLogs.get(subject) : undefined;
+  return (tagged ?? requestLogs.getStore())?.() ?? fallback;
 }
 
 /**
- * A logger for code that is handed one logger at start but runs inside requests (the page, the
- * webhook route): each call goes to the current request's logger, so the line carries its id, or
- * to `log` outside any request.
+ * Tags each error of an execution's result with its request's logger, for yoga: it logs an
+ * unexpected error when it masks it, with the error alone (see logFor). Masking runs after every
+ * plugin of ours, so the errors tagged here are the very objects it logs.
  */
-export function requestScopedLog(log: Logger): Logger {
-  return new Proxy(log, {
-    get(target, prop) {
-      const current = currentLog(target);
-      const value: unknown = Reflect.get(current, prop, current);
-      return typeof value === 'function' ? value.bind(current) : value;
+export function useErrorRequestLog(): Plugin<{ req?: IncomingMessage }> {
+  return {
+    onExecute({ args }) {
+      const made = (args.contextValue.req as RequestWithLog | undefined)?.[REQUEST_LOG];
+      if (!made) return;
+      return {
+        onExecuteDone: (payload) =>
+          handleStreamOrSingleExecutionResult(payload, ({ result }) => {
+            for (const error of result.errors ?? []) errorLogs.set(error, made);
+          }),
+      };
     },
-  });
+  };
 }
 
 declare module 'node:http' {
@@ -56,6 +68,25 @@ declare module 'node:http' {
     log: Logger;
   }
 }
+
+const REQUEST_LOG = Symbol('cinegraph.requestLog');
+type RequestWithLog = IncomingMessage & { [REQUEST_LOG]?: () => Logger };
+/**
+ * `req.log` is one getter on the prototype, reading the request's own lazy logger from a symbol
+ * field. Defining a getter on each request instead (Object.defineProperty, a new closure each time)
+ * cost ~8% of a cached `prediction(id)`'s server CPU (issue 18; 182 → 168 µs, 3 runs each), more than
+ * its own share of the profile: it changes the request object's shape, and later reads of it (Node's
+ * HTTP internals, yoga's adapter) pay too.
+ */
+Object.defineProperty(IncomingMessage.prototype, 'log', {
+  get(this: RequestWithLog): Logger {
+    const made = this[REQUEST_LOG];
+    if (!made) throw new Error('req.log is only set on requests handled by createRequestLogging');
+    return made();
+  },
+  configurable: true,
+  enumerable: false,
+});
 
 /** The level of a request's completion line. */
 const completionLevel = (statusCode: number) => (statusCode >= 500 ? 'error' : 'info');
@@ -71,14 +102,15 @@ const completionLevel = (statusCode: number) => (statusCode >= 500 ? 'error' : '
  * when nothing is ever logged: 10% of a cached `prediction(id)`'s CPU (issue 18). Here the child
  * is made on the first line the request logs, and the completion line costs nothing unless its
  * level is enabled.
- * @returns `handle(req, res, next)`: runs `next` with the request's logger (`req.log`) as the current one.
+ * @returns `handle(req, res, next)`: gives the request its logger (`req.log`) and runs `next`; at debug level
+ * also as the current one (logFor).
  */
 export function createRequestLogging(log: Logger) {
   return <T>(req: IncomingMessage, res: ServerResponse, next: () => T): T => {
     const requestId = requestIdOf(req);
     res.setHeader(REQUEST_ID_HEADER, requestId);
     const requestLog = lazyChild(log, requestId);
-    Object.defineProperty(req, 'log', { get: requestLog, configurable: true, enumerable: false });
+    (req as RequestWithLog)[REQUEST_LOG] = requestLog;
     const path = pathOf(req.url);
     // An 'error' on the response (a write after its end, say) is logged, never left unheard: with no
     // listener it would be an uncaught exception and end the process (pino-http listened too).
@@ -99,7 +131,11 @@ export function createRequestLogging(log: Logger) {
         else requestLog().info(fields, !req.readableAborted && res.writableEnded ? 'request completed' : 'request aborted');
       });
     }
-    return requestLogs.run(requestLog, next);
+    // Only at debug, where yoga logs several lines per request: on Node 20 an AsyncLocalStorage in use
+    // installs a promise hook that runs for every promise the process makes, ~9% of an uncached
+    // `prediction(id)`'s server CPU (issue 18; 277 → 252 µs, 3 runs each). Below debug yoga logs only
+    // errors, and logFor finds their request without it.
+    return log.isLevelEnabled('debug') ? requestLogs.run(requestLog, next) : next();
   };
 }
 

@@ -1,7 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Predictions } from '../db/store.js';
-import type { Logger } from '../log.js';
 import { verifyUpstreamDelivery, type UpstreamSecret } from '../webhooks/incoming.js';
 import { readBody } from '../http-helpers.js';
 import { sendJson } from './json.js';
@@ -24,7 +23,6 @@ export interface WebhookHandlerOptions {
   /** Remembers a delivery's `webhook-id`; false when it was seen before. */
   firstDelivery: (webhookId: string) => boolean;
   now: () => Date;
-  log: Logger;
 }
 
 /**
@@ -68,7 +66,7 @@ export function createWebhookHandler(o: WebhookHandlerOptions) {
       if (fresh !== undefined && fresh !== secret) verdict = verifyUpstreamDelivery(fresh, headers, body, o.now());
     }
     if (!verdict.ok) {
-      o.log.warn({ reason: verdict.reason }, 'refused an unverified webhook delivery');
+      req.log.warn({ reason: verdict.reason }, 'refused an unverified webhook delivery');
       reply(401, `delivery not verified: ${verdict.reason}`);
       return;
     }
@@ -89,7 +87,7 @@ export function createWebhookHandler(o: WebhookHandlerOptions) {
   return (req: IncomingMessage, res: ServerResponse, url: URL): void => {
     handle(req, res, url).catch((err: unknown) => {
       // A storage failure, say: upstream retries a delivery that was not acknowledged.
-      o.log.error({ err }, 'handling a webhook delivery failed');
+      req.log.error({ err }, 'handling a webhook delivery failed');
       if (!res.headersSent) sendJson(res, 500, { message: 'internal error' });
     });
   };

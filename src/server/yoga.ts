@@ -11,7 +11,7 @@ import type { Context } from '../schema/context.js';
 import { MAX_REQUEST_BYTES } from '../validation/limits.js';
 import { graphiqlOptions, renderLocalGraphiQL, type GraphiqlSettings } from './graphiql.js';
 import { useBrowserRules } from './browser.js';
-import { currentLog } from './request-id.js';
+import { logFor, useErrorRequestLog } from './request-id.js';
 import { useResultCostLimit } from './result-cost.js';
 import { useBodyLimit } from './body-limit.js';
 import { useSharedSubscriptionExecution } from './shared-execution.js';
@@ -88,6 +88,7 @@ export function createGraphqlHandler(
     maxRequestBodySize: false,
     plugins: [
       useRequestErrorStatus,
+      useErrorRequestLog(),
       useSharedSubscriptionExecution(),
       ...useBrowserRules(),
       useResultCostLimit(),
@@ -103,14 +104,14 @@ export function createGraphqlHandler(
     // Rendered from the installed package (src/server/graphiql.ts), so it works offline.
     graphiql: () => graphiqlOptions(graphiql),
     renderGraphiQL: renderLocalGraphiQL,
-    // Through the current request's logger when there is one, so yoga's lines carry its id. The
-    // level is asked first: yoga logs at debug several times per request, and the request's logger
-    // is only made for a line that will be written (server/request-id.ts).
+    // Through the logger of the request a line is about, so yoga's lines carry its id. The level is
+    // asked first: yoga logs at debug several times per request, and the request's logger is only
+    // made for a line that will be written (server/request-id.ts).
     logging: {
-      debug: (...args) => log.isLevelEnabled('debug') && currentLog(log).debug({ args }, 'yoga'),
-      info: (...args) => log.isLevelEnabled('info') && currentLog(log).info({ args }, 'yoga'),
-      warn: (...args) => log.isLevelEnabled('warn') && currentLog(log).warn({ args }, 'yoga'),
-      error: (...args) => log.isLevelEnabled('error') && currentLog(log).error({ args }, 'yoga'),
+      debug: (...args) => log.isLevelEnabled('debug') && logFor(log).debug({ args }, 'yoga'),
+      info: (...args) => log.isLevelEnabled('info') && logFor(log).info({ args }, 'yoga'),
+      warn: (...args) => log.isLevelEnabled('warn') && logFor(log).warn({ args }, 'yoga'),
+      error: (...args) => log.isLevelEnabled('error') && logFor(log, args[0]).error({ args }, 'yoga'),
     },
   });
 }
