@@ -270,3 +270,24 @@ test("a change written without a local publish (another instance's) is served on
   must(t.app.responseCache).clear();
   expect((await t.gql(QUERY, { id })).body.data.prediction).toEqual({ id, error: 'changed again' });
 });
+
+test("each operation has its own answers: two of one document by name, and a new document after the table of judged documents starts over never gets an older one's", async () => {
+  const t = await startApp({ SANDBOX_TASK_SECONDS: '600', POLL_INITIAL_MS: '60000', POLL_MAX_MS: '60000' });
+  const id = (await t.gql(CREATE, { p: 'a kite' })).body.data.createVideo.id as string;
+  const TWO = 'query A($id: ID!) { prediction(id: $id) { id status } } query B($id: ID!) { prediction(id: $id) { b: id } }';
+  const named = async (operationName: string) => {
+    const res = await fetch(`${t.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: TWO, variables: { id }, operationName }) });
+    return ((await res.json()) as { data: { prediction: unknown } }).data.prediction;
+  };
+  for (let i = 0; i < 2; i++) expect([await named('A'), await named('B')]).toEqual([{ id, status: 'CREATED' }, { b: id }]);
+
+  // X is cached; then 1,000 other cacheable documents fill the table (MAX_JUDGED_DOCUMENTS), which starts over.
+  const X = 'query($id: ID!) { prediction(id: $id) { x: id } }';
+  expect((await t.gql(X, { id })).body.data.prediction).toEqual({ x: id });
+  for (let i = 0; i < 1000; i++) await t.gql(`query($id: ID!) { prediction(id: $id) { n${i}: id } }`, { id });
+  // Y is numbered after all of them: had numbering started over with the table, it would get X's
+  // number, and X's answer is still in the cache (1,001 answers of 1,024).
+  const Y = 'query($id: ID!) { prediction(id: $id) { y: status } }';
+  expect((await t.gql(Y, { id })).body.data.prediction).toEqual({ y: 'CREATED' });
+  expect((await t.gql(X, { id })).body.data.prediction).toEqual({ x: id });
+});

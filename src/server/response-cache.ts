@@ -1,4 +1,3 @@
-import { hash } from 'node:crypto';
 import { createInMemoryCache, useResponseCache } from '@graphql-yoga/plugin-response-cache';
 import { Kind, parse, type OperationDefinitionNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
@@ -71,10 +70,12 @@ export function onlyReadsPrediction(query: string, operationName: string | null 
  * The response cache of `prediction(id)` over HTTP (@graphql-yoga/plugin-response-cache, in memory).
  *
  * - Key: the caller (owner: the API key's id, or none in open mode) and the Host the request came
- *   to (kept-output links are absolute URLs built from it unless PUBLIC_URL is set), then operation
- *   name, document and variables, hashed synchronously with node:crypto's one-shot `hash` (~1 µs)
- *   instead of the plugin's asynchronous WebCrypto digest. A collision would hand one caller
- *   another's answer, so not a 32- or 64-bit hash.
+ *   to (kept-output links are absolute URLs built from it unless PUBLIC_URL is set), then the
+ *   operation (operation name and document, as the number the table of judged documents gave it)
+ *   and the variables as JSON. Built as a plain string, synchronously, instead of the plugin's
+ *   asynchronous WebCrypto digest; not hashed at all, so no two requests can collide (a collision
+ *   would hand one caller another's answer). A document's number is never given again, even once
+ *   the table starts over, so a number always means one operation.
  * - A hit is answered in yoga's onParams, before the context is built; authentication has run
  *   before yoga (server/access.ts reads the key from the database on every request), so a revoked
  *   key is refused 401 and never reaches a cached answer.
@@ -92,7 +93,10 @@ export function onlyReadsPrediction(query: string, operationName: string | null 
  */
 export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: ResponseCacheOptions): ResponseCache {
   const cache = createInMemoryCache({ max });
-  const judged = new Map<string, boolean>();
+  /** Document → operation name ('' for none) → its number in keys, or 0 when it is not cached. */
+  const judged = new Map<string, Map<string, number>>();
+  let judgedCount = 0;
+  let lastNumber = 0;
   /** Requests that may use the cache → the publish count when they were keyed. */
   const admitted = new WeakMap<Request, { epoch: number; key: string }>();
   /** Keys onTtl refused, read by shouldCacheResult right after (same call of the plugin). */
@@ -101,16 +105,27 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
   /** Part of every key: clear() moves it, so no earlier answer is ever found again (the LRU and TTL let them go). */
   let generation = 0;
 
-  const cacheable = (query: string, operationName: string | null | undefined): boolean => {
-    if (query.length > MAX_CACHED_DOCUMENT) return false;
-    const memo = `${operationName ?? ''}\n${query}`;
-    let ok = judged.get(memo);
-    if (ok === undefined) {
-      ok = onlyReadsPrediction(query, operationName);
-      if (judged.size >= MAX_JUDGED_DOCUMENTS) judged.clear();
-      judged.set(memo, ok);
+  /** The operation's number in cache keys, or 0 when its answers are never cached. */
+  const operationNumber = (query: string, operationName: string | null | undefined): number => {
+    if (query.length > MAX_CACHED_DOCUMENT) return 0;
+    const name = operationName ?? '';
+    let byName = judged.get(query);
+    let number = byName?.get(name);
+    if (number === undefined) {
+      if (judgedCount >= MAX_JUDGED_DOCUMENTS) {
+        judged.clear();
+        judgedCount = 0;
+        byName = undefined;
+      }
+      number = onlyReadsPrediction(query, operationName) ? ++lastNumber : 0;
+      if (!byName) {
+        byName = new Map();
+        judged.set(query, byName);
+      }
+      byName.set(name, number);
+      judgedCount++;
     }
-    return ok;
+    return number;
   };
 
   const invalidate = (id: string) => {
@@ -125,8 +140,10 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     // Only for the key below; `undefined` keeps a request without a caller out of the cache.
     session: (_request, { principal, req }) => (principal ? `${principal.owner ?? ''}\n${req.headers.host ?? ''}` : undefined),
     buildResponseCacheKey: ({ documentString, variableValues, operationName, sessionId, request }) => {
-      if (sessionId == null || !cacheable(documentString, operationName)) return '';
-      const key = hash('sha256', `${generation}\n${sessionId}\n${operationName ?? ''}\n${documentString}\n${JSON.stringify(variableValues ?? {})}`, 'base64url');
+      const operation = sessionId == null ? 0 : operationNumber(documentString, operationName);
+      if (operation === 0) return '';
+      // Neither a Host header nor a key id holds a newline, so the fields cannot run into each other.
+      const key = `${generation}\n${sessionId}\n${operation}\n${JSON.stringify(variableValues ?? {})}`;
       admitted.set(request, { epoch, key });
       return key;
     },
