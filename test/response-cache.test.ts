@@ -280,6 +280,15 @@ test("each operation has its own answers: two of one document by name, and a new
     return ((await res.json()) as { data: { prediction: unknown } }).data.prediction;
   };
   for (let i = 0; i < 2; i++) expect([await named('A'), await named('B')]).toEqual([{ id, status: 'CREATED' }, { b: id }]);
+  // An operation name over 256 characters is never cached (nor kept in the table): executed each time.
+  const longName = `Q${'q'.repeat(256)}`;
+  const LONG_NAMED = `query ${longName}($id: ID!) { prediction(id: $id) { id } }`;
+  const reads = countReads(t, id);
+  for (let i = 0; i < 2; i++) {
+    const res = await fetch(`${t.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: LONG_NAMED, variables: { id }, operationName: longName }) });
+    expect(((await res.json()) as { data: unknown }).data).toEqual({ prediction: { id } });
+  }
+  expect(reads()).toBe(2);
 
   // X is cached; then 1,000 other cacheable documents fill the table (MAX_JUDGED_DOCUMENTS), which starts over.
   const X = 'query($id: ID!) { prediction(id: $id) { x: id } }';

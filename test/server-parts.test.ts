@@ -13,7 +13,7 @@ import type { PredictionRow } from '../src/db/schema.js';
 import { PubSub, type PredictionPubSub } from '../src/pubsub.js';
 import type { Context } from '../src/schema/context.js';
 import { markVolatile } from '../src/schema/volatile.js';
-import { createResponseCache, onlyReadsPrediction } from '../src/server/response-cache.js';
+import { cacheKey, createResponseCache, onlyReadsPrediction } from '../src/server/response-cache.js';
 import type { ServerContext } from '../src/server/yoga.js';
 import { waitFor } from './helpers/app.js';
 import { must } from './helpers/must.js';
@@ -54,6 +54,20 @@ describe('onlyReadsPrediction', () => {
     ['query A { prediction(id: "1") { id } }', 'C', 'the named one is absent'],
   ])('%s (operation %s) is not: %s', (query, op, _why) => {
     expect(onlyReadsPrediction(query, op)).toBe(false);
+  });
+});
+
+describe('cacheKey', () => {
+  test('a short key is the fields themselves; a long one (variables the operation ignores) is a digest, never held in full', () => {
+    expect(cacheKey(3, 'owner-1\nhost:4000', 7, { id: 'p1' })).toBe('3\nowner-1\nhost:4000\n7\n{"id":"p1"}');
+    expect(cacheKey(3, '\nhost:4000', 7, undefined)).toBe('3\n\nhost:4000\n7\n{}');
+    const padded = (pad: string) => cacheKey(3, 'owner-1\nhost:4000', 7, { id: 'p1', pad });
+    const long = padded('x'.repeat(5_000_000));
+    expect(long).toMatch(/^[\w-]{43}$/); // sha256, base64url: no newline, so never a plain key
+    expect(padded('y'.repeat(5_000_000))).not.toBe(long);
+    expect(padded('x'.repeat(5_000_000))).toBe(long);
+    // Each field counts: the same text split differently is another key.
+    expect(new Set([cacheKey(1, 'a\nb', 2, {}), cacheKey(1, 'a\nb', 3, {}), cacheKey(2, 'a\nb', 2, {}), cacheKey(1, 'a\nc', 2, {})]).size).toBe(4);
   });
 });
 

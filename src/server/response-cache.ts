@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import { createInMemoryCache, useResponseCache } from '@graphql-yoga/plugin-response-cache';
 import { Kind, parse, type OperationDefinitionNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
@@ -43,6 +44,24 @@ const MAX_JUDGED_DOCUMENTS = 1000;
  * hundred characters, while a createVideo may inline a data-URI image of megabytes in its text.
  */
 const MAX_CACHED_DOCUMENT = 8192;
+/** Longer operation names are never cached, nor kept in that table (a name is not otherwise bounded). */
+const MAX_CACHED_OPERATION_NAME = 256;
+/**
+ * Longer keys are kept as their sha256 instead (43 characters, no newline, so never equal to a plain
+ * key): variables the operation does not declare are ignored by execution, may be megabytes, and would
+ * otherwise be held in the key of every answer cached.
+ */
+const MAX_PLAIN_KEY = 1024;
+
+/**
+ * One answer's key: the cache's generation, the caller (`owner\nhost`), the operation's number and
+ * the variables. Neither a Host header nor a key id holds a newline, so the fields cannot run into
+ * each other; a key over MAX_PLAIN_KEY is kept as its sha256.
+ */
+export function cacheKey(generation: number, sessionId: string, operation: number, variables: unknown): string {
+  const plain = `${generation}\n${sessionId}\n${operation}\n${JSON.stringify(variables ?? {})}`;
+  return plain.length > MAX_PLAIN_KEY ? hash('sha256', plain, 'base64url') : plain;
+}
 
 /**
  * Whether an operation only reads `prediction(id)` (aliases and `__typename` allowed): the one
@@ -73,9 +92,9 @@ export function onlyReadsPrediction(query: string, operationName: string | null 
  *   to (kept-output links are absolute URLs built from it unless PUBLIC_URL is set), then the
  *   operation (operation name and document, as the number the table of judged documents gave it)
  *   and the variables as JSON. Built as a plain string, synchronously, instead of the plugin's
- *   asynchronous WebCrypto digest; not hashed at all, so no two requests can collide (a collision
- *   would hand one caller another's answer). A document's number is never given again, even once
- *   the table starts over, so a number always means one operation.
+ *   asynchronous WebCrypto digest; not hashed (unless over MAX_PLAIN_KEY), so no two requests can
+ *   collide (a collision would hand one caller another's answer). A document's number is never given
+ *   again, even once the table starts over, so a number always means one operation.
  * - A hit is answered in yoga's onParams, before the context is built; authentication has run
  *   before yoga (server/access.ts reads the key from the database on every request), so a revoked
  *   key is refused 401 and never reaches a cached answer.
@@ -107,7 +126,7 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
 
   /** The operation's number in cache keys, or 0 when its answers are never cached. */
   const operationNumber = (query: string, operationName: string | null | undefined): number => {
-    if (query.length > MAX_CACHED_DOCUMENT) return 0;
+    if (query.length > MAX_CACHED_DOCUMENT || (operationName?.length ?? 0) > MAX_CACHED_OPERATION_NAME) return 0;
     const name = operationName ?? '';
     let byName = judged.get(query);
     let number = byName?.get(name);
@@ -140,10 +159,10 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     // Only for the key below; `undefined` keeps a request without a caller out of the cache.
     session: (_request, { principal, req }) => (principal ? `${principal.owner ?? ''}\n${req.headers.host ?? ''}` : undefined),
     buildResponseCacheKey: ({ documentString, variableValues, operationName, sessionId, request }) => {
-      const operation = sessionId == null ? 0 : operationNumber(documentString, operationName);
+      if (sessionId == null) return '';
+      const operation = operationNumber(documentString, operationName);
       if (operation === 0) return '';
-      // Neither a Host header nor a key id holds a newline, so the fields cannot run into each other.
-      const key = `${generation}\n${sessionId}\n${operation}\n${JSON.stringify(variableValues ?? {})}`;
+      const key = cacheKey(generation, sessionId, operation, variableValues);
       admitted.set(request, { epoch, key });
       return key;
     },
