@@ -92,6 +92,53 @@ describe('request ids', () => {
     expect(byRequest).toEqual({ 'req-a': 'unexpected a', 'req-b': 'unexpected b', 'req-c': 'unexpected c' });
   });
 
+  it("reach yoga's line for an unexpected error of a subscription over SSE at info level: in an event, and from its source", async () => {
+    const { log, lines } = capturedLogger();
+    log.level = 'info';
+    const schema = createSchema({
+      typeDefs: 'type Query { ok: String } type Subscription { event(s: String!): String, source(s: String!): String }',
+      resolvers: {
+        Subscription: {
+          event: {
+            subscribe: async function* () {
+              yield 1;
+            },
+            resolve: (_: unknown, { s }: { s: string }) => Promise.reject(new Error(`unexpected in event ${s}`)),
+          },
+          source: {
+            // biome-ignore lint/correctness/useYield: a source that fails before its first event
+            subscribe: async function* (_: unknown, { s }: { s: string }) {
+              throw new Error(`unexpected from source ${s}`);
+            },
+          },
+        },
+      },
+    });
+    // What the shared subscription execution reads of our context (server/shared-execution.ts).
+    const context = (initial: object) => ({ ...initial, principal: { owner: null }, baseUrl: () => 'http://gw' }) as unknown as Context;
+    const yoga = createGraphqlHandler(schema as never, context, log);
+    const handle = createRequestLogging(log);
+    const url = await listen((req, res) => handle(req, res, () => yoga(req, res, { req, res })));
+    const sse = (field: string, s: string) =>
+      fetch(`${url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'x-request-id': `${field}-${s}` },
+        body: JSON.stringify({ query: `subscription($s: String!) { ${field}(s: $s) }`, variables: { s } }),
+      }).then((r) => r.text()); // the stream ends after its one event or its error
+    const streams = await Promise.all([sse('event', 'a'), sse('event', 'b'), sse('source', 'a'), sse('source', 'b')]);
+    for (const text of streams) expect(text).toContain('Unexpected error.');
+    const yogaLines = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'yoga');
+    const byRequest = Object.fromEntries(yogaLines.map((l) => [l.requestId, l.args[0].message]));
+    // With its stack: a plain Error thrown by the source would otherwise be written as {}.
+    for (const l of yogaLines) expect(l.args[0].stack).toMatch(/^Error: unexpected (in event|from source) [ab]\n/);
+    expect(byRequest).toEqual({
+      'event-a': 'unexpected in event a',
+      'event-b': 'unexpected in event b',
+      'source-a': 'unexpected from source a',
+      'source-b': 'unexpected from source b',
+    });
+  });
+
   it('are on every route; completions log the path without its query string; probes are not logged', async () => {
     const { t, parsed } = await withLogs();
     const secret = 'token-that-must-not-be-logged';

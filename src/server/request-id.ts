@@ -43,20 +43,31 @@ export function logFor(fallback: Logger, subject?: unknown): Logger {
 }
 
 /**
- * Tags each error of an execution's result with its request's logger, for yoga: it logs an
+ * Tags each error of an operation's results with its request's logger, for yoga: it logs an
  * unexpected error when it masks it, with the error alone (see logFor). Masking runs after every
- * plugin of ours, so the errors tagged here are the very objects it logs.
+ * plugin of ours, so the errors tagged here are the very objects it logs. Queries and mutations,
+ * and subscriptions over SSE (each event's errors, and a source stream that throws); a graphql-ws
+ * socket's operations belong to no request logger (their `req` is the upgrade's headers only).
  */
 export function useErrorRequestLog(): Plugin<{ req?: IncomingMessage }> {
+  const loggerOf = (context: { req?: IncomingMessage }) => (context.req as RequestWithLog | undefined)?.[REQUEST_LOG];
+  const tagErrorsOf = (made: () => Logger) => ({ result }: { result: { errors?: readonly object[] } }) => {
+    for (const error of result.errors ?? []) errorLogs.set(error, made);
+  };
   return {
     onExecute({ args }) {
-      const made = (args.contextValue.req as RequestWithLog | undefined)?.[REQUEST_LOG];
+      const made = loggerOf(args.contextValue);
+      if (!made) return;
+      return { onExecuteDone: (payload) => handleStreamOrSingleExecutionResult(payload, tagErrorsOf(made)) };
+    },
+    onSubscribe({ args }) {
+      const made = loggerOf(args.contextValue);
       if (!made) return;
       return {
-        onExecuteDone: (payload) =>
-          handleStreamOrSingleExecutionResult(payload, ({ result }) => {
-            for (const error of result.errors ?? []) errorLogs.set(error, made);
-          }),
+        onSubscribeResult: (payload) => handleStreamOrSingleExecutionResult(payload, tagErrorsOf(made)),
+        onSubscribeError: ({ error }) => {
+          if (typeof error === 'object' && error !== null) errorLogs.set(error, made);
+        },
       };
     },
   };
@@ -76,7 +87,8 @@ type RequestWithLog = IncomingMessage & { [REQUEST_LOG]?: () => Logger };
  * field. Defining a getter on each request instead (Object.defineProperty, a new closure each time)
  * cost ~8% of a cached `prediction(id)`'s server CPU (issue 18; 182 → 168 µs, 3 runs each), more than
  * its own share of the profile: it changes the request object's shape, and later reads of it (Node's
- * HTTP internals, yoga's adapter) pay too.
+ * HTTP internals, yoga's adapter) pay too. There is no setter: a library that assigns `req.log`
+ * (pino-http does) throws at once instead of being silently ignored.
  */
 Object.defineProperty(IncomingMessage.prototype, 'log', {
   get(this: RequestWithLog): Logger {

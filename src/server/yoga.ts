@@ -5,6 +5,7 @@ import { maxTokensPlugin } from '@escape.tech/graphql-armor-max-tokens';
 import type { GraphQLError, GraphQLSchema } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { stdSerializers } from 'pino';
 import type { Logger } from '../log.js';
 import type { Principal } from '../auth/principal.js';
 import type { Context } from '../schema/context.js';
@@ -60,6 +61,13 @@ const useRequestErrorStatus: Plugin = {
 };
 
 /**
+ * yoga's arguments as a log line can hold them: an error's message and stack are not enumerable, so
+ * a plain Error would be written as `{}` (and a GraphQLError without its stack); pino's error
+ * serializer writes type, message, stack and the error's own fields (a GraphQLError's path).
+ */
+const loggable = (args: unknown[]) => args.map((a) => (a instanceof Error ? stdSerializers.err(a) : a));
+
+/**
  * What yoga hands the context factory: a Fetch Request over HTTP; over graphql-ws, the upgrade
  * request's URL and headers (ws.ts lets the IncomingMessage itself go at connect).
  */
@@ -108,10 +116,10 @@ export function createGraphqlHandler(
     // asked first: yoga logs at debug several times per request, and the request's logger is only
     // made for a line that will be written (server/request-id.ts).
     logging: {
-      debug: (...args) => log.isLevelEnabled('debug') && logFor(log).debug({ args }, 'yoga'),
-      info: (...args) => log.isLevelEnabled('info') && logFor(log).info({ args }, 'yoga'),
-      warn: (...args) => log.isLevelEnabled('warn') && logFor(log).warn({ args }, 'yoga'),
-      error: (...args) => log.isLevelEnabled('error') && logFor(log, args[0]).error({ args }, 'yoga'),
+      debug: (...args) => log.isLevelEnabled('debug') && logFor(log).debug({ args: loggable(args) }, 'yoga'),
+      info: (...args) => log.isLevelEnabled('info') && logFor(log).info({ args: loggable(args) }, 'yoga'),
+      warn: (...args) => log.isLevelEnabled('warn') && logFor(log).warn({ args: loggable(args) }, 'yoga'),
+      error: (...args) => log.isLevelEnabled('error') && logFor(log, args[0]).error({ args: loggable(args) }, 'yoga'),
     },
   });
 }
