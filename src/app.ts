@@ -268,7 +268,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     let origin: string | undefined;
     // Each property written out, not `...base`: V8 builds an object literal that spreads and then
     // adds properties on a slow path, ~2 µs a request against ~0.02 (2.3% of an uncached
-    // `prediction(id)`'s server CPU, issue 18). Context's type says if one is missing.
+    // `prediction(id)`'s server CPU, issue 18). Every Context property is required, so its type says if
+    // one is missing here.
     return {
       store: base.store,
       creator: base.creator,

@@ -28,14 +28,15 @@ const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
  */
 const requestLogs = new AsyncLocalStorage<() => Logger>();
 
-/** Execution errors → the logger of the request they came from (see useErrorRequestLog). */
+/** Errors of an operation's results → the logger of the request they came from (see useErrorRequestLog). */
 const errorLogs = new WeakMap<object, () => Logger>();
 
 /**
  * The logger for a line of code that is handed one global logger (yoga's `logging` option): the
  * logger of the request that `subject` (the error yoga logs) came from, else of the request being
- * handled at debug level, else `fallback`. So yoga's lines carry the request id: its error lines
- * always (an execution error is tagged with its request), its debug lines through AsyncLocalStorage.
+ * handled at debug level, else `fallback`. So yoga's lines carry the request id: its error lines for
+ * errors an operation's resolvers raised (tagged by useErrorRequestLog) at every level, and at debug
+ * every line, through AsyncLocalStorage.
  */
 export function logFor(fallback: Logger, subject?: unknown): Logger {
   const tagged = typeof subject === 'object' && subject !== null ? errorLogs.get(subject) : undefined;
