@@ -1,17 +1,14 @@
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import { hashKey } from '../src/auth/keys.js';
 import { type GqlResult, postGraphql, startApp, tempDir, waitFor } from './helpers/app.js';
 import { sseSubscribe, wsClient, wsSubscribe } from './helpers/clients.js';
 import { bearer, cli, createKey } from './helpers/keys.js';
 import { listen } from './helpers/listen.js';
-import { freePort, spawnServer } from './helpers/process.js';
+import { freePort, runMain, spawnServer } from './helpers/process.js';
 import { must } from './helpers/must.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id status } }`;
 const WATCH = `subscription($id: ID!) { predictionUpdated(id: $id) { id status } }`;
-const root = fileURLToPath(new URL('..', import.meta.url));
 
 /** What each transport answers a caller presenting `authorization` (undefined: none). */
 async function tryEveryTransport(url: string, authorization: string | undefined) {
@@ -156,16 +153,9 @@ describe('API keys', () => {
 
 describe('safe default', () => {
   test('HOST=0.0.0.0 with no keys refuses to start: a clear message and a non-zero exit', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: root,
-      env: { ...process.env, HOST: '0.0.0.0', PORT: String(await freePort()), DATA_DIR: tempDir(), WAVESPEED_API_KEY: '', LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
-    expect(code).toBe(2);
+    const main = runMain({ HOST: '0.0.0.0', PORT: String(await freePort()), DATA_DIR: tempDir(), WAVESPEED_API_KEY: '', LOG_LEVEL: 'info' });
+    expect(await main.exited).toBe(2);
+    const output = main.output();
     expect(output).toContain('refusing to listen on 0.0.0.0 with no API keys');
     expect(output).toContain('cinegraph keys create --name NAME');
     expect(output).not.toMatch(/\n\s+at /); // a message, not a stack trace

@@ -23,11 +23,11 @@ export function logLines<T = Record<string, unknown>>(output: string): T[] {
 }
 
 /**
- * Runs `src/main.ts` as `npm start` does, with `env` over this process's environment, for a test
- * that expects it to exit: its exit code, and its stdout and stderr together. Killed at the test's
- * end if it is still running (with WORKERS, its workers exit with it).
+ * `src/main.ts` as its own process, as `npm start` runs it, with `env` over this process's
+ * environment; its stdout and stderr together. Killed at the test's end if it is still running
+ * (with WORKERS, its workers exit with it).
  */
-export function runMain(env: Record<string, string>): { pid: number; exited: Promise<number | null>; output: () => string } {
+function spawnMain(env: Record<string, string>) {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (d) => (output += d));
@@ -39,35 +39,27 @@ export function runMain(env: Record<string, string>): { pid: number; exited: Pro
       await exited;
     }
   });
-  return { pid: child.pid ?? Number.NaN, exited, output: () => output };
+  return { child, exited, output: () => output };
+}
+
+/** Runs `src/main.ts` for a test that expects it to exit: its exit code, and its stdout and stderr together. */
+export function runMain(env: Record<string, string>): { pid: number; exited: Promise<number | null>; output: () => string } {
+  const { child, exited, output } = spawnMain(env);
+  return { pid: child.pid ?? Number.NaN, exited, output };
 }
 
 /** Runs `src/main.ts` as its own process, as `npm start` does, and waits for /healthz. */
 export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: root,
-    env: { ...process.env, ...fastEnv, WAVESPEED_API_KEY: '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  child.stdout?.on('data', (d) => (log += d));
-  child.stderr?.on('data', (d) => (log += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  onDispose(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  });
+  const { child, exited, output } = spawnMain({ ...fastEnv, WAVESPEED_API_KEY: '', ...env });
   const url = `http://127.0.0.1:${env.PORT}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`server exited early:\n${log}`);
+    if (child.exitCode !== null) throw new Error(`server exited early:\n${output()}`);
     try {
       if ((await fetch(`${url}/healthz`)).ok) break;
     } catch {}
-    if (Date.now() > deadline) throw new Error(`server not healthy in 30 s:\n${log}`);
+    if (Date.now() > deadline) throw new Error(`server not healthy in 30 s:\n${output()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { child, url, output: () => log, exited };
+  return { child, url, output, exited };
 }
