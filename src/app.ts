@@ -47,6 +47,7 @@ import { openModeSecret } from './webhooks/secrets.js';
 import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
 import { createResponseCache, type ResponseCache } from './server/response-cache.js';
+import { createEarlyAnswer } from './server/early-answer.js';
 import { ImageStore } from './storage/images.js';
 import { MediaStore } from './storage/media.js';
 import { createPgRetention, createRetention, type Retention } from './storage/retention.js';
@@ -355,7 +356,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     }
     return reasons;
   };
-  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage(), access: createAccessGate(access), notReady, metrics: metrics.handle });
+  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage(), access: createAccessGate(access), notReady, metrics: metrics.handle, early: responseCache && createEarlyAnswer(responseCache, metrics.earlyAnswered) });
   const closeWs = attachGraphqlWs(server, yoga, access);
   let stopWatching: (() => void) | undefined;
 

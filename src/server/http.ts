@@ -1,9 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import send from 'send';
+import { readBody } from '../http-helpers.js';
 import type { Logger } from '../log.js';
 import type { MediaStore } from '../storage/media.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
 import type { AccessGate } from './access.js';
+import { EARLY_MAX_BYTES, type EarlyAnswer } from './early-answer.js';
 import { sendJson } from './json.js';
 import type { WebPage } from './page.js';
 import { createRequestLogging } from './request-id.js';
@@ -26,6 +28,8 @@ export interface HttpDeps {
   access: AccessGate;
   /** GET /metrics (Prometheus), which checks its own credentials. */
   metrics?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+  /** Cached `prediction(id)` answers written before yoga, when the response cache is on. */
+  early?: EarlyAnswer;
 }
 
 const MEDIA_PREFIX = '/media/';
@@ -43,7 +47,7 @@ export const SANDBOX_PREFIX = '/sandbox';
 const SERVER_OPTIONS = { keepAliveTimeout: 65_000, headersTimeout: 66_000 };
 
 /** The one HTTP server: /graphql (yoga), /healthz, and /sandbox when mounted. */
-export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, access, notReady, metrics }: HttpDeps): Server {
+export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, access, notReady, metrics, early }: HttpDeps): Server {
   // Every request gets an id (x-request-id, echoed) and a logger that puts it on each of its lines.
   const withRequestLog = createRequestLogging(log);
   return createServer(SERVER_OPTIONS, (req, res) => {
@@ -86,8 +90,24 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
     if (page?.handles(pathname)) return page.serve(req, res, pathname);
     if (pathname === yoga.graphqlEndpoint) {
       const caller = access.graphql(req, res);
-      if (caller) return yoga(req, res, caller);
-      return;
+      if (!caller) return;
+      if (early && caller.principal && early.candidate(req)) {
+        let raw: Buffer;
+        try {
+          // At most EARLY_MAX_BYTES: candidate() checked Content-Length, and Node's parser reads no further.
+          raw = await readBody(req, EARLY_MAX_BYTES);
+        } catch {
+          // The client went away before sending its whole body: there is no one to answer.
+          res.destroy();
+          return;
+        }
+        const answered = early.answer(req, res, caller.principal, raw);
+        if (answered === true) return;
+        // The stream is consumed: yoga's adapter takes a body already read from `req.body`, as it
+        // would from a body parser's.
+        (req as IncomingMessage & { body?: unknown }).body = answered.body;
+      }
+      return yoga(req, res, caller);
     }
     notFound(res);
   }

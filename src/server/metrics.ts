@@ -31,6 +31,8 @@ export interface Metrics {
   readonly registry: Registry;
   /** For WaveSpeedClient's `observe` option: one upstream request done. */
   observeUpstream(o: UpstreamObservation): void;
+  /** One `prediction(id)` answer written from the response cache by the HTTP layer, before yoga. */
+  earlyAnswered(): void;
   /** Wraps a recorder so each visible change is timed from its write to its publish, and counted. */
   observeRecorder(recorder: Recorder): Recorder;
   /** GET /metrics: the Prometheus text format, behind a key or METRICS_TOKEN once keys exist. */
@@ -187,6 +189,12 @@ export function createMetrics({ db, pg, now, connections, subscriptions, authent
     registers: [registry],
   });
 
+  const earlyAnswers = new Counter({
+    name: 'cinegraph_response_cache_early_answers_total',
+    help: 'prediction(id) answers written from the response cache by the HTTP layer, without going through yoga',
+    registers: [registry],
+  });
+
   const tokenDigest = token === undefined ? undefined : digest(`Bearer ${token}`);
   /** METRICS_TOKEN, any live key, or open mode (which listens on loopback only). */
   const allowed = (authorization: string | undefined) =>
@@ -200,6 +208,7 @@ export function createMetrics({ db, pg, now, connections, subscriptions, authent
       upstreamRequests.inc(labels);
       upstreamSeconds.observe(labels, durationMs / 1000);
     },
+    earlyAnswered: () => earlyAnswers.inc(),
     observeRecorder(recorder) {
       // The recorder's other methods are inherited as they are, whatever it grows.
       const observed: Recorder = Object.create(recorder);

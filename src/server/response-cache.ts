@@ -1,7 +1,9 @@
 import { hash } from 'node:crypto';
 import { createInMemoryCache, useResponseCache } from '@graphql-yoga/plugin-response-cache';
 import { Kind, parse, type OperationDefinitionNode } from 'graphql';
+import type { ExecutionResult } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import type { Principal } from '../auth/principal.js';
 import type { PredictionPubSub } from '../pubsub.js';
 import { isVolatile } from '../schema/volatile.js';
 import type { ServerContext } from './yoga.js';
@@ -23,6 +25,11 @@ export interface ResponseCacheOptions {
 
 export interface ResponseCache {
   plugin: Plugin;
+  /**
+   * The cached answer the plugin would serve this request, or undefined: for answering a hit
+   * before yoga (server/early-answer.ts). Same key, same entries, same invalidation as the plugin's.
+   */
+  lookup(request: CacheRequest): ExecutionResult | undefined;
   /**
    * Drops the cached answers holding this prediction, as a local publish does. For a change this
    * process hears of without publishing it: another instance's, announced over a bus.
@@ -62,6 +69,22 @@ export function cacheKey(generation: number, sessionId: string, operation: numbe
   const plain = `${generation}\n${sessionId}\n${operation}\n${JSON.stringify(variables ?? {})}`;
   return plain.length > MAX_PLAIN_KEY ? hash('sha256', plain, 'base64url') : plain;
 }
+
+/** A GraphQL request as the cache keys it. */
+export interface CacheRequest {
+  principal: Principal;
+  /** The Host header the request came with. */
+  host: string | undefined;
+  query: string;
+  operationName: string | null | undefined;
+  variables: unknown;
+}
+
+/**
+ * The caller part of a key: the owner (a key's id, '' in open mode) and the Host, whose name is in
+ * kept-output links. Neither holds a newline.
+ */
+const sessionOf = (principal: Principal, host: string | undefined) => `${principal.owner ?? ''}\n${host ?? ''}`;
 
 /**
  * Whether an operation only reads `prediction(id)` (aliases and `__typename` allowed): the one
@@ -157,7 +180,7 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     cache,
     ttl: ttlMs,
     // Only for the key below; `undefined` keeps a request without a caller out of the cache.
-    session: (_request, { principal, req }) => (principal ? `${principal.owner ?? ''}\n${req.headers.host ?? ''}` : undefined),
+    session: (_request, { principal, req }) => (principal ? sessionOf(principal, req.headers.host) : undefined),
     buildResponseCacheKey: ({ documentString, variableValues, operationName, sessionId, request }) => {
       if (sessionId == null) return '';
       const operation = operationNumber(documentString, operationName);
@@ -198,5 +221,14 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     generation++;
     epoch++; // and an execution under way when it happens is not stored either
   };
-  return { plugin, invalidate, clear, stop: stopTap };
+  const lookup = ({ principal, host, query, operationName, variables }: CacheRequest): ExecutionResult | undefined => {
+    // As the plugin's onParams does, with its `params.query || ''` (an empty document is never cached).
+    const operation = operationNumber(query, operationName);
+    if (operation === 0) return undefined;
+    // The in-memory cache answers synchronously (an LRU map; an expired entry reads as absent); a
+    // promise would only come from another kind of cache, and is treated as a miss.
+    const hit = cache.get(cacheKey(generation, sessionOf(principal, host), operation, variables));
+    return hit && !('then' in hit) ? hit : undefined;
+  };
+  return { plugin, lookup, invalidate, clear, stop: stopTap };
 }
