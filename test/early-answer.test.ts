@@ -3,6 +3,8 @@ import { expect, test } from 'vitest';
 import { CONTENT_TYPES, EARLY_MAX_BYTES } from '../src/server/early-answer.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
 import { must } from './helpers/must.js';
+import { countReads } from './helpers/reads.js';
+import { capturedLogger } from './helpers/stub-upstream.js';
 
 // The early answer (src/server/early-answer.ts): a cached `prediction(id)` answer written by the HTTP
 // layer before yoga. What it must never do is answer differently from yoga: each test sends the same
@@ -15,6 +17,8 @@ const GET = 'query($id: ID!) { prediction(id: $id) { id status upstreamId input 
 interface Raw {
   status: number;
   headers: Record<string, string | string[] | undefined>;
+  /** Names as sent, in the order sent: name, value, name, value… */
+  rawHeaders: string[];
   body: string;
 }
 
@@ -34,7 +38,7 @@ function post(url: string, body: string, headers: Record<string, string>, chunke
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (d) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body: text }));
       },
     );
     req.on('error', reject);
@@ -44,9 +48,10 @@ function post(url: string, body: string, headers: Record<string, string>, chunke
 
 /** Headers that differ between any two answers (a new id and date each time, the connection's own). */
 const PER_RESPONSE = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
+/** Status, every other header as sent (name's spelling, value, order) and the body. */
 const comparable = (r: Raw) => ({
   status: r.status,
-  headers: Object.fromEntries(Object.entries(r.headers).filter(([k]) => !PER_RESPONSE.has(k))),
+  headers: r.rawHeaders.flatMap((name, i) => (i % 2 === 0 && !PER_RESPONSE.has(name.toLowerCase()) ? [`${name}: ${r.rawHeaders[i + 1]}`] : [])),
   body: r.body,
 });
 
@@ -57,21 +62,9 @@ async function earlyAnswers(t: TestApp): Promise<number> {
   return Number(line.split(' ')[1]);
 }
 
-/** Counts the `prediction` resolver's reads of `id` (a cached answer, early or not, reads nothing). */
-function countReads(t: TestApp, id: string): () => number {
-  const store = t.app.store;
-  const findById = store.findById.bind(store);
-  let n = 0;
-  store.findById = (x: string) => {
-    if (x === id && new Error().stack?.includes('/src/schema/prediction.ts')) n++;
-    return findById(x);
-  };
-  return () => n;
-}
-
 /** A server with one submitted prediction that nothing will change during the test, its answer cached. */
-async function withCachedAnswer() {
-  const t = await startApp({ SANDBOX_TASK_SECONDS: '600', POLL_INITIAL_MS: '600000', POLL_MAX_MS: '600000' });
+async function withCachedAnswer(overrides: Parameters<typeof startApp>[1] = {}) {
+  const t = await startApp({ SANDBOX_TASK_SECONDS: '600', POLL_INITIAL_MS: '600000', POLL_MAX_MS: '600000' }, overrides);
   const id = (await t.gql(CREATE, { p: 'a kite over dunes' })).body.data.createVideo.id as string;
   // Its submission is a change too: let it be written and published before the answer is cached.
   await waitFor(() => t.app.store.findById(id)?.upstreamId ?? null, (u) => u !== null);
@@ -129,6 +122,8 @@ test('any other request goes to yoga with its body, and gets the same answer as 
     { name: 'a content type in capitals', body, headers: { 'content-type': 'Application/JSON' }, status: 415, baseline: 'uncached' },
     { name: 'a mutation', body: JSON.stringify({ query: 'mutation($id: ID!) { cancelPrediction(id: $id) { id } }', variables: unknown }), headers: json, status: 200, code: 'NOT_FOUND', baseline: 'uncached' },
     // These name the cached prediction: the same server, the same request with a chunked body.
+    { name: 'an unknown field beside a cached operation', body: JSON.stringify({ query: GET, variables: { id }, foo: 1 }), headers: json, status: 400, code: 'BAD_REQUEST', baseline: 'chunked' },
+    { name: 'an empty operation name beside a cached operation', body: JSON.stringify({ query: GET, variables: { id }, operationName: '' }), headers: json, status: 400, code: 'OPERATION_RESOLUTION_FAILURE', baseline: 'chunked' },
     { name: 'extensions (a persisted query, say)', body: JSON.stringify({ query: GET, variables: { id }, extensions: {} }), headers: json, status: 200, baseline: 'chunked' },
     { name: 'an Accept not in the table', body, headers: { ...json, accept: 'application/graphql-response+json;q=1, */*;q=0.1' }, status: 200, baseline: 'chunked' },
     { name: 'the list', body: JSON.stringify({ query: '{ predictions(first: 1) { edges { node { id } } } }' }), headers: json, status: 200, baseline: 'chunked' },
@@ -172,8 +167,9 @@ test('requests of other shapes go to yoga: a browser Origin (CORS headers), a co
   expect(await earlyAnswers(t)).toBe(before);
 });
 
-test('a client that goes away before sending its whole body gets nothing, and the server goes on answering', async () => {
-  const { t, body, answer: cached } = await withCachedAnswer();
+test('a client that goes away before sending its whole body gets nothing, is no server error, and the server goes on answering', async () => {
+  const captured = capturedLogger();
+  const { t, body, answer: cached } = await withCachedAnswer({ log: captured.log });
   const { port } = new URL(t.url);
   await new Promise<void>((resolve) => {
     const req = request({ host: '127.0.0.1', port, path: '/graphql', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': '200' } });
@@ -187,4 +183,8 @@ test('a client that goes away before sending its whole body gets nothing, and th
   const after = await post(t.url, body, { 'content-type': 'application/json' });
   expect(after.status).toBe(200);
   expect(after.body).toBe(cached);
+  // The abort is the client's doing: an info line, not "request failed" at error level and a 500.
+  const lines = captured.lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+  expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+  expect(lines.some((l) => l.msg === 'request aborted')).toBe(true);
 });

@@ -1,31 +1,16 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { expect, test } from 'vitest';
 import type { PredictionRow } from '../src/db/schema.js';
 import { postGraphql, startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { bearer, cli, createKey } from './helpers/keys.js';
 import { must } from './helpers/must.js';
+import { countReads } from './helpers/reads.js';
 
 const CREATE = 'mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }';
 const CANCEL = 'mutation($id: ID!) { cancelPrediction(id: $id) { id status } }';
 const GET = 'query($id: ID!) { prediction(id: $id) { id status upstreamId updatedAt outputs keptOutputs } }';
 const PLACE = 'query($id: ID!) { prediction(id: $id) { id status queuePosition estimatedStartAt } }';
-
-/**
- * Counts how often the `prediction` query's resolver really read this id: a cache hit answers
- * without executing, so it does not read. Reads by anyone else (the poller) are told apart by the
- * files on their stack.
- */
-function countReads(t: TestApp, id: string): () => number {
-  const store = t.app.store;
-  const findById = store.findById.bind(store);
-  let n = 0;
-  store.findById = (x: string) => {
-    // Anywhere on the stack: the resolver may reach the store through an adapter (db/store.ts).
-    if (x === id && new Error().stack?.includes('/src/schema/prediction.ts')) n++;
-    return findById(x);
-  };
-  return () => n;
-}
 
 /** The same operation as GET /graphql?query=…&variables=…, which yoga answers like a POST. */
 async function getGraphql(url: string, query: string, variables: Record<string, unknown>, headers: Record<string, string> = {}) {
@@ -299,4 +284,57 @@ test("each operation has its own answers: two of one document by name, and a new
   const Y = 'query($id: ID!) { prediction(id: $id) { y: status } }';
   expect((await t.gql(Y, { id })).body.data.prediction).toEqual({ y: 'CREATED' });
   expect((await t.gql(X, { id })).body.data.prediction).toEqual({ x: id });
+});
+
+/** POST /graphql as HTTP/1.0 without a Host header (node:http always sends one), over a raw socket. */
+function postWithoutHost(url: string, query: string, variables: Record<string, unknown>, headers: Record<string, string>) {
+  const { port } = new URL(url);
+  const body = JSON.stringify({ query, variables });
+  const head = Object.entries({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers })
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  return new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.end(`POST /graphql HTTP/1.0\r\n${head}\r\n${body}`));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d) => (text += d));
+    socket.on('error', reject);
+    // HTTP/1.0: the server closes the connection after its answer.
+    socket.on('end', () => resolve({ status: Number(text.split(' ', 2)[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
+  });
+}
+
+test('an empty operation name is refused as yoga refuses it, cached document or not; a request without Host is never cached', async () => {
+  const dataDir = tempDir();
+  const key = await createKey(dataDir, 'solo');
+  const t = await startApp({ DATA_DIR: dataDir, SANDBOX_TASK_SECONDS: '0.3' });
+  const id = (await postGraphql(t.url, CREATE, { p: 'a quiet pier' }, bearer(key))).body.data.createVideo.id as string;
+  await waitForStatus(t, id, 'COMPLETED');
+  const reads = countReads(t, id);
+  // Cached under no operation name…
+  const cached = await postGraphql(t.url, GET, { id }, bearer(key));
+  expect(cached.body.data.prediction.id).toBe(id);
+  expect((await postGraphql(t.url, GET, { id }, bearer(key))).body).toEqual(cached.body);
+  expect(reads()).toBe(1);
+  // …an empty name in a POST body is another request, which graphql-js refuses, answered early or not.
+  // (In a GET's query string yoga reads `operationName=` as no name at all: the cached answer.)
+  for (let i = 0; i < 2; i++) {
+    const res = await fetch(`${t.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...bearer(key) },
+      body: JSON.stringify({ query: GET, variables: { id }, operationName: '' }),
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { errors: { extensions: { code: string } }[] }).errors[0]?.extensions.code).toBe('OPERATION_RESOLUTION_FAILURE');
+    const u = new URL(`${t.url}/graphql`);
+    for (const [k, v] of Object.entries({ query: GET, variables: JSON.stringify({ id }), operationName: '' })) u.searchParams.set(k, v);
+    expect(await (await fetch(u, { headers: bearer(key) })).json()).toEqual(cached.body);
+  }
+  // Without Host, links come from the socket's local address, which no key holds: executed each time.
+  for (let i = 0; i < 2; i++) {
+    const res = await postWithoutHost(t.url, GET, { id }, bearer(key));
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body).data.prediction.id).toBe(id);
+  }
+  expect(reads()).toBe(3);
 });

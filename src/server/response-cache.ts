@@ -84,7 +84,7 @@ export interface CacheRequest {
  * The caller part of a key: the owner (a key's id, '' in open mode) and the Host, whose name is in
  * kept-output links. Neither holds a newline.
  */
-const sessionOf = (principal: Principal, host: string | undefined) => `${principal.owner ?? ''}\n${host ?? ''}`;
+const sessionOf = (principal: Principal, host: string) => `${principal.owner ?? ''}\n${host}`;
 
 /**
  * Whether an operation only reads `prediction(id)` (aliases and `__typename` allowed): the one
@@ -114,7 +114,8 @@ export function onlyReadsPrediction(query: string, operationName: string | null 
  * - Key: the caller (owner: the API key's id, or none in open mode) and the Host the request came
  *   to (kept-output links are absolute URLs built from it unless PUBLIC_URL is set), then the
  *   operation (operation name and document, as the number the table of judged documents gave it)
- *   and the variables as JSON. Built as a plain string, synchronously, instead of the plugin's
+ *   and the variables as JSON. A request without a Host header, and one naming the empty operation
+ *   name, is never cached. Built as a plain string, synchronously, instead of the plugin's
  *   asynchronous WebCrypto digest; not hashed (unless over MAX_PLAIN_KEY), so no two requests can
  *   collide (a collision would hand one caller another's answer). A document's number is never given
  *   again, even once the table starts over, so a number always means one operation.
@@ -150,6 +151,9 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
   /** The operation's number in cache keys, or 0 when its answers are never cached. */
   const operationNumber = (query: string, operationName: string | null | undefined): number => {
     if (query.length > MAX_CACHED_DOCUMENT || (operationName?.length ?? 0) > MAX_CACHED_OPERATION_NAME) return 0;
+    // An empty name is a name to graphql-js, which finds no operation by it (400), but it would share
+    // the unnamed entry below and be answered that operation's cached 200: never cached.
+    if (operationName === '') return 0;
     const name = operationName ?? '';
     let byName = judged.get(query);
     let number = byName?.get(name);
@@ -180,7 +184,9 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     cache,
     ttl: ttlMs,
     // Only for the key below; `undefined` keeps a request without a caller out of the cache.
-    session: (_request, { principal, req }) => (principal ? sessionOf(principal, req.headers.host) : undefined),
+    // Without a Host (HTTP/1.0) links are built from the socket's local address, which the key
+    // does not hold: not cached.
+    session: (_request, { principal, req }) => (principal && req.headers.host ? sessionOf(principal, req.headers.host) : undefined),
     buildResponseCacheKey: ({ documentString, variableValues, operationName, sessionId, request }) => {
       if (sessionId == null) return '';
       const operation = operationNumber(documentString, operationName);
@@ -222,6 +228,7 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     epoch++; // and an execution under way when it happens is not stored either
   };
   const lookup = ({ principal, host, query, operationName, variables }: CacheRequest): ExecutionResult | undefined => {
+    if (!host) return undefined; // never cached (see `session`)
     // As the plugin's onParams does, with its `params.query || ''` (an empty document is never cached).
     const operation = operationNumber(query, operationName);
     if (operation === 0) return undefined;
