@@ -1,4 +1,4 @@
-import { and, eq, lte } from 'drizzle-orm';
+import { and, eq, lte, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { idempotencyKeys } from './schema.js';
 import { transact } from './transact.js';
@@ -10,26 +10,42 @@ export type Remembered = { predictionId: string; inputHash: string };
 
 /** createVideo idempotency keys, per owner (a key's id, or open mode's ''), kept IDEMPOTENCY_TTL_MS. */
 export class IdempotencyStore {
-  constructor(private readonly db: Db) {}
+  // Prepared once: through the query builder SQLite compiled each statement on every call, and a
+  // createVideo with an Idempotency-Key made four such calls (a find before its transaction, a find,
+  // a delete and an upsert inside it): ~90 → ~15 µs each (issue 18, BENCHMARKS.md session 11).
+  private readonly findStmt;
+  private readonly forgetStmt;
+  private readonly rememberStmt;
+
+  constructor(private readonly db: Db) {
+    this.findStmt = db
+      .select({ predictionId: idempotencyKeys.predictionId, inputHash: idempotencyKeys.inputHash, createdAt: idempotencyKeys.createdAt })
+      .from(idempotencyKeys)
+      .where(and(eq(idempotencyKeys.owner, sql.placeholder('owner')), eq(idempotencyKeys.key, sql.placeholder('key'))))
+      .prepare();
+    // Timestamps as the column stores them (epoch ms): a placeholder skips the column's encoder.
+    this.forgetStmt = db
+      .delete(idempotencyKeys)
+      .where(lte(idempotencyKeys.createdAt, sql.placeholder('beforeMs')))
+      .prepare();
+    const value = { predictionId: sql.placeholder('predictionId'), inputHash: sql.placeholder('inputHash'), createdAt: sql`${sql.placeholder('nowMs')}` };
+    this.rememberStmt = db
+      .insert(idempotencyKeys)
+      .values({ owner: sql.placeholder('owner'), key: sql.placeholder('key'), ...value } as never)
+      .onConflictDoUpdate({ target: [idempotencyKeys.owner, idempotencyKeys.key], set: value as never })
+      .prepare();
+  }
 
   /** What this owner's key was last used for within the TTL, if anything. */
   find(owner: string | null, key: string, now: Date): Remembered | undefined {
-    const row = this.db
-      .select({ predictionId: idempotencyKeys.predictionId, inputHash: idempotencyKeys.inputHash, createdAt: idempotencyKeys.createdAt })
-      .from(idempotencyKeys)
-      .where(and(eq(idempotencyKeys.owner, owner ?? ''), eq(idempotencyKeys.key, key)))
-      .get();
+    const row = this.findStmt.get({ owner: owner ?? '', key });
     return row && now.getTime() - row.createdAt.getTime() < IDEMPOTENCY_TTL_MS ? row : undefined;
   }
 
   /** Records the key's prediction, replacing an expired use of the same key, and forgets expired keys. */
   remember(owner: string | null, key: string, value: Remembered, now: Date): void {
-    this.db.delete(idempotencyKeys).where(lte(idempotencyKeys.createdAt, new Date(now.getTime() - IDEMPOTENCY_TTL_MS))).run();
-    this.db
-      .insert(idempotencyKeys)
-      .values({ owner: owner ?? '', key, ...value, createdAt: now })
-      .onConflictDoUpdate({ target: [idempotencyKeys.owner, idempotencyKeys.key], set: { ...value, createdAt: now } })
-      .run();
+    this.forgetStmt.run({ beforeMs: now.getTime() - IDEMPOTENCY_TTL_MS });
+    this.rememberStmt.run({ owner: owner ?? '', key, predictionId: value.predictionId, inputHash: value.inputHash, nowMs: now.getTime() });
   }
 
   /**

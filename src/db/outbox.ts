@@ -100,6 +100,7 @@ export function sqliteOutbox(store: WebhookStore): Outbox {
  */
 export class WebhookStore {
   private readonly subscriptionStmt;
+  private readonly subscribeStmt;
   private readonly enqueueStmt;
   private readonly dueStmt;
   private readonly nextDueStmt;
@@ -110,6 +111,9 @@ export class WebhookStore {
       .from(predictionWebhooks)
       .where(eq(predictionWebhooks.predictionId, sql.placeholder('id')))
       .prepare();
+    // Prepared once, as createVideo with a webhook runs it (the query builder compiled it each time).
+    // The events go in as their JSON text, written here, so no column encoder is relied on for a placeholder.
+    this.subscribeStmt = db.$client.prepare('INSERT INTO prediction_webhooks (prediction_id, url, events) VALUES (?, ?, ?)');
     // One message per prediction and status: a status written twice (it cannot be, for a final one) is reported once.
     this.enqueueStmt = db.$client.prepare(
       'INSERT INTO webhook_messages (id, prediction_id, event, url, payload, created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING',
@@ -136,7 +140,7 @@ export class WebhookStore {
   }
 
   subscribe(predictionId: string, url: string, events: PredictionStatus[]): void {
-    this.db.insert(predictionWebhooks).values({ predictionId, url, events }).run();
+    this.subscribeStmt.run(predictionId, url, JSON.stringify(events));
   }
 
   subscriptionOf(predictionId: string): Subscription | undefined {

@@ -39,6 +39,8 @@ export class PredictionStore {
   private readonly nextDueStmt;
   private readonly makeDueStmt;
   private readonly probeStmt;
+  private readonly unfinishedOf;
+  private readonly unfinishedOfNobody;
   /** Prepared updates by patch shape: the poller writes a handful of shapes, millions of times. */
   private readonly updates = new Map<string, ReturnType<PredictionStore['prepareUpdate']>>();
 
@@ -69,6 +71,12 @@ export class PredictionStore {
     this.dueStmt = db.$client.prepare(`SELECT id ${STARTED} AND next_poll_at <= ? ORDER BY next_poll_at LIMIT ?`).pluck();
     this.nextDueStmt = db.$client.prepare(`SELECT id, next_poll_at AS at ${STARTED} ORDER BY next_poll_at LIMIT ?`);
     this.probeStmt = db.$client.prepare('UPDATE predictions SET version = version WHERE seq = (SELECT max(seq) FROM predictions)');
+    // Prepared once: built by the query builder on every call, SQLite compiled the statement each
+    // time, ~130 µs against ~14 µs (issue 18), and a createVideo under a key with an in-flight
+    // quota counts twice. Two statements, so each keeps its own use of the owner index.
+    const unfinished = inArray(predictions.status, ['CREATED', 'PROCESSING']);
+    this.unfinishedOf = db.select({ n: count() }).from(predictions).where(and(eq(predictions.owner, sql.placeholder('owner')), unfinished)).prepare();
+    this.unfinishedOfNobody = db.select({ n: count() }).from(predictions).where(and(isNull(predictions.owner), unfinished)).prepare();
     this.makeDueStmt = db
       .update(predictions)
       .set({ nextPollAt: sql.placeholder('now') as never })
@@ -118,13 +126,7 @@ export class PredictionStore {
 
   /** How many of this owner's predictions are not yet COMPLETED or FAILED (the in-flight quota). */
   countUnfinished(owner: string | null): number {
-    return (
-      this.db
-        .select({ n: count() })
-        .from(predictions)
-        .where(and(ownedBy(owner), inArray(predictions.status, ['CREATED', 'PROCESSING'])))
-        .get()?.n ?? 0
-    );
+    return (owner === null ? this.unfinishedOfNobody.get() : this.unfinishedOf.get({ owner }))?.n ?? 0;
   }
 
   /** Ids of the submitted (or reconciling) rows whose next poll time has come, earliest first. */
