@@ -40,6 +40,8 @@ export class PredictionStore {
   private readonly makeDueStmt;
   private readonly probeStmt;
   private readonly unfinishedOf;
+  /** Prepared list queries by the filters they take (see prepareList). */
+  private readonly lists = new Map<string, ReturnType<PredictionStore['prepareList']>>();
   private readonly unfinishedOfNobody;
   /** Prepared updates by patch shape: the poller writes a handful of shapes, millions of times. */
   private readonly updates = new Map<string, ReturnType<PredictionStore['prepareUpdate']>>();
@@ -109,19 +111,33 @@ export class PredictionStore {
   }
 
   list({ first, beforeSeq, status, owner }: ListOptions): PredictionRow[] {
+    const shape = `${beforeSeq === undefined ? '' : 'b'}${status === undefined ? '' : 's'}${owner === undefined ? '' : owner === null ? 'n' : 'o'}`;
+    let stmt = this.lists.get(shape);
+    if (!stmt) {
+      stmt = this.prepareList(beforeSeq !== undefined, status !== undefined, owner);
+      this.lists.set(shape, stmt);
+    }
+    return stmt.all({ first, beforeSeq, status, owner });
+  }
+
+  /**
+   * The list's query for one combination of its filters, prepared once: built by the query builder
+   * on every call, SQLite compiled it each time (issue 18, BENCHMARKS.md session 11). At most twelve.
+   */
+  private prepareList(before: boolean, byStatus: boolean, owner: string | null | undefined) {
     return this.db
       .select(rowColumns)
       .from(predictions)
       .where(
         and(
-          beforeSeq === undefined ? undefined : lt(predictions.seq, beforeSeq),
-          status === undefined ? undefined : eq(predictions.status, status),
-          owner === undefined ? undefined : ownedBy(owner),
+          before ? lt(predictions.seq, sql.placeholder('beforeSeq')) : undefined,
+          byStatus ? eq(predictions.status, sql.placeholder('status')) : undefined,
+          owner === undefined ? undefined : owner === null ? isNull(predictions.owner) : eq(predictions.owner, sql.placeholder('owner')),
         ),
       )
       .orderBy(desc(predictions.seq))
-      .limit(first)
-      .all();
+      .limit(sql.placeholder('first'))
+      .prepare();
   }
 
   /** How many of this owner's predictions are not yet COMPLETED or FAILED (the in-flight quota). */
@@ -199,7 +215,6 @@ export class PredictionStore {
   }
 }
 
-const ownedBy = (owner: string | null) => (owner === null ? isNull(predictions.owner) : eq(predictions.owner, owner));
 
 /** A write that did not produce exactly one row is a bug or a broken store, never a success. */
 function exactlyOne<T>(rows: T[], what: string): T {
