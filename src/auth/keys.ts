@@ -131,6 +131,7 @@ export class KeyStore implements Keys {
   private everHadKeys = false;
   /** Writes to api_keys on this connection, counted by the TEMP triggers (shared by the connection's KeyStores). */
   private readonly writes;
+  private readonly secretById;
 
   constructor(private readonly db: Db) {
     this.byHash = db
@@ -139,6 +140,8 @@ export class KeyStore implements Keys {
       .where(eq(apiKeys.keyHash, sql.placeholder('hash')))
       .prepare();
     this.anyKey = db.select({ id: apiKeys.id }).from(apiKeys).limit(1).prepare();
+    // Read for every outgoing webhook delivery it signs: prepared once rather than compiled each time.
+    this.secretById = db.select({ secret: apiKeys.webhookSecret }).from(apiKeys).where(eq(apiKeys.id, sql.placeholder('id'))).prepare();
     this.liveById = db
       .select({ id: apiKeys.id })
       .from(apiKeys)
@@ -268,7 +271,7 @@ export class KeyStore implements Keys {
 
   /** The secret that signs the webhooks of this key's predictions; undefined for a key made before webhooks existed. */
   webhookSecretOf(id: string): string | undefined {
-    return this.db.select({ secret: apiKeys.webhookSecret }).from(apiKeys).where(eq(apiKeys.id, id)).get()?.secret ?? undefined;
+    return this.secretById.get({ id })?.secret ?? undefined;
   }
 
   /** Which of these key ids are revoked (or gone): their open connections must close. */

@@ -1,10 +1,9 @@
-import { and, asc, desc, eq, isNotNull, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, isNotNull, lte, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import {
   predictionWebhooks,
   webhookAttempts,
   webhookMessages,
-  webhookReceipts,
   type PredictionStatus,
   type WebhookAttemptRow,
   type WebhookMessageRow,
@@ -101,6 +100,11 @@ export function sqliteOutbox(store: WebhookStore): Outbox {
 export class WebhookStore {
   private readonly subscriptionStmt;
   private readonly subscribeStmt;
+  private readonly messageStmt;
+  private readonly attemptStmt;
+  private readonly attemptsOfStmt;
+  private readonly forgetReceiptsStmt;
+  private readonly receiptStmt;
   private readonly enqueueStmt;
   private readonly dueStmt;
   private readonly nextDueStmt;
@@ -114,6 +118,20 @@ export class WebhookStore {
     // Prepared once, as createVideo with a webhook runs it (the query builder compiled it each time).
     // The events go in as their JSON text, written here, so no column encoder is relied on for a placeholder.
     this.subscribeStmt = db.$client.prepare('INSERT INTO prediction_webhooks (prediction_id, url, events) VALUES (?, ?, ?)');
+    // Prepared once, like the rest of this class (the query builder compiled each call again).
+    this.messageStmt = db.select().from(webhookMessages).where(eq(webhookMessages.id, sql.placeholder('id'))).prepare();
+    this.attemptStmt = db.select().from(webhookAttempts).where(eq(webhookAttempts.id, sql.placeholder('id'))).prepare();
+    this.attemptsOfStmt = db
+      .select({ ...attemptColumns, event: webhookMessages.event, url: webhookMessages.url, webhookId: webhookMessages.id })
+      .from(webhookAttempts)
+      .innerJoin(webhookMessages, eq(webhookMessages.id, webhookAttempts.messageId))
+      .where(eq(webhookAttempts.predictionId, sql.placeholder('predictionId')))
+      .orderBy(desc(webhookAttempts.attemptedAt), desc(sql`${webhookAttempts}.rowid`))
+      .limit(sql.placeholder('limit'))
+      .prepare();
+    // An incoming delivery's id, once per upstream webhook. Times in the column's epoch ms.
+    this.forgetReceiptsStmt = db.$client.prepare('DELETE FROM webhook_receipts WHERE received_at < ?');
+    this.receiptStmt = db.$client.prepare('INSERT INTO webhook_receipts (webhook_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING');
     // One message per prediction and status: a status written twice (it cannot be, for a final one) is reported once.
     this.enqueueStmt = db.$client.prepare(
       'INSERT INTO webhook_messages (id, prediction_id, event, url, payload, created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING',
@@ -162,7 +180,7 @@ export class WebhookStore {
   }
 
   message(id: string): WebhookMessageRow | undefined {
-    return this.db.select().from(webhookMessages).where(eq(webhookMessages.id, id)).get();
+    return this.messageStmt.get({ id });
   }
 
   /** Records one attempt and the message's next step (`nextAttemptAt` null: delivered or given up) in one transaction. */
@@ -175,18 +193,11 @@ export class WebhookStore {
 
   /** A prediction's attempts, newest first. */
   attemptsOf(predictionId: string, limit: number): Delivery[] {
-    return this.db
-      .select({ ...attemptColumns, event: webhookMessages.event, url: webhookMessages.url, webhookId: webhookMessages.id })
-      .from(webhookAttempts)
-      .innerJoin(webhookMessages, eq(webhookMessages.id, webhookAttempts.messageId))
-      .where(eq(webhookAttempts.predictionId, predictionId))
-      .orderBy(desc(webhookAttempts.attemptedAt), desc(sql`${webhookAttempts}.rowid`))
-      .limit(limit)
-      .all();
+    return this.attemptsOfStmt.all({ predictionId, limit });
   }
 
   attempt(id: string): WebhookAttemptRow | undefined {
-    return this.db.select().from(webhookAttempts).where(eq(webhookAttempts.id, id)).get();
+    return this.attemptStmt.get({ id });
   }
 
   /**
@@ -195,9 +206,8 @@ export class WebhookStore {
    */
   rememberReceipt(webhookId: string, now: Date, forgetBefore: Date): boolean {
     return this.transaction(() => {
-      this.db.delete(webhookReceipts).where(lt(webhookReceipts.receivedAt, forgetBefore)).run();
-      const added = this.db.insert(webhookReceipts).values({ webhookId, receivedAt: now }).onConflictDoNothing().run();
-      return added.changes === 1;
+      this.forgetReceiptsStmt.run(forgetBefore.getTime());
+      return this.receiptStmt.run(webhookId, now.getTime()).changes === 1;
     });
   }
 }
