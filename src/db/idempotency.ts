@@ -28,11 +28,16 @@ export class IdempotencyStore {
       .delete(idempotencyKeys)
       .where(lte(idempotencyKeys.createdAt, sql.placeholder('beforeMs')))
       .prepare();
-    const value = { predictionId: sql.placeholder('predictionId'), inputHash: sql.placeholder('inputHash'), createdAt: sql`${sql.placeholder('nowMs')}` };
+    // Typed by Drizzle (no cast): a misspelt key here fails the type check, where `set` would drop it silently.
+    const value = {
+      predictionId: sql`${sql.placeholder('predictionId')}`,
+      inputHash: sql`${sql.placeholder('inputHash')}`,
+      createdAt: sql`${sql.placeholder('nowMs')}`,
+    };
     this.rememberStmt = db
       .insert(idempotencyKeys)
-      .values({ owner: sql.placeholder('owner'), key: sql.placeholder('key'), ...value } as never)
-      .onConflictDoUpdate({ target: [idempotencyKeys.owner, idempotencyKeys.key], set: value as never })
+      .values({ owner: sql.placeholder('owner'), key: sql.placeholder('key'), ...value })
+      .onConflictDoUpdate({ target: [idempotencyKeys.owner, idempotencyKeys.key], set: value })
       .prepare();
   }
 
