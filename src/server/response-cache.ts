@@ -1,7 +1,6 @@
 import { hash } from 'node:crypto';
 import { createInMemoryCache, useResponseCache } from '@graphql-yoga/plugin-response-cache';
-import { Kind, parse, type OperationDefinitionNode } from 'graphql';
-import type { ExecutionResult } from 'graphql';
+import { type ExecutionResult, Kind, parse, type OperationDefinitionNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { Principal } from '../auth/principal.js';
 import type { PredictionPubSub } from '../pubsub.js';
