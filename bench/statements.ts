@@ -12,6 +12,7 @@ import { WebhookStore } from '../src/db/outbox.js';
 import { PredictionStore } from '../src/db/predictions.js';
 import { idempotencyKeys, predictions, webhookReceipts } from '../src/db/schema.js';
 import { transact } from '../src/db/transact.js';
+import { newRow } from '../test/helpers/db.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cinegraph-bench-statements-'));
 const db = openDatabase(join(dir, 'bench.sqlite'));
@@ -20,19 +21,7 @@ const idempotency = new IdempotencyStore(db);
 const webhooks = new WebhookStore(db);
 
 const T0 = new Date();
-const row = (id: string, owner: string, status: 'CREATED' | 'COMPLETED') => ({
-  id,
-  model: 'minimax/video-01',
-  status,
-  prompt: `prompt of ${id}`,
-  image: null,
-  hasImage: false,
-  enablePromptExpansion: true,
-  createdAt: T0,
-  updatedAt: T0,
-  nextPollAt: T0,
-  owner,
-});
+const row = (id: string, owner: string, status: 'CREATED' | 'COMPLETED') => ({ ...newRow(id), owner, status });
 // One owner with 50 unfinished predictions (the count), 2,000 rows of two owners (the list).
 for (let i = 0; i < 50; i++) store.insert(row(`u${i}`, 'k1', 'CREATED'));
 for (let i = 0; i < 2000; i++) store.insert(row(`p${i}`, i % 2 ? 'k2' : 'k3', i % 3 ? 'COMPLETED' : 'CREATED'));
