@@ -40,9 +40,9 @@ export class PredictionStore {
   private readonly makeDueStmt;
   private readonly probeStmt;
   private readonly unfinishedOf;
+  private readonly unfinishedOfNobody;
   /** Prepared list queries by the filters they take (see prepareList). */
   private readonly lists = new Map<string, ReturnType<PredictionStore['prepareList']>>();
-  private readonly unfinishedOfNobody;
   /** Prepared updates by patch shape: the poller writes a handful of shapes, millions of times. */
   private readonly updates = new Map<string, ReturnType<PredictionStore['prepareUpdate']>>();
 
@@ -75,10 +75,10 @@ export class PredictionStore {
     this.probeStmt = db.$client.prepare('UPDATE predictions SET version = version WHERE seq = (SELECT max(seq) FROM predictions)');
     // Prepared once: built by the query builder on every call, SQLite compiled the statement each
     // time, ~130 µs against ~14 µs (issue 18), and a createVideo under a key with an in-flight
-    // quota counts twice. Two statements, so each keeps its own use of the owner index.
+    // quota counts twice.
     const unfinished = inArray(predictions.status, ['CREATED', 'PROCESSING']);
-    this.unfinishedOf = db.select({ n: count() }).from(predictions).where(and(eq(predictions.owner, sql.placeholder('owner')), unfinished)).prepare();
-    this.unfinishedOfNobody = db.select({ n: count() }).from(predictions).where(and(isNull(predictions.owner), unfinished)).prepare();
+    this.unfinishedOf = db.select({ n: count() }).from(predictions).where(and(ownerIsBound, unfinished)).prepare();
+    this.unfinishedOfNobody = db.select({ n: count() }).from(predictions).where(and(ownerIsNull, unfinished)).prepare();
     this.makeDueStmt = db
       .update(predictions)
       .set({ nextPollAt: sql.placeholder('now') as never })
@@ -132,7 +132,7 @@ export class PredictionStore {
         and(
           before ? lt(predictions.seq, sql.placeholder('beforeSeq')) : undefined,
           byStatus ? eq(predictions.status, sql.placeholder('status')) : undefined,
-          owner === undefined ? undefined : owner === null ? isNull(predictions.owner) : eq(predictions.owner, sql.placeholder('owner')),
+          owner === undefined ? undefined : owner === null ? ownerIsNull : ownerIsBound,
         ),
       )
       .orderBy(desc(predictions.seq))
@@ -215,6 +215,12 @@ export class PredictionStore {
   }
 }
 
+/**
+ * Prepared statements' owner filters: open mode's NULL owner, or the owner bound to the placeholder
+ * `owner`. A statement for each rather than one `IS ?`, so each keeps its use of the owner indexes.
+ */
+const ownerIsNull = isNull(predictions.owner);
+const ownerIsBound = eq(predictions.owner, sql.placeholder('owner'));
 
 /** A write that did not produce exactly one row is a bug or a broken store, never a success. */
 function exactlyOne<T>(rows: T[], what: string): T {

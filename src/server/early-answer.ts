@@ -31,8 +31,8 @@ export const CONTENT_TYPES: ReadonlyMap<string | undefined, string> = new Map<st
  */
 const JSON_TYPES = new Set<string | undefined>(['application/json', 'application/json; charset=utf-8', 'application/json;charset=utf-8']);
 
-/** The body fields yoga accepts in a POST (it refuses any other with 400); `extensions` still goes to yoga. */
-const PARAMS = new Set(['query', 'variables', 'operationName', 'extensions']);
+/** The body fields of a request answered here; any other (yoga's `extensions`, or one yoga refuses with 400) goes to yoga. */
+const PLAIN_FIELDS = new Set(['query', 'variables', 'operationName']);
 
 /** A body parsed here and handed on to yoga, which then does not read the (consumed) stream again. */
 export type ParsedBody = Record<string, unknown>;
@@ -83,7 +83,7 @@ export function createEarlyAnswer(cache: Pick<ResponseCache, 'lookup'>, onAnswer
       let plain = true;
       for (const k in body) {
         keys++;
-        if (!PARAMS.has(k) || k === 'extensions') plain = false;
+        if (!PLAIN_FIELDS.has(k)) plain = false;
       }
       if (keys === 0) return { body: Readable.from([raw]) };
       const { query, variables, operationName } = body;

@@ -81,9 +81,10 @@ export interface CacheRequest {
 
 /**
  * The caller part of a key: the owner (a key's id, '' in open mode) and the Host, whose name is in
- * kept-output links. Neither holds a newline.
+ * kept-output links. Neither holds a newline. Undefined, so never cached, without a Host (HTTP/1.0):
+ * links are then built from the socket's local address, which the key does not hold.
  */
-const sessionOf = (principal: Principal, host: string) => `${principal.owner ?? ''}\n${host}`;
+const sessionOf = (principal: Principal, host: string | undefined) => (host ? `${principal.owner ?? ''}\n${host}` : undefined);
 
 /**
  * Whether an operation only reads `prediction(id)` (aliases and `__typename` allowed): the one
@@ -173,6 +174,13 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     return number;
   };
 
+  /** The key of a caller's operation, or undefined when its answers are never cached: the plugin's and lookup's alike. */
+  const keyOf = (sessionId: string | undefined, query: string, operationName: string | null | undefined, variables: unknown) => {
+    if (sessionId === undefined) return undefined;
+    const operation = operationNumber(query, operationName);
+    return operation === 0 ? undefined : cacheKey(generation, sessionId, operation, variables);
+  };
+
   const invalidate = (id: string) => {
     epoch++;
     cache.invalidate([{ typename: 'Prediction', id }]);
@@ -182,15 +190,11 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
   const plugin = useResponseCache<ServerContext>({
     cache,
     ttl: ttlMs,
-    // Only for the key below; `undefined` keeps a request without a caller out of the cache.
-    // Without a Host (HTTP/1.0) links are built from the socket's local address, which the key
-    // does not hold: not cached.
-    session: (_request, { principal, req }) => (principal && req.headers.host ? sessionOf(principal, req.headers.host) : undefined),
+    // Only for the key below; `undefined` keeps a request without a caller (or a Host) out of the cache.
+    session: (_request, { principal, req }) => (principal ? sessionOf(principal, req.headers.host) : undefined),
     buildResponseCacheKey: ({ documentString, variableValues, operationName, sessionId, request }) => {
-      if (sessionId == null) return '';
-      const operation = operationNumber(documentString, operationName);
-      if (operation === 0) return '';
-      const key = cacheKey(generation, sessionId, operation, variableValues);
+      const key = keyOf(sessionId ?? undefined, documentString, operationName, variableValues);
+      if (key === undefined) return '';
       admitted.set(request, { epoch, key });
       return key;
     },
@@ -227,13 +231,12 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     epoch++; // and an execution under way when it happens is not stored either
   };
   const lookup = ({ principal, host, query, operationName, variables }: CacheRequest): ExecutionResult | undefined => {
-    if (!host) return undefined; // never cached (see `session`)
     // As the plugin's onParams does, with its `params.query || ''` (an empty document is never cached).
-    const operation = operationNumber(query, operationName);
-    if (operation === 0) return undefined;
+    const key = keyOf(sessionOf(principal, host), query, operationName, variables);
+    if (key === undefined) return undefined;
     // The in-memory cache answers synchronously (an LRU map; an expired entry reads as absent); a
     // promise would only come from another kind of cache, and is treated as a miss.
-    const hit = cache.get(cacheKey(generation, sessionOf(principal, host), operation, variables));
+    const hit = cache.get(key);
     return hit && !('then' in hit) ? hit : undefined;
   };
   return { plugin, lookup, invalidate, clear, stop: stopTap };
