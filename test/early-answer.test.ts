@@ -3,6 +3,7 @@ import { expect, test } from 'vitest';
 import { CONTENT_TYPES, EARLY_MAX_BYTES } from '../src/server/early-answer.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
 import { must } from './helpers/must.js';
+import { type RawAnswer, rawRequest } from './helpers/http.js';
 import { countReads } from './helpers/reads.js';
 import { capturedLogger } from './helpers/stub-upstream.js';
 
@@ -14,45 +15,17 @@ import { capturedLogger } from './helpers/stub-upstream.js';
 const CREATE = 'mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }';
 const GET = 'query($id: ID!) { prediction(id: $id) { id status upstreamId input { prompt } createdAt updatedAt } }';
 
-interface Raw {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  /** Names as sent, in the order sent: name, value, name, value… */
-  rawHeaders: string[];
-  body: string;
-}
-
-/** One POST /graphql over node:http: with Content-Length, or chunked (never answered early). */
-function post(url: string, body: string, headers: Record<string, string>, chunked = false): Promise<Raw> {
-  const { port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: '127.0.0.1',
-        port,
-        path: '/graphql',
-        method: 'POST',
-        headers: { ...headers, ...(chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(Buffer.byteLength(body)) }) },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body: text }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+/** One POST /graphql: with Content-Length, or chunked (never answered early). */
+const post = (url: string, body: string, headers: Record<string, string>, chunked = false): Promise<RawAnswer> =>
+  rawRequest(url, { body, headers: { ...headers, ...(chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(Buffer.byteLength(body)) }) } });
 
 /** Headers that differ between any two answers (a new id and date each time, the connection's own). */
 const PER_RESPONSE = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
 /** Status, every other header as sent (name's spelling, value, order) and the body. */
-const comparable = (r: Raw) => ({
+const comparable = (r: RawAnswer) => ({
   status: r.status,
   headers: r.rawHeaders.flatMap((name, i) => (i % 2 === 0 && !PER_RESPONSE.has(name.toLowerCase()) ? [`${name}: ${r.rawHeaders[i + 1]}`] : [])),
-  body: r.body,
+  body: r.text,
 });
 
 /** How many answers the HTTP layer has written from the cache so far (GET /metrics, open mode). */
@@ -72,8 +45,8 @@ async function withCachedAnswer(overrides: Parameters<typeof startApp>[1] = {}) 
   const body = JSON.stringify({ query: GET, variables: { id } });
   const first = await post(t.url, body, { 'content-type': 'application/json' });
   expect(first.status).toBe(200);
-  expect(JSON.parse(first.body).data.prediction.id).toBe(id);
-  return { t, id, body, answer: first.body, reads: countReads(t, id) };
+  expect(JSON.parse(first.text).data.prediction.id).toBe(id);
+  return { t, id, body, answer: first.text, reads: countReads(t, id) };
 }
 
 test('for every Accept it answers, an early answer is byte for byte the one yoga writes from the same cache entry', async () => {
@@ -138,7 +111,7 @@ test('any other request goes to yoga with its body, and gets the same answer as 
   }
   expect(await earlyAnswers(t)).toBe(before);
   // Nothing the cases did changed the prediction, and its answer is still cached and answered early.
-  expect((await post(t.url, body, json)).body).toBe(cached);
+  expect((await post(t.url, body, json)).text).toBe(cached);
   expect(await earlyAnswers(t)).toBe(before + 1);
 });
 
@@ -162,7 +135,7 @@ test('requests of other shapes go to yoga: a browser Origin (CORS headers), a co
 
   const sse = await post(t.url, body, { ...json, accept: 'text/event-stream' });
   expect(sse.headers['content-type']).toMatch(/^text\/event-stream/);
-  expect(sse.body).toContain('"prediction"');
+  expect(sse.text).toContain('"prediction"');
 
   expect(await earlyAnswers(t)).toBe(before);
 });
@@ -190,7 +163,7 @@ test('a client that goes away before sending its whole body gets nothing, is no 
   await waitFor(lines, (ls) => ls.some((l) => l.msg === 'request aborted'));
   const after = await post(t.url, body, { 'content-type': 'application/json' });
   expect(after.status).toBe(200);
-  expect(after.body).toBe(cached);
+  expect(after.text).toBe(cached);
   // The abort is the client's doing: an info line, not "request failed" at error level and a 500.
   expect(lines().filter((l) => l.level >= 50)).toEqual([]);
 });

@@ -1,30 +1,20 @@
-import { request } from 'node:http';
 import { describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { type GqlResult, startApp, tempDir } from './helpers/app.js';
 import { bearer, createKey } from './helpers/keys.js';
-import { must } from './helpers/must.js';
+import { rawRequest } from './helpers/http.js';
 
 const MUTATION = 'mutation { createVideo(input: { prompt: "from a hostile page" }) { id } }';
 const EVIL = 'https://evil.example';
 
-/** A raw HTTP request (node:http, so Host and Origin are sent exactly as given, as a browser or attacker would). */
-function raw(url: string, opts: { method?: string; path?: string; headers?: Record<string, string>; body?: string | Buffer }) {
-  return new Promise<{ status: number; headers: Record<string, unknown>; body: unknown }>((resolve, reject) => {
-    const req = request(`${url}${opts.path ?? '/graphql'}`, { method: opts.method ?? 'POST', headers: opts.headers }, (res) => {
-      let text = '';
-      res.on('data', (d) => (text += d));
-      res.on('end', () => {
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text);
-        } catch {}
-        resolve({ status: must(res.statusCode), headers: res.headers, body });
-      });
-    });
-    req.on('error', reject);
-    req.end(opts.body);
-  });
+/** A raw HTTP request (node:http, so Host and Origin are sent exactly as given, as a browser or attacker would), its body parsed when JSON. */
+async function raw(url: string, opts: Parameters<typeof rawRequest>[1]) {
+  const answer = await rawRequest(url, opts);
+  let body: unknown = answer.text;
+  try {
+    body = JSON.parse(answer.text);
+  } catch {}
+  return { status: answer.status, headers: answer.headers as Record<string, unknown>, body };
 }
 
 const codeOf = (r: { body: unknown }) => (r.body as GqlResult<unknown> | undefined)?.errors?.[0]?.extensions?.code;

@@ -1,9 +1,9 @@
-import { request } from 'node:http';
 import { connect } from 'node:net';
 import { expect, test } from 'vitest';
 import type { PredictionRow } from '../src/db/schema.js';
 import { postGraphql, startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { bearer, cli, createKey } from './helpers/keys.js';
+import { rawRequest } from './helpers/http.js';
 import { must } from './helpers/must.js';
 import { countReads } from './helpers/reads.js';
 
@@ -23,23 +23,14 @@ async function getGraphql(url: string, query: string, variables: Record<string, 
 }
 
 /** POST /graphql with a chosen Host header (fetch cannot set one), to the server's loopback address. */
-function postWithHost(url: string, host: string, query: string, variables: Record<string, unknown>, headers: Record<string, string> = {}) {
-  const { port } = new URL(url);
+async function postWithHost(url: string, host: string, query: string, variables: Record<string, unknown>, headers: Record<string, string> = {}) {
   const body = JSON.stringify({ query, variables });
-  // biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; asserted at run time
-  return new Promise<{ status: number; body: { data?: any } }>((resolve, reject) => {
-    const req = request(
-      { host: '127.0.0.1', port, path: '/graphql', method: 'POST', headers: { host, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
+  const answer = await rawRequest(`http://127.0.0.1:${new URL(url).port}`, {
+    body,
+    headers: { host, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers },
   });
+  // biome-ignore lint/suspicious/noExplicitAny: a GraphQL answer's shape is its query's; asserted at run time
+  return { status: answer.status, body: JSON.parse(answer.text) as { data?: any } };
 }
 
 /** The next row published for `id` (a recorded change) that passes `ok`, listened to before it can happen. */
