@@ -48,6 +48,7 @@ import { attachGraphqlWs } from './server/ws.js';
 import { createGraphqlHandler, type InitialContext } from './server/yoga.js';
 import { createResponseCache, type ResponseCache } from './server/response-cache.js';
 import { createEarlyAnswer } from './server/early-answer.js';
+import { createEarlyExecution } from './server/early-execution.js';
 import { ImageStore } from './storage/images.js';
 import { MediaStore } from './storage/media.js';
 import { createPgRetention, createRetention, type Retention } from './storage/retention.js';
@@ -63,6 +64,8 @@ export interface AppOverrides {
   clock?: Clock;
   /** DNS for the image-URL guard; tests inject a table so no lookup leaves the machine. */
   resolveHost?: ResolveHost;
+  /** false: every operation goes through yoga's own pipeline, never executed by the HTTP layer (tests' baseline for it). */
+  earlyExecution?: boolean;
 }
 
 export interface App {
@@ -292,7 +295,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
       // subscription keeps its context for its whole life. Issue 18, 3,000 sockets of one
       // subscription each, heap used after GC: 13.3 → 13.1 KB per subscription.
       baseUrl() {
-        origin ??= config.publicUrl ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`);
+        origin ??= config.publicUrl ?? initial.origin ?? (initial.request ? new URL(initial.request.url).origin : `http://${initial.req?.headers.host ?? 'localhost'}`);
         return origin;
       },
     };
@@ -303,7 +306,8 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
   // bus, and a lost announcement would leave a stale status until the entry expires; each instance
   // reads Postgres instead. (README: RESPONSE_CACHE.)
   const responseCache = config.responseCache && !pgStore ? createResponseCache({ pubsub }) : undefined;
-  const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() }, responseCache?.plugin);
+  const execution = overrides.earlyExecution === false ? undefined : createEarlyExecution(metrics.earlyExecuted);
+  const yoga = createGraphqlHandler(buildSchema(), context, log, { apiKeys: () => !keys.isEmpty() }, responseCache?.plugin, execution?.plugin);
   const onWebhook = config.publicUrl
     ? createWebhookHandler({
         store: predictions,
@@ -356,7 +360,7 @@ export function buildApp(config: Config, overrides: AppOverrides = {}, pg?: PgDb
     }
     return reasons;
   };
-  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage(), access: createAccessGate(access), notReady, metrics: metrics.handle, early: responseCache && createEarlyAnswer(responseCache, metrics.earlyAnswered) });
+  const server = createHttpServer({ yoga, log, sandbox, media, onWebhook, page: createWebPage(), access: createAccessGate(access), notReady, metrics: metrics.handle, early: createEarlyAnswer(responseCache, metrics.earlyAnswered), execution });
   const closeWs = attachGraphqlWs(server, yoga, access);
   let stopWatching: (() => void) | undefined;
 

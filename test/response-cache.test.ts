@@ -1,9 +1,8 @@
-import { connect } from 'node:net';
 import { expect, test } from 'vitest';
 import type { PredictionRow } from '../src/db/schema.js';
 import { postGraphql, startApp, tempDir, waitFor, type TestApp } from './helpers/app.js';
 import { bearer, cli, createKey } from './helpers/keys.js';
-import { rawRequest } from './helpers/http.js';
+import { postWithoutHost, rawRequest } from './helpers/http.js';
 import { must } from './helpers/must.js';
 import { countReads } from './helpers/reads.js';
 
@@ -276,24 +275,6 @@ test("each operation has its own answers: two of one document by name, and a new
   expect((await t.gql(Y, { id })).body.data.prediction).toEqual({ y: 'CREATED' });
   expect((await t.gql(X, { id })).body.data.prediction).toEqual({ x: id });
 });
-
-/** POST /graphql as HTTP/1.0 without a Host header (node:http always sends one), over a raw socket. */
-function postWithoutHost(url: string, query: string, variables: Record<string, unknown>, headers: Record<string, string>) {
-  const { port } = new URL(url);
-  const body = JSON.stringify({ query, variables });
-  const head = Object.entries({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers })
-    .map(([k, v]) => `${k}: ${v}\r\n`)
-    .join('');
-  return new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const socket = connect(Number(port), '127.0.0.1', () => socket.end(`POST /graphql HTTP/1.0\r\n${head}\r\n${body}`));
-    let text = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (d) => (text += d));
-    socket.on('error', reject);
-    // HTTP/1.0: the server closes the connection after its answer.
-    socket.on('end', () => resolve({ status: Number(text.split(' ', 2)[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
-  });
-}
 
 test('an empty operation name is refused as yoga refuses it, cached document or not; a request without Host is never cached', async () => {
   const dataDir = tempDir();

@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { ExecutionResult } from 'graphql';
 import type { Principal } from '../auth/principal.js';
-import type { ResponseCache } from './response-cache.js';
+import type { PlainParams } from './early-execution.js';
+import { MISS, type ResponseCache } from './response-cache.js';
 
 /**
  * Bodies read before yoga to look for a cached answer: a `prediction(id)` read is a few hundred
@@ -37,6 +38,12 @@ const PLAIN_FIELDS = new Set(['query', 'variables', 'operationName']);
 /** A body parsed here and handed on to yoga, which then does not read the (consumed) stream again. */
 export type ParsedBody = Record<string, unknown>;
 
+/** What a request not answered from the cache goes on with: the body yoga is to be handed, and its parameters when the request has the plain shape and its answer is never cached. */
+export interface NotAnswered {
+  body: HandedBody;
+  plain?: PlainParams;
+}
+
 /**
  * What yoga is handed instead of the consumed stream: the parsed body when it is a non-empty object
  * (as a body parser would leave it); else the bytes as a stream again, which yoga reads and refuses
@@ -56,7 +63,7 @@ export type HandedBody = ParsedBody | Readable;
  * the answer written here is the one the plugin would have served (same cache, same key, the same
  * bytes and headers; test/early-answer.test.ts compares them).
  */
-export function createEarlyAnswer(cache: Pick<ResponseCache, 'lookup'>, onAnswer: () => void = () => undefined) {
+export function createEarlyAnswer(cache: Pick<ResponseCache, 'lookup'> | undefined, onAnswer: () => void = () => undefined) {
   return {
     /** Whether this request's headers allow answering it here; if so, the caller reads its body and calls `answer`. */
     candidate(req: IncomingMessage): boolean {
@@ -70,7 +77,7 @@ export function createEarlyAnswer(cache: Pick<ResponseCache, 'lookup'>, onAnswer
     },
 
     /** Answers the request from the cache when it holds its answer (true); otherwise says what yoga is to be handed (HandedBody). */
-    answer(req: IncomingMessage, res: ServerResponse, principal: Principal, raw: Buffer): true | { body: HandedBody } {
+    answer(req: IncomingMessage, res: ServerResponse, principal: Principal, raw: Buffer): true | NotAnswered {
       let parsed: unknown;
       try {
         parsed = JSON.parse(raw.toString('utf8'));
@@ -95,8 +102,10 @@ export function createEarlyAnswer(cache: Pick<ResponseCache, 'lookup'>, onAnswer
       ) {
         return { body };
       }
-      const result = cache.lookup({ principal, host: req.headers.host, query, operationName, variables });
-      if (!result) return { body };
+      const found = cache?.lookup({ principal, host: req.headers.host, query, operationName, variables });
+      if (found === undefined) return { body, plain: { query, variables: variables as PlainParams['variables'], operationName: operationName as PlainParams['operationName'] } };
+      if (found === MISS) return { body };
+      const result = found;
       // Serialised on every hit rather than kept beside the cached result, which would double what
       // the cache holds (up to 1,024 answers) for a few µs a hit.
       const text = serialise(result);

@@ -5,7 +5,8 @@ import type { Logger } from '../log.js';
 import type { MediaStore } from '../storage/media.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
 import type { AccessGate } from './access.js';
-import { EARLY_MAX_BYTES, type EarlyAnswer } from './early-answer.js';
+import { CONTENT_TYPES, EARLY_MAX_BYTES, type EarlyAnswer } from './early-answer.js';
+import type { EarlyExecution } from './early-execution.js';
 import { sendJson } from './json.js';
 import type { WebPage } from './page.js';
 import { createRequestLogging } from './request-id.js';
@@ -30,6 +31,8 @@ export interface HttpDeps {
   metrics?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
   /** Cached `prediction(id)` answers written before yoga, when the response cache is on. */
   early?: EarlyAnswer;
+  /** Plain queries and mutations executed outside yoga's HTTP pipeline (its plugin must be in yoga's). */
+  execution?: EarlyExecution;
 }
 
 const MEDIA_PREFIX = '/media/';
@@ -47,7 +50,7 @@ export const SANDBOX_PREFIX = '/sandbox';
 const SERVER_OPTIONS = { keepAliveTimeout: 65_000, headersTimeout: 66_000 };
 
 /** The one HTTP server: /graphql (yoga), /healthz, and /sandbox when mounted. */
-export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, access, notReady, metrics, early }: HttpDeps): Server {
+export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, access, notReady, metrics, early, execution }: HttpDeps): Server {
   // Every request gets an id (x-request-id, echoed) and a logger that puts it on each of its lines.
   const withRequestLog = createRequestLogging(log);
   return createServer(SERVER_OPTIONS, (req, res) => {
@@ -103,6 +106,10 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
         }
         const answered = early.answer(req, res, caller.principal, raw);
         if (answered === true) return;
+        if (execution && answered.plain) {
+          const executed = execution.execute(yoga, req, res, caller.principal, answered.plain, CONTENT_TYPES.get(req.headers.accept) as string);
+          if (executed === true || (executed !== false && (await executed))) return;
+        }
         // The stream is consumed: yoga's adapter takes a body already read from `req.body`, as it
         // would from a body parser's.
         (req as IncomingMessage & { body?: unknown }).body = answered.body;

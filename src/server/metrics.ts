@@ -10,6 +10,7 @@ import { predictions, predictionStatuses } from '../db/schema.js';
 import type { Recorder } from '../poller/record.js';
 import { UpstreamError, type UpstreamObservation } from '../upstream/wavespeed.js';
 import { refuse } from './origin.js';
+import type { EarlyOutcome } from './early-execution.js';
 
 export interface MetricsDeps {
   db: Db;
@@ -33,6 +34,8 @@ export interface Metrics {
   observeUpstream(o: UpstreamObservation): void;
   /** One `prediction(id)` answer written from the response cache by the HTTP layer, before yoga. */
   earlyAnswered(): void;
+  /** One operation executed by the HTTP layer outside yoga's pipeline: answered there, or its outcome handed to yoga. */
+  earlyExecuted(outcome: EarlyOutcome): void;
   /** Wraps a recorder so each visible change is timed from its write to its publish, and counted. */
   observeRecorder(recorder: Recorder): Recorder;
   /** GET /metrics: the Prometheus text format, behind a key or METRICS_TOKEN once keys exist. */
@@ -195,6 +198,13 @@ export function createMetrics({ db, pg, now, connections, subscriptions, authent
     registers: [registry],
   });
 
+  const earlyExecutions = new Counter({
+    name: 'cinegraph_early_executions_total',
+    help: 'Operations executed by the HTTP layer outside yoga\'s pipeline, by outcome: answered there, or handed to yoga to answer (errors)',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+
   const tokenDigest = token === undefined ? undefined : digest(`Bearer ${token}`);
   /** METRICS_TOKEN, any live key, or open mode (which listens on loopback only). */
   const allowed = (authorization: string | undefined) =>
@@ -209,6 +219,7 @@ export function createMetrics({ db, pg, now, connections, subscriptions, authent
       upstreamSeconds.observe(labels, durationMs / 1000);
     },
     earlyAnswered: () => earlyAnswers.inc(),
+    earlyExecuted: (outcome) => earlyExecutions.inc({ outcome }),
     observeRecorder(recorder) {
       // The recorder's other methods are inherited as they are, whatever it grows.
       const observed: Recorder = Object.create(recorder);

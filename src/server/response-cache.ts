@@ -25,10 +25,11 @@ export interface ResponseCacheOptions {
 export interface ResponseCache {
   plugin: Plugin;
   /**
-   * The cached answer the plugin would serve this request, or undefined: for answering a hit
-   * before yoga (server/early-answer.ts). Same key, same entries, same invalidation as the plugin's.
+   * The cached answer the plugin would serve this request; MISS when it holds none but would store
+   * this request's; undefined when this request's answer is never cached. For answering a hit before
+   * yoga (server/early-answer.ts). Same key, same entries, same invalidation as the plugin's.
    */
-  lookup(request: CacheRequest): ExecutionResult | undefined;
+  lookup(request: CacheRequest): ExecutionResult | typeof MISS | undefined;
   /**
    * Drops the cached answers holding this prediction, as a local publish does. For a change this
    * process hears of without publishing it: another instance's, announced over a bus.
@@ -42,6 +43,9 @@ export interface ResponseCache {
   /** Stops listening to the pubsub. */
   stop(): void;
 }
+
+/** ResponseCache.lookup's answer for a request whose answer the cache would keep but does not hold. */
+export const MISS = Symbol('response cache miss');
 
 /** Distinct documents judged at most; past it the table starts again (a client sending endless distinct texts). */
 const MAX_JUDGED_DOCUMENTS = 1000;
@@ -230,14 +234,14 @@ export function createResponseCache({ pubsub, max = 1024, ttlMs = 60_000 }: Resp
     generation++;
     epoch++; // and an execution under way when it happens is not stored either
   };
-  const lookup = ({ principal, host, query, operationName, variables }: CacheRequest): ExecutionResult | undefined => {
+  const lookup = ({ principal, host, query, operationName, variables }: CacheRequest): ExecutionResult | typeof MISS | undefined => {
     // As the plugin's onParams does, with its `params.query || ''` (an empty document is never cached).
     const key = keyOf(sessionOf(principal, host), query, operationName, variables);
     if (key === undefined) return undefined;
     // The in-memory cache answers synchronously (an LRU map; an expired entry reads as absent); a
     // promise would only come from another kind of cache, and is treated as a miss.
     const hit = cache.get(key);
-    return hit && !('then' in hit) ? hit : undefined;
+    return hit && !('then' in hit) ? hit : MISS;
   };
   return { plugin, lookup, invalidate, clear, stop: stopTap };
 }

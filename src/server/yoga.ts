@@ -69,9 +69,16 @@ const loggable = (args: unknown[]) => args.map((a) => (a instanceof Error ? stdS
 
 /**
  * What yoga hands the context factory: a Fetch Request over HTTP; over graphql-ws, the upgrade
- * request's URL and headers (ws.ts lets the IncomingMessage itself go at connect).
+ * request's URL and headers (ws.ts lets the IncomingMessage itself go at connect); for an operation
+ * the HTTP layer executes itself, the IncomingMessage and its URL's origin.
  */
-export type InitialContext = { request?: Request; req?: Pick<IncomingMessage, 'url' | 'headers'>; principal?: Principal };
+export type InitialContext = {
+  request?: Request;
+  req?: Pick<IncomingMessage, 'url' | 'headers'>;
+  principal?: Principal;
+  /** The origin of the request's URL as yoga would see it, when the HTTP layer executes the operation itself (server/early-execution.ts). */
+  origin?: string;
+};
 
 export function createGraphqlHandler(
   schema: GraphQLSchema,
@@ -80,6 +87,8 @@ export function createGraphqlHandler(
   graphiql: GraphiqlSettings = { apiKeys: false },
   /** The response cache of `prediction(id)` (server/response-cache.ts), when there is one. */
   responseCache?: Plugin,
+  /** Answers requests whose operation the HTTP layer executed (server/early-execution.ts). */
+  earlyExecution?: Plugin<Record<string, unknown>, ServerContext>,
 ): Yoga {
   return createYoga<ServerContext, Context>({
     schema,
@@ -106,6 +115,7 @@ export function createGraphqlHandler(
       maxTokensPlugin({ n: operationLimits.maxTokens, exposeLimits: true, onReject: tagTooComplex }),
       // After the request checks: a hit is answered from onParams, before parse and validation.
       ...(responseCache ? [responseCache] : []),
+      ...(earlyExecution ? [earlyExecution] : []),
       // Last: after every request parser has registered, like yoga's own limit it replaces.
       useBodyLimit(MAX_REQUEST_BYTES),
     ],

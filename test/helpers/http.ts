@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 
 /** An answer as node:http's client received it. */
 export interface RawAnswer {
@@ -26,5 +27,23 @@ export function rawRequest(
     });
     req.on('error', reject);
     req.end(opts.body);
+  });
+}
+
+/** POST /graphql as HTTP/1.0 without a Host header (node:http always sends one), over a raw socket. */
+export function postWithoutHost(url: string, query: string, variables: Record<string, unknown>, headers: Record<string, string>) {
+  const { port } = new URL(url);
+  const body = JSON.stringify({ query, variables });
+  const head = Object.entries({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers })
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  return new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.end(`POST /graphql HTTP/1.0\r\n${head}\r\n${body}`));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d) => (text += d));
+    socket.on('error', reject);
+    // HTTP/1.0: the server closes the connection after its answer.
+    socket.on('end', () => resolve({ status: Number(text.split(' ', 2)[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
   });
 }
