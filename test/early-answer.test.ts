@@ -115,7 +115,7 @@ test('any other request goes to yoga with its body, and gets the same answer as 
   expect(await earlyAnswers(t)).toBe(before + 1);
 });
 
-test('requests of other shapes go to yoga: a browser Origin (CORS headers), a conditional request, a body over the limit, SSE', async () => {
+test('requests of other shapes go to yoga: a browser Origin (CORS headers), a conditional request, a body over the limit, another URL, SSE', async () => {
   const { t, body } = await withCachedAnswer();
   const json = { 'content-type': 'application/json' };
   const before = await earlyAnswers(t);
@@ -132,6 +132,10 @@ test('requests of other shapes go to yoga: a browser Origin (CORS headers), a co
   expect(Buffer.byteLength(padded)).toBeGreaterThan(EARLY_MAX_BYTES);
   const big = await post(t.url, padded, json);
   expect(comparable(big)).toEqual(comparable(await post(t.url, body, json, true)));
+
+  // Any URL but the endpoint's own: yoga's health check answers one ending in /health, before anything.
+  const health = await rawRequest(t.url, { path: '/graphql?/health', body, headers: { ...json, 'content-length': String(Buffer.byteLength(body)) } });
+  expect([health.status, health.text]).toEqual([200, '']);
 
   const sse = await post(t.url, body, { ...json, accept: 'text/event-stream' });
   expect(sse.headers['content-type']).toMatch(/^text\/event-stream/);

@@ -4,7 +4,8 @@ import { CONTENT_TYPES } from '../src/server/early-answer.js';
 import { createEarlyAnswer } from '../src/server/early-answer.js';
 import { createEarlyExecution } from '../src/server/early-execution.js';
 import { createHttpServer } from '../src/server/http.js';
-import type { Yoga } from '../src/server/yoga.js';
+import { createGraphqlHandler, type Yoga } from '../src/server/yoga.js';
+import type { Context } from '../src/schema/context.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
 import { postWithoutHost, type RawAnswer, rawRequest } from './helpers/http.js';
@@ -220,6 +221,48 @@ test('what early execution leaves to yoga gets the same answer as from a server 
   expect(await executions(t.url, bearer(key))).toEqual(before);
 });
 
+test('a mutation is executed here only at exactly /graphql under a plain Host: yoga answers its health check, other URLs and odd Hosts as its own', async () => {
+  const t = await startApp({ ...quiet, RESPONSE_CACHE: 'false' });
+  const plain = await startApp({ ...quiet, RESPONSE_CACHE: 'false' }, { earlyExecution: false });
+  const create = JSON.stringify({ query: CREATE, variables: { p: 'a route test' } });
+  const send = (url: string, path: string, headers: Record<string, string> = json) =>
+    rawRequest(url, { path, body: create, headers: { ...headers, 'content-length': String(Buffer.byteLength(create)) } });
+  await post(t.url, create); // yoga learns the text
+  const check = async (name: string, path: string, headers: Record<string, string>, created: number, auth: Record<string, string> = {}) => {
+    const rows = [t.app.store.count(), plain.app.store.count()];
+    const before = await executions(t.url, auth);
+    const answer = await send(t.url, path, headers);
+    expect(comparable(answer, maskIds), name).toEqual(comparable(await send(plain.url, path, headers), maskIds));
+    expect([t.app.store.count() - (rows[0] ?? 0), plain.app.store.count() - (rows[1] ?? 0)], name).toEqual([created, created]);
+    expect(await executions(t.url, auth), name).toEqual(before);
+    return answer;
+  };
+  // yoga's health check answers any URL ending in /health, before parsing: nothing is created.
+  const health = await check('health check', '/graphql?/health', json, 0);
+  expect(health.status).toBe(200);
+  expect(health.text).toBe('');
+  // A query string: yoga runs it (the path is /graphql), and only yoga.
+  expect((await check('query string', '/graphql?x=1', json, 1)).status).toBe(200);
+  // A Host holding a path (with a key: open mode refuses such a Host). yoga's URL is then
+  // http://a/b/graphql, which it still takes for its endpoint, but where an authority ends is yoga's
+  // business: such a request is yoga's alone.
+  const keyT = t.app.keys.create('odd-host').key;
+  const keyPlain = plain.app.keys.create('odd-host').key;
+  const rows = [t.app.store.count(), plain.app.store.count()];
+  const beforeOdd = await executions(t.url, bearer(keyT));
+  const odd = await send(t.url, '/graphql', { ...json, ...bearer(keyT), host: 'a/b' });
+  expect(comparable(odd, maskIds)).toEqual(comparable(await send(plain.url, '/graphql', { ...json, ...bearer(keyPlain), host: 'a/b' }), maskIds));
+  expect(odd.status).toBe(200);
+  expect([t.app.store.count(), plain.app.store.count()]).toEqual([(rows[0] ?? 0) + 1, (rows[1] ?? 0) + 1]);
+  expect(await executions(t.url, bearer(keyT))).toEqual(beforeOdd);
+  // The same key and text at a plain Host is executed here, once.
+  await send(t.url, '/graphql', { ...json, ...bearer(keyT) });
+  const before = await executions(t.url, bearer(keyT));
+  expect((await send(t.url, '/graphql', { ...json, ...bearer(keyT) })).status).toBe(200);
+  expect(await executions(t.url, bearer(keyT))).toEqual({ ...before, answered: before.answered + 1 });
+  expect(t.app.store.count()).toBe((rows[0] ?? 0) + 3);
+});
+
 test('links are built from the Host as yoga builds them (lower-cased), not from the header as sent', async () => {
   const t = await startApp({ RESPONSE_CACHE: 'false', SANDBOX_TASK_SECONDS: '0.3' });
   const id = (await t.gql(CREATE, { p: 'a heron in reeds' })).body.data.createVideo.id as string;
@@ -240,8 +283,7 @@ test('links are built from the Host as yoga builds them (lower-cased), not from 
 });
 
 /** http.ts with yoga and nothing else of the gateway: open access, one principal. */
-async function gatewayOf(yoga: Yoga, execution?: ReturnType<typeof createEarlyExecution>) {
-  const { log } = capturedLogger();
+async function gatewayOf(yoga: Yoga, execution?: ReturnType<typeof createEarlyExecution>, log = capturedLogger().log) {
   const server = createHttpServer({
     yoga,
     log,
@@ -279,4 +321,53 @@ test('an execution that throws is handed to yoga, which masks and answers it as 
   const ok = JSON.stringify({ query: '{ ok }' });
   await post(withEarly, ok);
   expect((await post(withEarly, ok)).text).toBe('{"data":{"ok":"fine"}}');
+  // An early execution whose plugin is not in yoga's list would have yoga run a handed-over operation
+  // again: it executes nothing.
+  const outcomes: string[] = [];
+  const stray = createEarlyExecution((o) => outcomes.push(o));
+  const unwired = await gatewayOf(createYoga({ schema, logging: false, plugins: [throwing] }) as never, stray);
+  runs = 0;
+  for (let i = 0; i < 3; i++) expect(comparable(await post(unwired, body))).toEqual(comparable(answer));
+  expect(runs).toBe(3);
+  expect(outcomes).toEqual([]);
+});
+
+test('a success with extensions is handed to yoga; an unexpected error is masked and logged with its request id, as by yoga', async () => {
+  const extend: Plugin = {
+    onExecute({ args }) {
+      if ((args.document.definitions[0] as { name?: { value: string } }).name?.value !== 'Ext') return;
+      return { onExecuteDone: ({ result, setResult }) => setResult({ ...(result as object), extensions: { note: 'added' } }) };
+    },
+  };
+  const schema = createSchema({
+    typeDefs: 'type Query { ok: String, boom(s: String!): String }',
+    resolvers: { Query: { ok: () => 'fine', boom: async (_: unknown, { s }: { s: string }) => Promise.reject(new Error(`unexpected ${s}`)) } },
+  });
+  const outcomes: string[] = [];
+  const execution = createEarlyExecution((o) => outcomes.push(o));
+  const ext = JSON.stringify({ query: 'query Ext { ok }' });
+  const withEarly = await gatewayOf(createYoga({ schema, logging: false, plugins: [execution.plugin, extend] }) as never, execution);
+  const without = await gatewayOf(createYoga({ schema, logging: false, plugins: [extend] }) as never);
+  await post(withEarly, ext);
+  const answer = await post(withEarly, ext);
+  expect(outcomes).toEqual(['handed']);
+  expect(comparable(answer)).toEqual(comparable(await post(without, ext)));
+  expect(JSON.parse(answer.text)).toEqual({ data: { ok: 'fine' }, extensions: { note: 'added' } });
+
+  // The gateway's own yoga (its masking and error logging), early and not.
+  const captured = capturedLogger();
+  captured.log.level = 'info';
+  const ours = createEarlyExecution();
+  const gateway = await gatewayOf(
+    createGraphqlHandler(schema as never, (initial) => initial as unknown as Context, captured.log, { apiKeys: false }, undefined, ours.plugin),
+    ours,
+    captured.log,
+  );
+  const boom = (s: string) => post(gateway, JSON.stringify({ query: 'query($s: String!) { boom(s: $s) }', variables: { s } }), { ...json, 'x-request-id': `req-${s}` });
+  const first = await boom('a'); // yoga's
+  const second = await boom('b'); // executed here, handed to yoga with its error
+  expect(comparable(second)).toEqual(comparable(first));
+  expect(JSON.parse(second.text).errors[0]).toMatchObject({ message: 'Unexpected error.', path: ['boom'] });
+  const yogaLines = captured.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'yoga');
+  expect(Object.fromEntries(yogaLines.map((l) => [l.requestId, l.args[0].message]))).toEqual({ 'req-a': 'unexpected a', 'req-b': 'unexpected b' });
 });

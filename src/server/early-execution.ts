@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type DocumentNode, type ExecutionResult, getOperationAST } from 'graphql';
 import { isPromise, type Plugin } from 'graphql-yoga';
 import type { Principal } from '../auth/principal.js';
+import { EARLY_MAX_BYTES } from './early-answer.js';
 import type { InitialContext, ServerContext, Yoga } from './yoga.js';
 
 /** A request body of the plain shape (server/early-answer.ts): `query`, and `variables` and `operationName` if any. */
@@ -56,7 +57,8 @@ export function createEarlyExecution(observe: (outcome: EarlyOutcome) => void = 
 
   /**
    * The origin of the URL yoga's adapter would give this request (`http://` + Host + path), or
-   * undefined when it has no Host or one that URL parsing refuses: such a request is yoga's alone.
+   * undefined when it has no Host, one with a character that ends an authority, or one URL parsing
+   * refuses: such a request is yoga's alone.
    * The path does not change the origin (it starts with '/', where an authority ends whatever the
    * Host holds). Remembered per Host: a URL parse per request would show in profiles.
    */
@@ -64,7 +66,9 @@ export function createEarlyExecution(observe: (outcome: EarlyOutcome) => void = 
     if (host === undefined) return undefined;
     let origin = origins.get(host);
     if (origin === undefined) {
-      origin = URL.canParse(`http://${host}/`) ? new URL(`http://${host}/`).origin : null;
+      // A Host holding a path, query, fragment or user part changes where yoga's URL points (`a/b`
+      // makes its path /b/graphql, which it answers 404), not only its origin: yoga's alone.
+      origin = !/[/?#\\@]/.test(host) && URL.canParse(`http://${host}/`) ? new URL(`http://${host}/`).origin : null;
       if (origins.size >= MAX_REMEMBERED_HOSTS) origins.clear();
       origins.set(host, origin);
     }
@@ -76,13 +80,15 @@ export function createEarlyExecution(observe: (outcome: EarlyOutcome) => void = 
 
   const plugin: Plugin<Record<string, unknown>, ServerContext> = {
     // Learns which texts are good: an operation is executed here only once yoga has parsed and
-    // validated its text. Parse and validation errors are then always yoga's own: its parser cache
+    // validated its text (so only when this plugin is in that yoga's list, where handed-over
+    // outcomes are answered rather than executed again). Parse and validation errors are then always yoga's own: its parser cache
     // keeps an error with what its request-dependent hooks added to it (a parse error's code), which a
     // parse here, without a request, would not add.
     onValidate({ context }) {
       const { request, params } = context as { request?: Request; params?: { query?: unknown } };
       const query = params?.query;
-      if (!request || typeof query !== 'string' || accepted.has(query)) return;
+      // Longer texts never come in a body answered here (EARLY_MAX_BYTES): not kept.
+      if (!request || typeof query !== 'string' || query.length > EARLY_MAX_BYTES || accepted.has(query)) return;
       return ({ valid }) => {
         if (!valid) return;
         if (accepted.size >= MAX_ACCEPTED_TEXTS) accepted.clear();
@@ -126,7 +132,7 @@ export function createEarlyExecution(observe: (outcome: EarlyOutcome) => void = 
     } catch {
       return false; // nothing ran: yoga goes through the same steps and answers what they throw
     }
-    if (contextValue instanceof Promise) return false; // ours is synchronous; anything else is yoga's
+    if (isPromise(contextValue)) return false; // ours is synchronous; anything else is yoga's
     const finish = (result: ExecutionResult): boolean => {
       if (result.errors !== undefined || result.extensions !== undefined || !('data' in result) || Symbol.asyncIterator in result) {
         handoffs.set(req, { result });

@@ -29,7 +29,7 @@ export interface HttpDeps {
   access: AccessGate;
   /** GET /metrics (Prometheus), which checks its own credentials. */
   metrics?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
-  /** Cached `prediction(id)` answers written before yoga, when the response cache is on. */
+  /** Reads plain bodies before yoga: cached `prediction(id)` answers written there (with the response cache), and the body for `execution`. */
   early?: EarlyAnswer;
   /** Plain queries and mutations executed outside yoga's HTTP pipeline (its plugin must be in yoga's). */
   execution?: EarlyExecution;
@@ -94,7 +94,9 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
     if (pathname === yoga.graphqlEndpoint) {
       const caller = access.graphql(req, res);
       if (!caller) return;
-      if (early && caller.principal && early.candidate(req)) {
+      // Only at exactly the endpoint: yoga's own request hooks read the URL (its health check answers
+      // any URL ending in /health, a query string is yoga's to parse), so any other URL is theirs.
+      if (early && caller.principal && req.url === yoga.graphqlEndpoint && early.candidate(req)) {
         let raw: Buffer;
         try {
           // At most EARLY_MAX_BYTES: candidate() checked Content-Length, and Node's parser reads no further.
