@@ -81,9 +81,9 @@ export function createEarlyExecution(observe: (outcome: EarlyOutcome) => void = 
   const plugin: Plugin<Record<string, unknown>, ServerContext> = {
     // Learns which texts are good: an operation is executed here only once yoga has parsed and
     // validated its text (so only when this plugin is in that yoga's list, where handed-over
-    // outcomes are answered rather than executed again). Parse and validation errors are then always yoga's own: its parser cache
-    // keeps an error with what its request-dependent hooks added to it (a parse error's code), which a
-    // parse here, without a request, would not add.
+    // outcomes are answered rather than executed again). Parse and validation errors are then
+    // always yoga's own: its parser cache keeps an error with what its request-dependent hooks
+    // added to it (a parse error's code), which a parse here, without a request, would not add.
     onValidate({ context }) {
       const { request, params } = context as { request?: Request; params?: { query?: unknown } };
       const query = params?.query;
