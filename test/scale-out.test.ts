@@ -40,9 +40,13 @@ async function sharedUpstream() {
     const { seconds, answered } = rateLimitNext;
     rateLimitNext = undefined;
     req.resume();
+    // The time is read before the 429 is written: no gateway can see it earlier. Read after, it could
+    // be late by however long this process was kept off the CPU in between (on a loaded machine the
+    // gateway's pause then ended 7 ms "before" Retry-After had run out from here).
+    const at = Date.now();
     res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(seconds) });
     res.end(JSON.stringify({ code: 429, message: 'rate limited (test)', data: null }));
-    answered(Date.now());
+    answered(at);
     return true;
   });
   return {
