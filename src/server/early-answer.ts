@@ -105,13 +105,9 @@ export function createEarlyAnswer(cache: Pick<ResponseCache, 'lookup'> | undefin
       const found = cache?.lookup({ principal, host: req.headers.host, query, operationName, variables });
       if (found === undefined) return { body, plain: { query, variables: variables as PlainParams['variables'], operationName: operationName as PlainParams['operationName'] } };
       if (found === MISS) return { body };
-      const result = found;
       // Serialised on every hit rather than kept beside the cached result, which would double what
       // the cache holds (up to 1,024 answers) for a few µs a hit.
-      const text = serialise(result);
-      // Spelled and ordered as yoga's adapter writes them.
-      res.writeHead(200, { 'Content-Type': CONTENT_TYPES.get(req.headers.accept) as string, 'content-length': Buffer.byteLength(text) });
-      res.end(text);
+      writeAnswer(req, res, serialise(found));
       onAnswer();
       return true;
     },
@@ -119,6 +115,16 @@ export function createEarlyAnswer(cache: Pick<ResponseCache, 'lookup'> | undefin
 }
 
 export type EarlyAnswer = ReturnType<typeof createEarlyAnswer>;
+
+/**
+ * Writes a query's 200 answer as yoga's adapter writes it: the content type yoga gives it for the
+ * request's Accept (one of CONTENT_TYPES, which the caller checked), header names spelled and
+ * ordered as yoga's. For every answer written before yoga (here and server/early-execution.ts).
+ */
+export function writeAnswer(req: IncomingMessage, res: ServerResponse, text: string): void {
+  res.writeHead(200, { 'Content-Type': CONTENT_TYPES.get(req.headers.accept) as string, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
 
 /**
  * A cached answer as yoga writes it (graphql-yoga's jsonStringifyResultWithoutInternals): the

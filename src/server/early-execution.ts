@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type DocumentNode, type ExecutionResult, getOperationAST } from 'graphql';
 import { isPromise, type Plugin } from 'graphql-yoga';
 import type { Principal } from '../auth/principal.js';
-import { EARLY_MAX_BYTES } from './early-answer.js';
+import { EARLY_MAX_BYTES, writeAnswer } from './early-answer.js';
 import type { InitialContext, ServerContext, Yoga } from './yoga.js';
 
 /** A request body of the plain shape (server/early-answer.ts): `query`, and `variables` and `operationName` if any. */
@@ -113,7 +113,7 @@ export function createEarlyExecution(observe: (outcome: EarlyOutcome) => void = 
    * Runs the operation of a plain request. True when the answer was written here; false when yoga
    * is to answer the request (nothing ran here, or what ran was handed to yoga).
    */
-  const execute = (yoga: Yoga, req: IncomingMessage, res: ServerResponse, principal: Principal, params: PlainParams, contentType: string): boolean | Promise<boolean> => {
+  const execute = (yoga: Yoga, req: IncomingMessage, res: ServerResponse, principal: Principal, params: PlainParams): boolean | Promise<boolean> => {
     if (!accepted.has(params.query)) return false;
     const origin = originOf(req.headers.host);
     if (origin === undefined) return false;
@@ -139,10 +139,7 @@ export function createEarlyExecution(observe: (outcome: EarlyOutcome) => void = 
         observe('handed');
         return false;
       }
-      const text = JSON.stringify(result);
-      // Spelled and ordered as yoga's adapter writes them (as early-answer.ts).
-      res.writeHead(200, { 'Content-Type': contentType, 'content-length': Buffer.byteLength(text) });
-      res.end(text);
+      writeAnswer(req, res, JSON.stringify(result));
       observe('answered');
       return true;
     };

@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import type { MediaStore } from '../storage/media.js';
 import type { SandboxUpstream } from '../upstream/sandbox.js';
 import type { AccessGate } from './access.js';
-import { CONTENT_TYPES, EARLY_MAX_BYTES, type EarlyAnswer } from './early-answer.js';
+import { EARLY_MAX_BYTES, type EarlyAnswer } from './early-answer.js';
 import type { EarlyExecution } from './early-execution.js';
 import { sendJson } from './json.js';
 import type { WebPage } from './page.js';
@@ -109,7 +109,7 @@ export function createHttpServer({ yoga, log, sandbox, media, onWebhook, page, a
         const answered = early.answer(req, res, caller.principal, raw);
         if (answered === true) return;
         if (execution && answered.plain) {
-          const executed = execution.execute(yoga, req, res, caller.principal, answered.plain, CONTENT_TYPES.get(req.headers.accept) as string);
+          const executed = execution.execute(yoga, req, res, caller.principal, answered.plain);
           if (executed === true || (executed !== false && (await executed))) return;
         }
         // The stream is consumed: yoga's adapter takes a body already read from `req.body`, as it
