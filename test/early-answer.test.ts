@@ -3,7 +3,7 @@ import { expect, test } from 'vitest';
 import { CONTENT_TYPES, EARLY_MAX_BYTES } from '../src/server/early-answer.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
 import { must } from './helpers/must.js';
-import { type RawAnswer, rawRequest } from './helpers/http.js';
+import { comparable, postBody as post, rawRequest } from './helpers/http.js';
 import { countReads } from './helpers/reads.js';
 import { capturedLogger } from './helpers/stub-upstream.js';
 
@@ -14,19 +14,6 @@ import { capturedLogger } from './helpers/stub-upstream.js';
 
 const CREATE = 'mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }';
 const GET = 'query($id: ID!) { prediction(id: $id) { id status upstreamId input { prompt } createdAt updatedAt } }';
-
-/** One POST /graphql: with Content-Length, or chunked (never answered early). */
-const post = (url: string, body: string, headers: Record<string, string>, chunked = false): Promise<RawAnswer> =>
-  rawRequest(url, { body, headers: { ...headers, ...(chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(Buffer.byteLength(body)) }) } });
-
-/** Headers that differ between any two answers (a new id and date each time, the connection's own). */
-const PER_RESPONSE = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
-/** Status, every other header as sent (name's spelling, value, order) and the body. */
-const comparable = (r: RawAnswer) => ({
-  status: r.status,
-  headers: r.rawHeaders.flatMap((name, i) => (i % 2 === 0 && !PER_RESPONSE.has(name.toLowerCase()) ? [`${name}: ${r.rawHeaders[i + 1]}`] : [])),
-  body: r.text,
-});
 
 /** How many answers the HTTP layer has written from the cache so far (GET /metrics, open mode). */
 async function earlyAnswers(t: TestApp): Promise<number> {

@@ -1,14 +1,13 @@
 import { createSchema, createYoga, type Plugin } from 'graphql-yoga';
 import { expect, test } from 'vitest';
-import { CONTENT_TYPES } from '../src/server/early-answer.js';
-import { createEarlyAnswer } from '../src/server/early-answer.js';
+import { CONTENT_TYPES, createEarlyAnswer } from '../src/server/early-answer.js';
 import { createEarlyExecution } from '../src/server/early-execution.js';
 import { createHttpServer } from '../src/server/http.js';
 import { createGraphqlHandler, type Yoga } from '../src/server/yoga.js';
 import type { Context } from '../src/schema/context.js';
 import { startApp, waitFor, type TestApp } from './helpers/app.js';
 import { onDispose } from './helpers/dispose.js';
-import { postWithoutHost, type RawAnswer, rawRequest } from './helpers/http.js';
+import { comparable, postBody as post, postWithoutHost, rawRequest } from './helpers/http.js';
 import { bearer } from './helpers/keys.js';
 import { listenOnLoopback } from './helpers/listen.js';
 import { must } from './helpers/must.js';
@@ -24,25 +23,6 @@ const CREATE = 'mutation($p: String!) { createVideo(input: { prompt: $p }) { id 
 const GET = 'query($id: ID!) { prediction(id: $id) { id status upstreamId input { prompt hasImage } outputs createdAt updatedAt } }';
 const json = { 'content-type': 'application/json' };
 
-/** One POST /graphql: with Content-Length (early execution may take it), or chunked (yoga's alone). */
-const post = (url: string, body: string, headers: Record<string, string> = json, chunked = false): Promise<RawAnswer> =>
-  rawRequest(url, { body, headers: { ...headers, ...(chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(Buffer.byteLength(body)) }) } });
-
-const PER_RESPONSE = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
-/** Status, every other header as sent (spelling, value, order) and the body, with `mask` applied to it. */
-const comparable = (r: RawAnswer, mask: (text: string) => string = (t) => t) => {
-  const body = mask(r.text);
-  return {
-    status: r.status,
-    headers: r.rawHeaders.flatMap((name, i) => {
-      if (i % 2 === 1 || PER_RESPONSE.has(name.toLowerCase())) return [];
-      // A masked body may differ in length only where ids of one length were replaced.
-      return [`${name}: ${name.toLowerCase() === 'content-length' ? '(length)' : r.rawHeaders[i + 1]}`];
-    }),
-    length: Number(r.headers['content-length']) - r.text.length + body.length,
-    body,
-  };
-};
 /** Ids and timestamps, which differ between two predictions created alike. */
 const maskIds = (text: string) =>
   text.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<id>').replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, '<time>');

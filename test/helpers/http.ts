@@ -47,3 +47,33 @@ export function postWithoutHost(url: string, query: string, variables: Record<st
     socket.on('end', () => resolve({ status: Number(text.split(' ', 2)[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
   });
 }
+
+/**
+ * One POST /graphql of `body`: with its Content-Length, or chunked (no Content-Length), which the
+ * gateway's early paths (server/early-answer.ts, early-execution.ts) never read, so yoga answers it.
+ */
+export function postBody(url: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }, chunked = false): Promise<RawAnswer> {
+  return rawRequest(url, { body, headers: { ...headers, ...(chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(Buffer.byteLength(body)) }) } });
+}
+
+/** Headers that differ between any two answers (a new id and date each time, the connection's own). */
+const PER_RESPONSE = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
+
+/**
+ * An answer as two answers are compared: status, every other header as sent (name's spelling, value,
+ * order) and the body. With `mask` (ids, times), the body masked, and Content-Length checked against
+ * the masked body (`length`) rather than compared: a masked body may differ in length only where ids
+ * of one length were replaced.
+ */
+export function comparable(r: RawAnswer, mask?: (text: string) => string) {
+  const body = mask ? mask(r.text) : r.text;
+  return {
+    status: r.status,
+    headers: r.rawHeaders.flatMap((name, i) => {
+      if (i % 2 === 1 || PER_RESPONSE.has(name.toLowerCase())) return [];
+      return [`${name}: ${mask && name.toLowerCase() === 'content-length' ? '(length)' : r.rawHeaders[i + 1]}`];
+    }),
+    ...(mask ? { length: Number(r.headers['content-length']) - r.text.length + body.length } : {}),
+    body,
+  };
+}
