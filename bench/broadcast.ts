@@ -65,7 +65,7 @@ class CountingTarget implements FrameTarget {
   open(): boolean {
     return true;
   }
-  send(head: string, tail: Uint8Array): void {
+  send(head: Uint8Array, tail: Uint8Array): void {
     bytes += textFrame(head, tail).length;
     frames++;
   }

@@ -36,13 +36,14 @@ await all;
 const head = '{"id":"1","type":"next","payload":';
 const payload = JSON.stringify({ data: { predictionUpdated: { id: '0193a3c2-7a1b-7cc4-9d43-1f1e5c6a2b3c', status: 'COMPLETED', outputs: ['http://127.0.0.1:4000/outputs/0193a3c2-7a1b-7cc4-9d43-1f1e5c6a2b3c/0.mp4'], error: null, updatedAt: '2026-11-29T14:00:00.000Z' } } });
 const tail = Buffer.from(`${payload}}`);
+const headBytes = Buffer.from(head);
 
 const contenders = {
   'ws.send(string)': () => {
     for (const { ws } of conns) ws.send(`${head}${payload}}`);
   },
   'raw.write(textFrame)': () => {
-    for (const { raw } of conns) raw.write(textFrame(head, tail));
+    for (const { raw } of conns) raw.write(textFrame(headBytes, tail));
   },
 };
 const times: Record<string, number[]> = Object.fromEntries(Object.keys(contenders).map((name) => [name, []]));

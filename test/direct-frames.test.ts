@@ -3,7 +3,7 @@ import { type ExecutionResult, parse } from 'graphql';
 import { MessageType, stringifyMessage } from 'graphql-ws';
 import { describe, expect, test, vi } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { PUSHES, type Pushable } from '../src/pushable.js';
+import { PUSHES, type Pushable, type PushSink } from '../src/pushable.js';
 import type { Context } from '../src/schema/context.js';
 import { type FrameTarget, writeFramesTo } from '../src/server/shared-execution.js';
 import { MAX_BUFFERED_BYTES, SocketFrames, textFrame } from '../src/server/ws.js';
@@ -22,14 +22,14 @@ type Event = { n: number; fail?: boolean; slow?: boolean };
 
 /** A source that pushes, as watch.ts's does: values emitted before `push` wait for it. */
 function pushSource({ returnStops = true } = {}) {
-  let sink: ((e: Event, last: boolean) => void) | undefined;
+  let sink: PushSink<Event> | undefined;
   const early: Array<[Event, boolean]> = [];
   let returned = false;
   const stream: Pushable<Event> = {
     [PUSHES]: true,
     push(to) {
       sink = to;
-      for (const [e, last] of early.splice(0)) to(e, last);
+      for (const [e, last] of early.splice(0)) to.take(e, last);
     },
     next: () => Promise.reject(new Error('a pushing source is never iterated')),
     return: async () => {
@@ -45,7 +45,7 @@ function pushSource({ returnStops = true } = {}) {
   return {
     stream,
     emit(e: Event, last = false) {
-      if (sink) sink(e, last);
+      if (sink) sink.take(e, last);
       else early.push([e, last]);
     },
     returned: () => returned,
@@ -84,7 +84,7 @@ function rig() {
       open: () => state.open,
       send: (head, tail) => {
         if (state.fail) throw new Error('the socket refused the write');
-        frames.push(head + Buffer.from(tail).toString());
+        frames.push(Buffer.concat([head, tail]).toString());
       },
     };
     return { t, frames, state };
@@ -117,6 +117,19 @@ describe('frames written from inside the publish', () => {
     // No await between the emit and this line: the frame is already written.
     expect(to.frames).toEqual([graphqlWsFrame(id, { data: { watched: { n: 1, tag: 'x' } } })]);
     expect(JSON.parse(must(to.frames[0]))).toEqual({ id, type: 'next', payload: { data: { watched: { n: 1, tag: 'x' } } } });
+  });
+
+  test("a subscriber's part of the frame is bytes of its own, not a slice of Node's shared Buffer pool (whose 8 KB slab it would keep alive)", async () => {
+    const r = rig();
+    const heads: Uint8Array[] = [];
+    const { stream, source } = await r.subscribe({ id: 'op-1', open: () => true, send: (head) => heads.push(head) });
+    void stream.next();
+    source.emit({ n: 1 });
+    source.emit({ n: 2 });
+    const head = must(heads[0]);
+    expect(Buffer.from(head).toString()).toBe('{"id":"op-1","type":"next","payload":');
+    expect(head.buffer.byteLength).toBe(head.byteLength);
+    expect(heads[1]).toBe(head); // encoded once
   });
 
   test('subscribers of one operation share one execution and one JSON serialisation; each frame carries its own id', async () => {
@@ -166,6 +179,27 @@ describe('frames written from inside the publish', () => {
     expect(await first).toEqual({ done: true, value: undefined });
     expect(to.frames).toHaveLength(2);
     expect(await stream.next()).toEqual({ done: true, value: undefined });
+  });
+
+  test('every subscription ended in one publish ends, its last frame written first; one that owed a value hands it over, then ends', async () => {
+    const r = rig();
+    const subs: Array<{ to: ReturnType<typeof r.target> } & Awaited<ReturnType<typeof r.subscribe>>> = [];
+    for (const id of ['1', '2', '3']) {
+      const to = r.target(id);
+      subs.push({ to, ...(await r.subscribe(to.t)) });
+    }
+    const waiting = subs.map((s) => s.stream.next());
+    const framesWhenEnded: number[] = [];
+    for (const [i, w] of waiting.entries()) void w.then(() => framesWhenEnded.push(must(subs[i]).to.frames.length));
+    // One synchronous turn, as a publish: each one's last value.
+    for (const s of subs) s.source.emit({ n: 1 }, true);
+    expect(await Promise.all(waiting)).toEqual(Array(3).fill({ done: true, value: undefined }));
+    expect(framesWhenEnded).toEqual([1, 1, 1]);
+    const owing = await r.subscribe(r.target('4').t);
+    const first = owing.stream.next();
+    owing.source.emit({ n: 3, fail: true }, true);
+    expect(((await first).value as ExecutionResult).errors?.map((e) => e.message)).toEqual(['resolver failed on 3']);
+    expect(await owing.stream.next()).toEqual({ done: true, value: undefined });
   });
 
   test('a result with errors goes through the iterator (for yoga to mask), and so does every later value, in order', async () => {
@@ -241,6 +275,19 @@ describe('frames written from inside the publish', () => {
     expect(to.frames).toEqual([]);
   });
 
+  test('return() drops what was still owed to graphql-ws: a next() after it finds the end, not a late value', async () => {
+    const r = rig();
+    const to = r.target('1');
+    const { stream, source } = await r.subscribe(to.t);
+    const first = stream.next();
+    source.emit({ n: 1, slow: true }); // owed: handed to the next() already waiting
+    source.emit({ n: 2 }); // owed behind it, not read yet
+    expect(((await first).value as ExecutionResult).data).toEqual({ watched: { n: 1, tag: null } });
+    await stream.return?.();
+    expect(await stream.next()).toEqual({ done: true, value: undefined });
+    expect(to.frames).toEqual([]);
+  });
+
   test('a source that goes on pushing after return() (or after its last value) gets nothing more written', async () => {
     const r = rig();
     r.sourceOptions.returnStops = false;
@@ -294,7 +341,7 @@ test('a source that cannot push (a `push` method without the marker included) is
   );
   const frames: string[] = [];
   const contextValue = { principal: { owner: 'alice' }, baseUrl: () => 'http://gw.example' } as unknown as Context;
-  writeFramesTo(contextValue, { id: '1', open: () => true, send: (head, tail) => frames.push(head + Buffer.from(tail).toString()) });
+  writeFramesTo(contextValue, { id: '1', open: () => true, send: (head, tail) => frames.push(Buffer.concat([head, tail]).toString()) });
   const stream = await sharedSubscribeFn()({ schema, document: DOC, contextValue, variableValues: {} });
   if (!(Symbol.asyncIterator in stream)) throw new Error('not a stream');
   const values = [];
@@ -305,21 +352,51 @@ test('a source that cannot push (a `push` method without the marker included) is
 
 test("a socket's frame target is open only while the socket is open and its unsent bytes are under MAX_BUFFERED_BYTES; it writes one whole frame to the raw socket", () => {
   const written: Buffer[] = [];
-  const socket = { readyState: WebSocket.OPEN as number, bufferedAmount: 0 };
-  const target = new SocketFrames('op', socket as never, { write: (b: Buffer) => written.push(b) > 0 } as never);
+  const socket = { readyState: WebSocket.OPEN as number };
+  const raw = { write: (b: Buffer) => written.push(b) > 0, writableLength: 0 };
+  const target = new SocketFrames('op', socket as never, raw as never);
   expect(target.id).toBe('op');
   expect(target.open()).toBe(true);
-  socket.bufferedAmount = MAX_BUFFERED_BYTES - 1;
+  raw.writableLength = MAX_BUFFERED_BYTES - 1;
   expect(target.open()).toBe(true);
-  socket.bufferedAmount = MAX_BUFFERED_BYTES; // a client that stopped reading
+  raw.writableLength = MAX_BUFFERED_BYTES; // a client that stopped reading
   expect(target.open()).toBe(false);
-  socket.bufferedAmount = 0;
+  raw.writableLength = 0;
   socket.readyState = WebSocket.CLOSING;
   expect(target.open()).toBe(false);
-  target.send('{"frame":', Buffer.from('1}'));
+  target.send(Buffer.from('{"frame":'), Buffer.from('1}'));
   // One write: FIN + text, an unmasked 11-byte length, then the head's and the tail's bytes.
   expect(written).toEqual([Buffer.concat([Buffer.from([0x81, 11]), Buffer.from('{"frame":1}')])]);
   expect(MAX_BUFFERED_BYTES).toBe(1024 * 1024);
+});
+
+test("on a real connection whose client stopped reading, the raw socket's writableLength is ws's bufferedAmount, and the frame target closes past MAX_BUFFERED_BYTES until it drains", async () => {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
+  onDispose(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+  const accepted = new Promise<{ ws: WebSocket; raw: Duplex }>((resolve) => wss.on('connection', (ws, req) => resolve({ ws, raw: req.socket })));
+  await new Promise<void>((resolve) => wss.on('listening', () => resolve()));
+  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as { port: number }).port}`);
+  onDispose(() => client.terminate());
+  await new Promise<void>((resolve, reject) => {
+    client.once('open', () => resolve());
+    client.once('error', reject);
+  });
+  const { ws, raw } = await accepted;
+  const target = new SocketFrames('1', ws, raw);
+  expect(target.open()).toBe(true);
+  // The client's socket stops reading: what the kernel cannot take waits in the server's buffer.
+  (client as unknown as { _socket: Duplex })._socket.pause();
+  let received = 0;
+  client.on('message', () => received++);
+  ws.send('x'.repeat(16 * 1024 * 1024));
+  expect(raw.writableLength).toBeGreaterThan(MAX_BUFFERED_BYTES);
+  expect(ws.bufferedAmount).toBe(raw.writableLength);
+  expect(target.open()).toBe(false);
+  (client as unknown as { _socket: Duplex })._socket.resume();
+  await waitFor(() => received, (n) => n === 1, 20_000);
+  expect(raw.writableLength).toBe(0);
+  expect(ws.bufferedAmount).toBe(0);
+  expect(target.open()).toBe(true);
 });
 
 describe('textFrame', () => {
@@ -361,7 +438,7 @@ describe('textFrame', () => {
     const filler = (bytes: number) => (bytes >= 3 ? `é${'x'.repeat(bytes - 2)}` : 'x'.repeat(bytes));
     const texts = lengths.map((n) => `${head}${filler(n - headBytes - 2)}"}`);
     for (const [i, t] of texts.entries()) expect(Buffer.byteLength(t)).toBe(lengths[i]);
-    const frames = texts.map((t) => textFrame(head, Buffer.from(t.slice(head.length))));
+    const frames = texts.map((t) => textFrame(Buffer.from(head), Buffer.from(t.slice(head.length))));
     // The header's own size says which form was used.
     expect(frames.map((f, i) => f.length - (lengths[i] ?? 0))).toEqual([2, 2, 4, 4, 10, 10]);
     const got = await throughWs(frames);

@@ -2,6 +2,7 @@ import { type ExecutionResult, parse } from 'graphql';
 import { describe, expect, test } from 'vitest';
 import type { Context } from '../src/schema/context.js';
 import { sharedSubscribeFn, watchedSchema } from './helpers/shared-execution.js';
+import { must } from './helpers/must.js';
 
 /**
  * The plugin's subscribe function, run directly: every subscriber's source stream yields the very
@@ -9,7 +10,7 @@ import { sharedSubscribeFn, watchedSchema } from './helpers/shared-execution.js'
  * among subscribers whose operation key matches. The resolver reads what a result may depend on
  * besides the event: the caller's owner, the base URL of links, and a variable.
  */
-function rig() {
+function rig(options?: Parameters<typeof sharedSubscribeFn>[0]) {
   let executions = 0;
   const sources: Array<(event: object) => void> = [];
   const schema = watchedSchema<{ n: number }>(
@@ -28,7 +29,7 @@ function rig() {
       return { n: event.n, owner: ctx.principal.owner, base: ctx.baseUrl(), tag: args.tag ?? null };
     },
   );
-  const run = sharedSubscribeFn();
+  const run = sharedSubscribeFn(options);
 
   const context = (owner: string | null, base = 'http://gw.example') => ({ principal: { owner }, baseUrl: () => base }) as unknown as Context;
 
@@ -104,6 +105,30 @@ describe('shared subscription execution', () => {
     expect(results.map((x) => x.data?.watched)).toEqual([{ tag: 'a' }, { tag: 'b' }, { n: 7, owner: 'alice', base: 'http://gw.example', tag: null }, { n: 7, owner: 'alice', base: 'http://gw.example', tag: null }]);
     expect(results[3]).not.toBe(results[2]);
     expect(r.executions()).toBe(4);
+  });
+
+  test('keys handed out before the table of distinct keys started over still share with the same key handed out after', async () => {
+    // maxKeys 2: the third distinct key (tag y) empties the table, and the fifth (tag x again) a
+    // second time. The fourth and fifth subscribers' keys are strings of their own, equal to the
+    // first's and the second's: they must share all the same. (Whether a key is the very string
+    // kept cannot be seen from here; this guards that keys stay equal strings, not identities.)
+    const r = rig({ maxKeys: 2 });
+    const alice = r.context('alice');
+    const results = await r.deliverOnce([{ context: alice }, { context: alice, variables: { tag: 'x' } }, { context: alice, variables: { tag: 'y' } }, { context: alice }, { context: alice, variables: { tag: 'x' } }], DOC);
+    expect(results.map((x) => watched(x).tag)).toEqual([null, 'x', 'y', null, 'x']);
+    expect(results[3]).toBe(results[0]);
+    expect(results[4]).toBe(results[1]);
+    expect(r.executions()).toBe(3);
+  });
+
+  test('subscribers whose key is too long to be kept for sharing still share one execution', async () => {
+    const r = rig({ maxKeys: 2 });
+    const alice = r.context('alice');
+    const tag = 'x'.repeat(600);
+    const results = await r.deliverOnce([{ context: alice, variables: { tag } }, { context: alice, variables: { tag } }, { context: alice }], DOC);
+    expect(watched(must(results[0])).tag).toBe(tag);
+    expect(results[1]).toBe(results[0]);
+    expect(r.executions()).toBe(2);
   });
 
   test('an event that is not an object (nothing to key a shared result on) is executed for each subscriber', async () => {

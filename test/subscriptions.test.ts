@@ -21,6 +21,34 @@ test('pubsub delivers by topic and id, and unsubscribing removes the listener', 
   expect(pubsub.count()).toBe(1);
 });
 
+test('a receiver object is held as itself and called as its method; a function subscribed twice is two subscriptions, each ended by its own unsubscribe', () => {
+  const pubsub = createPredictionPubSub();
+  const got: string[] = [];
+  class Named {
+    constructor(readonly name: string) {}
+    receive(row: { status: string }) {
+      got.push(`${this.name}:${row.status}`);
+    }
+  }
+  const r = new Named('r');
+  const offR = pubsub.subscribe('prediction:updated', 'a', r);
+  pubsub.subscribe('prediction:updated', 'a', r); // the same object again: one receiver, as a Set holds it
+  const f = (row: { status: string }) => got.push(`f:${row.status}`);
+  const offF1 = pubsub.subscribe('prediction:updated', 'a', f);
+  const offF2 = pubsub.subscribe('prediction:updated', 'a', f);
+  expect(pubsub.count()).toBe(3);
+  pubsub.publish('prediction:updated', 'a', { status: 'PROCESSING' } as never);
+  expect(got).toEqual(['r:PROCESSING', 'f:PROCESSING', 'f:PROCESSING']);
+  offF1();
+  offF1(); // twice: still only its own
+  pubsub.publish('prediction:updated', 'a', { status: 'COMPLETED' } as never);
+  expect(got.slice(3)).toEqual(['r:COMPLETED', 'f:COMPLETED']);
+  offR();
+  offF2();
+  expect(pubsub.count()).toBe(0);
+  expect(pubsub.has('prediction:updated', 'a')).toBe(false);
+});
+
 test('subscribers with different selections, variables and hosts each get their own correct result from a shared event', async () => {
   // Every subscriber's first message must be the CREATED snapshot, so the tasks stay created until all have it.
   // 3 s tasks: PROCESSING is 80% of a task, and a loaded machine can poll right past a 0.64 s one.

@@ -149,7 +149,7 @@ describe('pushing (graphql-ws)', () => {
     const w = must(await r.watch());
     r.publish(row(2)); // before the push: waits with the current row
     const got: Array<[number, boolean]> = [];
-    w.push((x, last) => got.push([x.version, last]));
+    w.push({ take: (x, last) => got.push([x.version, last]) });
     expect(got).toEqual([
       [1, false],
       [2, false],
@@ -168,7 +168,7 @@ describe('pushing (graphql-ws)', () => {
     const r = rig(row(5, 'COMPLETED'));
     const w = must(await r.watch());
     const got: Array<[number, boolean]> = [];
-    w.push((x, last) => got.push([x.version, last]));
+    w.push({ take: (x, last) => got.push([x.version, last]) });
     expect(got).toEqual([[5, true]]);
     expect(r.pubsub.count()).toBe(0);
   });
@@ -179,7 +179,7 @@ describe('pushing (graphql-ws)', () => {
     r.publish(row(2, 'COMPLETED'));
     r.publish(row(3, 'FAILED'));
     const got: Array<[number, boolean]> = [];
-    w.push((x, last) => got.push([x.version, last]));
+    w.push({ take: (x, last) => got.push([x.version, last]) });
     expect(got).toEqual([
       [1, false],
       [2, true],
@@ -192,9 +192,11 @@ describe('pushing (graphql-ws)', () => {
     r.publish(row(2));
     r.publish(row(3));
     const got: number[] = [];
-    w.push((x) => {
-      got.push(x.version);
-      void w.return?.();
+    w.push({
+      take: (x) => {
+        got.push(x.version);
+        void w.return?.();
+      },
     });
     expect(got).toEqual([1]);
     expect(r.pubsub.count()).toBe(0);
@@ -204,7 +206,7 @@ describe('pushing (graphql-ws)', () => {
     const r = rig(row(1, 'CREATED'));
     const w = must(await r.watch());
     const got: number[] = [];
-    w.push((x) => got.push(x.version));
+    w.push({ take: (x) => got.push(x.version) });
     await w.return?.();
     r.publish(row(2));
     expect(got).toEqual([1]);

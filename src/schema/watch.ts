@@ -1,6 +1,6 @@
 import { terminalStatuses, type PredictionRow } from '../db/schema.js';
-import { refreshes } from '../pubsub.js';
-import { PUSHES, type Pushable } from '../pushable.js';
+import { type Receiver, refreshes } from '../pubsub.js';
+import { PUSHES, type Pushable, type PushSink } from '../pushable.js';
 import type { Context } from './context.js';
 
 /**
@@ -25,75 +25,87 @@ export async function watchPrediction(ctx: Context, id: string): Promise<Pushabl
     watch.unsubscribe();
     return undefined;
   }
-  watch.deliver(current);
+  watch.receive(current);
   return watch;
 }
 
 /**
  * One subscriber's stream (see watchPrediction). A class rather than closures over shared locals:
- * its methods live once on the prototype, so a subscription costs this object and the one listener
- * it hands the pubsub. As closures (function declarations and an object literal) it was nine
- * closures and their contexts per subscription, and under tsx (esbuild's keepNames, `npm start`)
- * each named one also gets its `name` redefined, which gives it a 256-byte property dictionary, as
- * does the literal's computed `[Symbol.asyncIterator]` method. Issue 18, 3,000 sockets of one
+ * its methods live once on the prototype, so a subscription costs this object (which the pubsub
+ * holds as its receiver) and the unsubscribe function. As closures (function declarations and an
+ * object literal) it was nine closures and their contexts per subscription, and under tsx
+ * (esbuild's keepNames, `npm start`) each named one also gets its `name` redefined, which gives it
+ * a 256-byte property dictionary, as does the literal's computed `[Symbol.asyncIterator]` method. Issue 18, 3,000 sockets of one
  * subscription each, heap used after GC: 16.9 → 15.4 KB per subscription.
  */
-class PredictionWatch implements Pushable<PredictionRow> {
+class PredictionWatch implements Pushable<PredictionRow>, Receiver<PredictionRow> {
   readonly [PUSHES] = true as const;
-  private readonly queue: PredictionRow[] = [];
+  /**
+   * Rows not handed out yet. Let go once the watch pushes (after push() hands them over nothing
+   * waits here again) or ends: a broadcast to 10,000 pushing watches then neither loads nor keeps
+   * an array apiece.
+   */
+  private queue: PredictionRow[] | undefined = undefined;
   private waiting: ((r: IteratorResult<PredictionRow>) => void) | undefined = undefined;
-  private sink: ((row: PredictionRow, last: boolean) => void) | undefined = undefined;
+  private sink: PushSink<PredictionRow> | undefined = undefined;
   private seen = 0;
   private done = false;
   readonly unsubscribe: () => void;
 
   constructor(ctx: Context, id: string) {
-    this.unsubscribe = ctx.pubsub.subscribe('prediction:updated', id, (row) => this.deliver(row));
+    this.unsubscribe = ctx.pubsub.subscribe('prediction:updated', id, this);
   }
 
-  private hand(row: PredictionRow): IteratorResult<PredictionRow> {
-    // Deliver the terminal row, then end: the next call finds `done`.
+  /** Notes `row` as handed out: after the terminal row the watch ends (the next call finds `done`). */
+  private hand(row: PredictionRow): void {
     if (terminalStatuses.has(row.status)) this.finish();
-    return { value: row, done: false };
   }
 
   /** Ends the watch: no more rows, not even ones already waiting behind the one just handed out. */
   private finish(): void {
     if (this.done) return;
     this.done = true;
-    this.queue.length = 0;
+    this.queue = undefined;
     this.unsubscribe();
   }
 
-  deliver(row: PredictionRow): void {
+  /** A version of the row: from the pubsub, or the current one read at the start. */
+  receive(row: PredictionRow): void {
     if (this.done || row.version < this.seen || (row.version === this.seen && !refreshes.has(row))) return;
     this.seen = row.version;
     if (this.sink) {
       this.hand(row);
-      this.sink(row, this.done);
+      this.sink.take(row, this.done);
       return;
     }
     if (!this.waiting) {
+      this.queue ??= [];
       this.queue.push(row);
       return;
     }
     const resolve = this.waiting;
     this.waiting = undefined;
-    resolve(this.hand(row));
+    this.hand(row);
+    resolve({ value: row, done: false });
   }
 
-  push(to: (row: PredictionRow, last: boolean) => void): void {
+  push(to: PushSink<PredictionRow>): void {
     this.sink = to;
     // What arrived before: the current row, and any change published while it was being read.
-    for (let row = this.queue.shift(); row; row = this.queue.shift()) {
+    // (`queue` is let go if a row ends the watch, or the sink ends it.)
+    for (let row = this.queue?.shift(); row; row = this.queue?.shift()) {
       this.hand(row);
-      to(row, this.done);
+      to.take(row, this.done);
     }
+    this.queue = undefined;
   }
 
   next(): Promise<IteratorResult<PredictionRow>> {
-    const queued = this.queue.shift();
-    if (queued) return Promise.resolve(this.hand(queued));
+    const queued = this.queue?.shift();
+    if (queued) {
+      this.hand(queued);
+      return Promise.resolve({ value: queued, done: false });
+    }
     if (this.done) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve) => (this.waiting = resolve));
   }

@@ -6,7 +6,7 @@ import {
   type ExecutionResult,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import { isPushable, type Pushable } from '../pushable.js';
+import { isPushable, type Pushable, type PushSink } from '../pushable.js';
 import type { Context } from '../schema/context.js';
 
 /** Where a graphql-ws subscription's `next` frames can be written directly (see `writeFramesTo`). */
@@ -16,10 +16,10 @@ export interface FrameTarget {
   /** Whether a frame written now would reach the client: the socket is open. */
   open(): boolean;
   /**
-   * Writes one whole graphql-transport-ws message: `head` (this subscriber's part, its id) followed
-   * by `tail`, the UTF-8 bytes every subscriber of the operation shares. Must not throw.
+   * Writes one whole graphql-transport-ws message: `head`, this subscriber's part (its id), then
+   * `tail`, the part every subscriber of the operation shares; both UTF-8 bytes. Must not throw.
    */
-  send(head: string, tail: Uint8Array): void;
+  send(head: Uint8Array, tail: Uint8Array): void;
 }
 
 /** One execution of an event for one distinct operation, and its frame's shared tail once a frame needed it. */
@@ -29,6 +29,9 @@ type Shared = { result: ExecutionResult; tail?: Buffer };
 type ExecuteShared = (args: ExecutionArgs, key: string, event: unknown) => Shared | Promise<ExecutionResult>;
 
 const frameTargets = new WeakMap<object, FrameTarget>();
+
+/** Longer keys are not kept for sharing (see `keys` in useSharedSubscriptionExecution). */
+const MAX_KEPT_KEY_LENGTH = 512;
 
 /**
  * Lets the subscription executed with this context write its `next` frames itself (ws.ts sets it for
@@ -61,10 +64,20 @@ export function writeFramesTo(contextValue: object, target: FrameTarget): void {
  * later frame overtakes it. Frames bypass graphql-ws's `onNext` and `jsonMessageReplacer` (neither is
  * used here) and yoga's result hooks (which only act on errors). Issue 18: bench/fanout.ts.
  */
-export function useSharedSubscriptionExecution(): Plugin<Context> {
+export function useSharedSubscriptionExecution({ maxKeys = 10_000 }: { maxKeys?: number } = {}): Plugin<Context> {
   const documentIds = new WeakMap<DocumentNode, number>();
   let nextDocumentId = 0;
   const results = new WeakMap<object, Map<string, Shared>>();
+  /**
+   * One string per distinct operation key, handed to each of its subscriptions: in a broadcast every
+   * subscriber looks its key up in the event's results, and a key that is the very string stored
+   * there compares by reference, where an equal copy of its own (10,000 copies spread over the heap
+   * at 10,000 subscribers) is read character by character. Past `maxKeys` the table starts over,
+   * which only costs that speed: equal strings are the same key either way. It outlives the
+   * subscriptions, so it is bounded in size too: a key longer than MAX_KEPT_KEY_LENGTH (long
+   * variables, say) is used as it is, not kept.
+   */
+  const keys = new Map<string, string>();
 
   const operationKey = (args: ExecutionArgs) => {
     let docId = documentIds.get(args.document);
@@ -75,7 +88,13 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
     const ctx = args.contextValue as Context;
     // The owner: today a subscriber only ever sees its own predictions, so no two owners share an
     // event, but a result that came to depend on the caller must never be served to another one.
-    return `${docId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}|${ctx.baseUrl()}|${ctx.principal.owner ?? ''}`;
+    const key = `${docId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}|${ctx.baseUrl()}|${ctx.principal.owner ?? ''}`;
+    if (key.length > MAX_KEPT_KEY_LENGTH) return key;
+    const known = keys.get(key);
+    if (known !== undefined) return known;
+    if (keys.size >= maxKeys) keys.clear();
+    keys.set(key, key);
+    return key;
   };
 
   /** The shared execution of `event` for this operation; a promise (unshared) when it resolved asynchronously. */
@@ -146,16 +165,20 @@ export function useSharedSubscriptionExecution(): Plugin<Context> {
  * source's last value.
  *
  * A class rather than closures over shared locals: its methods live once on the prototype, so a
- * subscription costs this object and the one callback it hands the source. As closures (and an
+ * subscription costs this object (which the source holds as its sink) and its frame head. As closures (and an
  * object literal with a computed `[Symbol.asyncIterator]`) it was eight closures per subscription,
  * and under tsx (esbuild's keepNames, `npm start`) each named one also gets its `name` redefined,
  * which gives it a 256-byte property dictionary. Issue 18, 3,000 sockets of one subscription each,
  * heap used after GC: 15.4 → 13.3 KB per subscription.
  */
-class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
-  private readonly prefix: string;
-  /** What the iterator still owes graphql-ws, in order: results, or a failure to throw from next(). */
-  private readonly queue: Array<Promise<IteratorResult<ExecutionResult>>> = [];
+class PushedFrames implements AsyncIterableIterator<ExecutionResult>, PushSink<unknown> {
+  /** This subscriber's part of each frame, up to the payload (its id), encoded once. */
+  private readonly head: Uint8Array;
+  /**
+   * What the iterator still owes graphql-ws, in order: results, or a failure to throw from next().
+   * Made at the first value owed: a subscription whose frames all go out directly never has one.
+   */
+  private queue: Array<Promise<IteratorResult<ExecutionResult>>> | undefined = undefined;
   private waiting: ((r: Promise<IteratorResult<ExecutionResult>>) => void) | undefined = undefined;
   private direct = true;
   private ended = false;
@@ -170,16 +193,22 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
     private readonly executeShared: ExecuteShared,
     private readonly frameTail: (shared: Shared) => Buffer,
   ) {
-    this.prefix = `{"id":${JSON.stringify(target.id)},"type":"next","payload":`;
+    // Copied out of the Buffer: a small Buffer is a slice of Node's shared 8 KB pool, and a head
+    // living as long as its subscription would keep its whole slab (and whatever else shares it)
+    // alive. A Uint8Array of its own is exact: up to 64 bytes V8 even keeps it on its heap.
+    const bytes = Buffer.from(`{"id":${JSON.stringify(target.id)},"type":"next","payload":`);
+    this.head = new Uint8Array(bytes.length);
+    this.head.set(bytes);
   }
 
-  private pushed(event: unknown, last: boolean): void {
+  /** A value from the source, inside the publish that delivered it. */
+  take(event: unknown, last: boolean): void {
     // A source whose return() took effect late must not write after graphql-ws's complete.
     if (this.ended) return;
     try {
       const shared = this.executeShared(this.args, this.key, event);
       if (this.direct && !(shared instanceof Promise) && !shared.result.errors && this.target.open()) {
-        this.target.send(this.prefix, this.frameTail(shared));
+        this.target.send(this.head, this.frameTail(shared));
       } else {
         this.direct = false;
         this.owe(shared instanceof Promise ? shared : shared.result);
@@ -191,7 +220,9 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
       this.owe(Promise.reject(err));
     }
     if (last) this.ended = true;
-    this.settle();
+    // A frame written directly leaves nothing for a waiting next() (which waits only with nothing
+    // owed): only a value owed, or the end, does. Skipped, a broadcast does not load `queue` either.
+    if (!this.direct || last) this.settle();
   }
 
   /** Ends the source without waiting: graphql-ws ends an operation at an error without calling return(). */
@@ -202,7 +233,7 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
 
   private settle(): void {
     if (!this.waiting) return;
-    const item = this.queue.shift();
+    const item = this.queue?.shift();
     if (item === undefined && !this.ended) return;
     const resolve = this.waiting;
     this.waiting = undefined;
@@ -215,15 +246,16 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
     // graphql-ws sends it as the operation's error and reads no further, so what follows it is
     // dropped (all, if it was already handed out) and nothing may keep the source alive.
     item.catch(() => {
-      this.queue.length = this.queue.indexOf(item) + 1;
+      if (this.queue) this.queue.length = this.queue.indexOf(item) + 1;
       this.stop();
     });
+    this.queue ??= [];
     this.queue.push(item);
   }
 
   private async end(): Promise<void> {
     this.ended = true;
-    this.queue.length = 0;
+    this.queue = undefined;
     await this.source.return?.();
     this.settle();
   }
@@ -233,9 +265,9 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult> {
     // `complete` that came first has then been seen: no frame goes out for an id already completed.
     if (!this.attached) {
       this.attached = true;
-      this.source.push((event, last) => this.pushed(event, last));
+      this.source.push(this);
     }
-    const item = this.queue.shift();
+    const item = this.queue?.shift();
     if (item !== undefined) return item;
     if (this.ended) return Promise.resolve({ done: true, value: undefined });
     return new Promise((resolve) => {

@@ -54,14 +54,16 @@ type UpgradeRequest = Pick<IncomingMessage, 'url' | 'headers'>;
  * order holds because ws's own sender writes to the same socket synchronously, so frames from here
  * and from graphql-ws reach the socket in the order they were sent. That holds while ws's sender
  * never queues: no permessage-deflate (pinned off below, and tested), no Blob sent, no fragmented
- * (`fin: false`) message; graphql-ws sends only whole strings and empty pings. `bufferedAmount`
- * still counts these frames, since ws reads it off the socket's write buffer.
+ * (`fin: false`) message; graphql-ws sends only whole strings and empty pings. The backlog `open()`
+ * reads is the socket's write buffer (`writableLength`), which counts these frames and ws's own: it is
+ * ws's `bufferedAmount` without its sender's queue, which is empty for the same reasons. Read there,
+ * a broadcast does not load each subscriber's ws sender as well.
  */
 export class SocketFrames implements FrameTarget {
   constructor(
     readonly id: string,
-    private readonly socket: Pick<WebSocket, 'readyState' | 'bufferedAmount'>,
-    private readonly raw: Pick<Duplex, 'write'>,
+    private readonly socket: Pick<WebSocket, 'readyState'>,
+    private readonly raw: Pick<Duplex, 'write' | 'writableLength'>,
   ) {}
   /**
    * Open, and not holding a backlog: a client that does not read would otherwise collect a copy
@@ -69,34 +71,35 @@ export class SocketFrames implements FrameTarget {
    * graphql-ws, which waits for each write before taking the next value.
    */
   open(): boolean {
-    return this.socket.readyState === WebSocket.OPEN && this.socket.bufferedAmount < MAX_BUFFERED_BYTES;
+    return this.socket.readyState === WebSocket.OPEN && this.raw.writableLength < MAX_BUFFERED_BYTES;
   }
-  send(head: string, tail: Uint8Array): void {
+  send(head: Uint8Array, tail: Uint8Array): void {
     this.raw.write(textFrame(head, tail));
   }
 }
 
 /**
- * One final, unmasked WebSocket text frame (RFC 6455 §5.2) whose payload is `head`'s UTF-8 bytes
- * then `tail`: the header's length is 7 bits, or 126 and 16 bits, or 127 and 64 bits.
+ * One final, unmasked WebSocket text frame (RFC 6455 §5.2) whose payload is `head` then `tail`,
+ * both UTF-8 bytes: the header's length is 7 bits, or 126 and 16 bits, or 127 and 64 bits.
  */
-export function textFrame(head: string, tail: Uint8Array): Buffer {
-  const headBytes = Buffer.byteLength(head);
-  const length = headBytes + tail.length;
+export function textFrame(head: Uint8Array, tail: Uint8Array): Buffer {
+  const length = head.length + tail.length;
   const offset = length < 126 ? 2 : length < 65_536 ? 4 : 10;
   const frame = Buffer.allocUnsafe(offset + length);
   frame[0] = 0x81; // FIN, opcode 1 (text)
   if (length < 126) frame[1] = length;
   else if (length < 65_536) {
+    // By hand rather than writeUInt16BE, whose checks showed in the broadcast's profile.
     frame[1] = 126;
-    frame.writeUInt16BE(length, 2);
+    frame[2] = length >>> 8;
+    frame[3] = length & 0xff;
   } else {
     frame[1] = 127;
     frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
     frame.writeUInt32BE(length % 2 ** 32, 6);
   }
-  frame.write(head, offset);
-  frame.set(tail, offset + headBytes);
+  frame.set(head, offset);
+  frame.set(tail, offset + head.length);
   return frame;
 }
 

@@ -5,9 +5,9 @@ import { must } from './must.js';
 export type SubscribeFn = (args: ExecutionArgs) => Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult>;
 
 /** The shared-execution plugin's subscribe function, taken out of a new plugin as envelop would. */
-export function sharedSubscribeFn(): SubscribeFn {
+export function sharedSubscribeFn(options?: Parameters<typeof useSharedSubscriptionExecution>[0]): SubscribeFn {
   let fn: SubscribeFn | undefined;
-  const plugin = useSharedSubscriptionExecution();
+  const plugin = useSharedSubscriptionExecution(options);
   // biome-ignore lint/suspicious/noExplicitAny: only setSubscribeFn of envelop's onSubscribe payload is used
   (plugin.onSubscribe as (payload: any) => void)({ setSubscribeFn: (f: SubscribeFn) => (fn = f) });
   return must(fn, 'subscribe function');
