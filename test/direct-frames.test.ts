@@ -434,13 +434,15 @@ describe('textFrame', () => {
     expect(headBytes).toBeGreaterThan(head.length);
     // Whole-message byte lengths at each edge of each form; the tail multi-byte too where it fits
     // (an odd count of 'x' makes up the rest, since 'é' is two bytes).
-    const lengths = [headBytes + 2, 125, 126, 65_535, 65_536, 200_000];
+    // 1,000 as well: at 126 and 65,535 a wrong shift for the 16-bit length's high byte still gave
+    // the right byte (0 and 255).
+    const lengths = [headBytes + 2, 125, 126, 1_000, 65_535, 65_536, 200_000];
     const filler = (bytes: number) => (bytes >= 3 ? `é${'x'.repeat(bytes - 2)}` : 'x'.repeat(bytes));
     const texts = lengths.map((n) => `${head}${filler(n - headBytes - 2)}"}`);
     for (const [i, t] of texts.entries()) expect(Buffer.byteLength(t)).toBe(lengths[i]);
     const frames = texts.map((t) => textFrame(Buffer.from(head), Buffer.from(t.slice(head.length))));
     // The header's own size says which form was used.
-    expect(frames.map((f, i) => f.length - (lengths[i] ?? 0))).toEqual([2, 2, 4, 4, 10, 10]);
+    expect(frames.map((f, i) => f.length - (lengths[i] ?? 0))).toEqual([2, 2, 4, 4, 4, 10, 10]);
     const got = await throughWs(frames);
     expect(got.closed).toBeUndefined();
     expect(got.texts).toEqual(texts);
