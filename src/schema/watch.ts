@@ -35,8 +35,9 @@ export async function watchPrediction(ctx: Context, id: string): Promise<Pushabl
  * holds as its receiver) and the unsubscribe function. As closures (function declarations and an
  * object literal) it was nine closures and their contexts per subscription, and under tsx
  * (esbuild's keepNames, `npm start`) each named one also gets its `name` redefined, which gives it
- * a 256-byte property dictionary, as does the literal's computed `[Symbol.asyncIterator]` method. Issue 18, 3,000 sockets of one
- * subscription each, heap used after GC: 16.9 → 15.4 KB per subscription.
+ * a 256-byte property dictionary, as does the literal's computed `[Symbol.asyncIterator]` method.
+ * Issue 18, 3,000 sockets of one subscription each, heap used after GC: 16.9 → 15.4 KB per
+ * subscription.
  */
 class PredictionWatch implements Pushable<PredictionRow>, Receiver<PredictionRow> {
   readonly [PUSHES] = true as const;

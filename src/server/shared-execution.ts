@@ -165,10 +165,10 @@ export function useSharedSubscriptionExecution({ maxKeys = 10_000 }: { maxKeys?:
  * source's last value.
  *
  * A class rather than closures over shared locals: its methods live once on the prototype, so a
- * subscription costs this object (which the source holds as its sink) and its frame head. As closures (and an
- * object literal with a computed `[Symbol.asyncIterator]`) it was eight closures per subscription,
- * and under tsx (esbuild's keepNames, `npm start`) each named one also gets its `name` redefined,
- * which gives it a 256-byte property dictionary. Issue 18, 3,000 sockets of one subscription each,
+ * subscription costs this object (which the source holds as its sink) and its frame head. As
+ * closures (and an object literal with a computed `[Symbol.asyncIterator]`) it was eight closures
+ * per subscription, and under tsx (esbuild's keepNames, `npm start`) each named one also gets its
+ * `name` redefined, which gives it a 256-byte property dictionary. Issue 18, 3,000 sockets of one subscription each,
  * heap used after GC: 15.4 → 13.3 KB per subscription.
  */
 class PushedFrames implements AsyncIterableIterator<ExecutionResult>, PushSink<unknown> {
