@@ -110,7 +110,21 @@ interface Round {
   max: number;
   /** Server CPU (user + system) from the change's write to its last delivery, per message delivered, µs. */
   cpuUsPerMessage: number;
+  /**
+   * The server's own account of the changes after every subscriber connected (NaN with several
+   * workers, whose metrics are each their own): the mean time from the start of writing a change to
+   * the end of its publish, which over graphql-ws writes every subscriber's frame.
+   */
+  publishMs: number;
+  changes: number;
   seconds: number;
+}
+
+/** `cinegraph_event_delivery_seconds`' sum and count from GET /metrics (open mode: no key needed on loopback). */
+async function deliveryMetric(url: string): Promise<{ sum: number; count: number }> {
+  const text = await fetch(`${url}/metrics`).then((r) => r.text());
+  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  return { sum: read('cinegraph_event_delivery_seconds_sum'), count: read('cinegraph_event_delivery_seconds_count') };
 }
 
 async function round(n: number, pinning: Pinning): Promise<Round> {
@@ -144,6 +158,7 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
     );
     let rssConnected = 0;
     let connectedCount = 0;
+    let deliveryConnected: Promise<{ sum: number; count: number }> | undefined;
     // The server's CPU time, sampled from the moment every subscription is connected: the broadcast's
     // share is what it used between the change's write and the last delivery (10 ms ticks).
     const cpuSamples: Array<[at: number, seconds: number]> = [];
@@ -158,6 +173,7 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
                 connectedCount += m.connected;
                 if (--pending === 0) {
                   rssConnected = rssKbOf(pids);
+                  if (GATEWAY_WORKERS === 1) deliveryConnected = deliveryMetric(server.url);
                   sampler = setInterval(() => cpuSamples.push([Date.now(), cpuSecondsOf(pids)]), 10);
                 }
               } else if (m.type === 'done') resolve(m);
@@ -167,6 +183,8 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
       ),
     );
     clearInterval(sampler);
+    const [deliveredBefore, deliveredAfter] = deliveryConnected ? await Promise.all([deliveryConnected, deliveryMetric(server.url)]) : [undefined, undefined];
+    const changes = deliveredBefore && deliveredAfter ? deliveredAfter.count - deliveredBefore.count : 0;
     const eventAt = Math.max(...done.map((d) => d.eventAt));
     const lastAt = Math.max(...done.map((d) => d.lastAt));
     const before = cpuSamples.filter(([at]) => at <= eventAt).at(-1);
@@ -183,6 +201,8 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
       p99: percentile(latencies, 99),
       max: latencies.at(-1) ?? NaN,
       cpuUsPerMessage: (cpuDelivering * 1e6) / Math.max(1, latencies.length),
+      publishMs: deliveredBefore && deliveredAfter && changes > 0 ? ((deliveredAfter.sum - deliveredBefore.sum) * 1000) / changes : Number.NaN,
+      changes,
       seconds: (Date.now() - startedAt) / 1000,
     };
   } finally {
@@ -257,5 +277,15 @@ function rowsFor(n: number, rounds: Round[]): BenchRow[] {
       note: `${spread((r) => r.p99, int)}; max ${of((r) => r.max).join('/')} ms`,
     },
     { name: `${label}: server CPU per message`, value: mean(of((r) => r.cpuUsPerMessage)), unit: 'µs', note: `${spread((r) => r.cpuUsPerMessage, one)}; from the change's write to its last delivery` },
+    ...(GATEWAY_WORKERS > 1
+      ? []
+      : [
+          {
+            name: `${label}: server, change written and published to all`,
+            value: mean(of((r) => r.publishMs)),
+            unit: 'ms',
+            note: `${spread((r) => r.publishMs, int)}; the mean of the ${of((r) => r.changes).join('/')} changes after all subscribed (cinegraph_event_delivery_seconds: the write, then the publish, which writes every graphql-ws frame); the p99 beyond it is mostly the clients' side`,
+          },
+        ]),
   ];
 }
