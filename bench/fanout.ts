@@ -122,7 +122,10 @@ interface Round {
 
 /** `cinegraph_event_delivery_seconds`' sum and count from GET /metrics (open mode: no key needed on loopback). */
 async function deliveryMetric(url: string): Promise<{ sum: number; count: number }> {
-  const text = await fetch(`${url}/metrics`).then((r) => r.text());
+  // A failed scrape gives no figure (NaN), never a rejection left unhandled while the round runs.
+  const text = await fetch(`${url}/metrics`)
+    .then((r) => r.text())
+    .catch(() => '');
   const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
   return { sum: read('cinegraph_event_delivery_seconds_sum'), count: read('cinegraph_event_delivery_seconds_count') };
 }
