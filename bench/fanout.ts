@@ -17,6 +17,7 @@ import { Worker } from 'node:worker_threads';
 import pg from 'pg';
 import type { BenchRow } from './report.js';
 import { cpuSeconds, mean, percentile, pin, type Pinning, range, ROUNDS, statFields } from './rounds.js';
+import { parsePrometheus, sampleValue } from '../test/helpers/prometheus.js';
 import { type BenchServer, startCinegraph } from './servers.js';
 
 const TARGET_N = Number(process.env.FANOUT_N ?? 10_000);
@@ -122,12 +123,13 @@ interface Round {
 
 /** `cinegraph_event_delivery_seconds`' sum and count from GET /metrics (open mode: no key needed on loopback). */
 async function deliveryMetric(url: string): Promise<{ sum: number; count: number }> {
-  // A failed scrape gives no figure (NaN), never a rejection left unhandled while the round runs.
-  const text = await fetch(`${url}/metrics`)
-    .then((r) => r.text())
-    .catch(() => '');
-  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
-  return { sum: read('cinegraph_event_delivery_seconds_sum'), count: read('cinegraph_event_delivery_seconds_count') };
+  try {
+    const families = parsePrometheus(await fetch(`${url}/metrics`).then((r) => r.text()));
+    return { sum: sampleValue(families, 'cinegraph_event_delivery_seconds_sum'), count: sampleValue(families, 'cinegraph_event_delivery_seconds_count') };
+  } catch {
+    // A failed scrape gives no figure, never a rejection left unhandled while the round runs.
+    return { sum: Number.NaN, count: Number.NaN };
+  }
 }
 
 async function round(n: number, pinning: Pinning): Promise<Round> {
