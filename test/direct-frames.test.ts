@@ -371,7 +371,11 @@ test("a socket's frame target is open only while the socket is open and its unse
   expect(MAX_BUFFERED_BYTES).toBe(1024 * 1024);
 });
 
-test("on a real connection whose client stopped reading, the raw socket's writableLength is ws's bufferedAmount, and the frame target closes past MAX_BUFFERED_BYTES until it drains", async () => {
+/**
+ * A real ws connection on loopback, once open: the server's WebSocket, the TCP socket under it (the
+ * upgrade request's, where SocketFrames writes) and the client. Both ends are closed after the test.
+ */
+async function wsConnection(): Promise<{ ws: WebSocket; raw: Duplex; client: WebSocket }> {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
   onDispose(() => new Promise<void>((resolve) => wss.close(() => resolve())));
   const accepted = new Promise<{ ws: WebSocket; raw: Duplex }>((resolve) => wss.on('connection', (ws, req) => resolve({ ws, raw: req.socket })));
@@ -382,7 +386,11 @@ test("on a real connection whose client stopped reading, the raw socket's writab
     client.once('open', () => resolve());
     client.once('error', reject);
   });
-  const { ws, raw } = await accepted;
+  return { ...(await accepted), client };
+}
+
+test("on a real connection whose client stopped reading, the raw socket's writableLength is ws's bufferedAmount, and the frame target closes past MAX_BUFFERED_BYTES until it drains", async () => {
+  const { ws, raw, client } = await wsConnection();
   const target = new SocketFrames('1', ws, raw);
   expect(target.open()).toBe(true);
   // The client's socket stops reading: what the kernel cannot take waits in the server's buffer.
@@ -417,24 +425,13 @@ describe('textFrame', () => {
    * no mask from a server, the length's form) and refuses anything else by closing with 1002.
    */
   async function throughWs(frames: Buffer[]): Promise<{ texts: string[]; closed?: number }> {
-    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-    onDispose(() => new Promise<void>((resolve) => wss.close(() => resolve())));
-    const raw = new Promise<Duplex>((resolve) => wss.on('connection', (_ws, req) => resolve(req.socket)));
-    await new Promise<void>((resolve) => wss.on('listening', () => resolve()));
-    const { port } = wss.address() as { port: number };
-    const client = new WebSocket(`ws://127.0.0.1:${port}`);
-    onDispose(() => client.terminate());
+    const { raw, client } = await wsConnection();
     const texts: string[] = [];
     let closed: number | undefined;
     client.on('message', (data, isBinary) => texts.push(isBinary ? 'binary!' : String(data)));
     client.on('close', (code) => (closed = code));
     client.on('error', () => undefined);
-    await new Promise<void>((resolve, reject) => {
-      client.once('open', () => resolve());
-      client.once('error', reject);
-    });
-    const socket = await raw;
-    for (const f of frames) socket.write(f);
+    for (const f of frames) raw.write(f);
     await waitFor(() => texts.length + (closed === undefined ? 0 : 1), (n) => n >= frames.length, 10_000);
     return { texts, closed };
   }
