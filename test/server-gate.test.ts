@@ -141,6 +141,31 @@ describe('createRequestLogging', () => {
     expect(parsed().filter((l) => l.msg === 'request completed')).toEqual([]);
   });
 
+  test("every 'error' of one response is logged, and a second does not end the process either", async () => {
+    const { log, lines } = capturedLogger();
+    const handle = createRequestLogging(log);
+    const url = await listen((req, res) =>
+      handle(req, res, () => {
+        res.end('done');
+        if (req.url !== '/twice') return;
+        // Two late writes: each emits ERR_STREAM_WRITE_AFTER_END on the response, in its own tick.
+        res.write('too late');
+        res.write('later still');
+      }),
+    );
+    expect((await raw(url, { method: 'GET', path: '/twice' })).body).toBe('done');
+    const parsed = () => lines.map((l) => JSON.parse(l) as { msg: string; req: { path: string }; err?: { code?: string } });
+    const done = await waitFor(parsed, (ls) => ls.filter((l) => l.msg === 'request errored').length === 2);
+    expect(done.filter((l) => l.msg === 'request errored').map((l) => [l.req.path, l.err?.code])).toEqual([
+      ['/twice', 'ERR_STREAM_WRITE_AFTER_END'],
+      ['/twice', 'ERR_STREAM_WRITE_AFTER_END'],
+    ]);
+    // The server still answers, and the errored request wrote no completion line.
+    await raw(url, { method: 'GET', path: '/marker' });
+    await waitFor(parsed, (ls) => ls.some((l) => l.msg === 'request completed'));
+    expect(parsed().filter((l) => l.msg === 'request completed').map((l) => l.req.path)).toEqual(['/marker']);
+  });
+
   test('the completion line follows the log level: at warn only 5xx are logged', async () => {
     const { log, lines } = capturedLogger();
     log.level = 'warn';

@@ -126,9 +126,11 @@ export function createRequestLogging(log: Logger) {
     (req as RequestWithLog)[REQUEST_LOG] = requestLog;
     const path = pathOf(req.url);
     // An 'error' on the response (a write after its end, say) is logged, never left unheard: with no
-    // listener it would be an uncaught exception and end the process (pino-http listened too).
+    // listener it would be an uncaught exception and end the process (pino-http listened too). `on`,
+    // not `once`: each late write emits its own 'error', and a second one with no listener left
+    // would end the process all the same.
     let failed = false;
-    res.once('error', (err) => {
+    res.on('error', (err) => {
       failed = true;
       requestLog().error({ req: { method: req.method, path }, res: { statusCode: res.statusCode }, err }, 'request errored');
     });
