@@ -1,6 +1,6 @@
 // Subscription fan-out: N graphql-ws subscriptions of one prediction, then one status change that all
 // must receive. The server runs as a child process (as `npm start`) pinned to CPU 0; clients are raw
-// graphql-transport-ws sockets in worker threads of this process, on CPU 1, so the server is what is
+// graphql-transport-ws sockets in a worker thread of this process, on CPU 1, so the server is what is
 // measured. FANOUT_N subscriptions (default 10,000), FANOUT_PER_SOCKET of them on each socket
 // (default 1; 4 for the 50,000 run, which one socket per subscription would take past the open-file
 // limit), `--rounds=N` fresh servers (default 3), mean and range printed. FANOUT_CURVE (e.g.
@@ -28,7 +28,14 @@ const DATABASE_URL = process.env.FANOUT_DATABASE_URL;
 const GATEWAY_WORKERS = Number(process.env.FANOUT_WORKERS ?? 1);
 if (!Number.isInteger(GATEWAY_WORKERS) || GATEWAY_WORKERS < 1) throw new Error(`FANOUT_WORKERS must be a whole number >= 1, not ${process.env.FANOUT_WORKERS}`);
 if (GATEWAY_WORKERS > 1 && !DATABASE_URL) throw new Error('FANOUT_WORKERS > 1 needs FANOUT_DATABASE_URL (WORKERS needs Postgres)');
-const WORKERS = 2;
+/**
+ * Client threads: one per core the clients have. Pinned, that is CPU 1 alone, and one thread reads
+ * every socket: two threads on one core took turns (a scheduler slice each), so a frame that had
+ * reached the other thread's socket waited for its turn. Issue 18, session 14, alternating rounds,
+ * same server: p99 165–186 ms with two threads, 118–135 ms with one (BENCHMARKS.md). Unpinned (a
+ * WORKERS run, or FANOUT_PIN=false), the clients may use both cores, as the server may.
+ */
+const clientThreads = (pinning: Pinning) => (pinning.server === undefined ? 2 : 1);
 /** The latency target the curve is read against (issue 18: 10,000 subscribers p99 < 200 ms). */
 const CURVE_P99_MS = 200;
 /**
@@ -147,14 +154,15 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
     const rssBefore = rssKbOf(pids);
     const startedAt = Date.now();
 
+    const threads = clientThreads(pinning);
     const workers = Array.from(
-      { length: WORKERS },
+      { length: threads },
       () =>
         new Worker(new URL('./fanout-client.mjs', import.meta.url), {
           workerData: {
             url: `${server.url.replace('http', 'ws')}/graphql`,
             id,
-            count: Math.ceil(n / WORKERS),
+            count: Math.ceil(n / threads),
             perSocket: PER_SOCKET,
             finalStatus: 'COMPLETED',
             timeoutMs: TASK_SECONDS * 1000 + 15_000,
@@ -168,7 +176,7 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
     // share is what it used between the change's write and the last delivery (10 ms ticks).
     const cpuSamples: Array<[at: number, seconds: number]> = [];
     let sampler: NodeJS.Timeout | undefined;
-    let pending = WORKERS;
+    let pending = threads;
     const done = await Promise.all(
       workers.map(
         (w) =>
@@ -222,7 +230,7 @@ export async function run(): Promise<BenchRow[]> {
   const pinning: Pinning = unpinned ? { said: `not pinned (${GATEWAY_WORKERS} gateway process${GATEWAY_WORKERS > 1 ? 'es' : ''})`, restore: () => undefined } : pin();
   const counts = CURVE ?? [TARGET_N];
   console.log(
-    `fan-out: ${counts.map((n) => n.toLocaleString('en-US')).join(', ')} subscriptions, ${PER_SOCKET} per socket; ${pinning.said}; ${ROUNDS} rounds (--rounds=N), a fresh server each`,
+    `fan-out: ${counts.map((n) => n.toLocaleString('en-US')).join(', ')} subscriptions, ${PER_SOCKET} per socket; ${pinning.said}; clients in ${clientThreads(pinning)} thread${clientThreads(pinning) > 1 ? 's' : ''}; ${ROUNDS} rounds (--rounds=N), a fresh server each`,
   );
   const measured: Array<{ n: number; rounds: Round[] }> = [];
   try {
