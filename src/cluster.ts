@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import os from 'node:os';
 import type { Logger } from './log.js';
 
 /**
@@ -91,7 +92,20 @@ export function superviseWorkers({ workers, log, restartDelayMs = 1000 }: Superv
       timers.add(timer);
     });
 
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => stop(0));
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.on(signal, () => {
+        if (!stopping) return stop(0);
+        // A second signal: whoever sent it will not wait for the workers' stops (one may be waiting
+        // UPSTREAM_TIMEOUT_MS for a submission's answer). Killed now, each is as after a crash: its
+        // submissions' intents are durable, and unanswered ones are reconciled with upstream by the
+        // next instance that takes their rows. (The workers ignore repeated signals themselves: on
+        // Ctrl-C each hears the terminal's SIGINT and this primary's SIGTERM.)
+        if (!live.size) return;
+        log.warn({ signal, workers: live.size }, 'signal again: killing the workers without waiting for their stop');
+        exitCode = 128 + os.constants.signals[signal];
+        for (const worker of live.keys()) worker.process.kill('SIGKILL');
+      });
+    }
     log.info({ workers }, 'starting workers');
     for (let i = 0; i < workers; i++) fork();
   });

@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import os from 'node:os';
 import { join } from 'node:path';
 import { superviseWorkers } from './cluster.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
@@ -39,11 +40,23 @@ try {
   process.exit(err instanceof InstanceLockError ? 3 : 2);
 }
 
+const log = createLogger(config.logLevel);
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (stopping) return;
+    if (stopping) {
+      // A worker of WORKERS hears Ctrl-C from the terminal and its primary's SIGTERM too: two
+      // signals for one stop. Its primary decides when to stop waiting (src/cluster.ts).
+      if (cluster.isWorker) return;
+      // Whoever sends a second signal will not wait for the stop, which can wait UPSTREAM_TIMEOUT_MS
+      // for a submission's answer. Leaving now is as safe as a crash: a submission's intent is
+      // durable before it is sent, and one whose answer never came is reconciled with upstream
+      // at the next start.
+      log.warn({ signal }, 'signal again: exiting without finishing the stop; unanswered submissions are reconciled with upstream at the next start');
+      process.exit(128 + os.constants.signals[signal]);
+    }
     stopping = true;
+    if (!cluster.isWorker) log.info({ signal }, 'stopping: in-flight work lands first; the same signal again exits at once');
     app.stop().then(
       () => process.exit(0),
       (err) => {

@@ -7,6 +7,7 @@ import { must } from './helpers/must.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { freePort, logLines, runMain, spawnServer } from './helpers/process.js';
 import { sandboxServer } from './helpers/sandbox-server.js';
+import { stubUpstream } from './helpers/stub-upstream.js';
 
 /**
  * WORKERS > 1 (src/cluster.ts): one `npm start` runs that many gateway processes on one port, on one
@@ -18,7 +19,7 @@ import { sandboxServer } from './helpers/sandbox-server.js';
 const CREATE = 'mutation ($input: CreateVideoInput!) { createVideo(input: $input) { id status } }';
 const FOLLOW = 'subscription ($id: ID!) { predictionUpdated(id: $id) { id status } }';
 
-type LogLine = { pid: number; msg: string; worker?: number; code?: number | null; signal?: string | null };
+type LogLine = { pid: number; msg: string; worker?: number; workers?: number; code?: number | null; signal?: string | null };
 
 /** The pino lines of a run, every process's (the primary's and its workers'). */
 const lines = (output: string) => logLines<LogLine>(output);
@@ -135,6 +136,46 @@ describe('WORKERS: several gateway processes on one port (node:cluster, Postgres
     expect([primary, survivor, replacement].filter(alive)).toEqual([]);
     expect(lines(gateway.output()).filter((l) => l.msg === 'worker exited; starting another')).toHaveLength(1);
   }, 120_000);
+
+  test('Ctrl-C twice (SIGINT to the primary and every worker, as a terminal sends it): the first stops, the second kills the workers at once (exit 130) while one waits on a submission upstream never answered', async () => {
+    // Upstream takes the task and never answers: that worker's stop would wait UPSTREAM_TIMEOUT_MS.
+    const upstream = await stubUpstream({ submit: ({ stub, body }) => void stub.create(body) });
+    const gateway = await spawnServer({
+      WORKERS: '2',
+      DATABASE_URL: await pgServer.createDatabase(),
+      WAVESPEED_BASE_URL: upstream.url,
+      WAVESPEED_API_KEY: 'upstream-key',
+      PORT: String(await freePort()),
+      DATA_DIR: tempDir(),
+      LOG_LEVEL: 'info',
+      UPSTREAM_TIMEOUT_MS: '60000',
+      LEASE_MS: '90000',
+    });
+    const primary = must(gateway.child.pid);
+    await waitFor(() => lines(gateway.output()).filter((l) => l.msg === 'cinegraph listening').length, (n) => n === 2, 30_000);
+    const workers = lines(gateway.output())
+      .filter((l) => l.msg === 'worker started' && l.pid === primary)
+      .map((l) => must(l.worker));
+    expect(workers).toHaveLength(2);
+    expect((await postOnNewConnection(gateway.url, CREATE, { input: { prompt: 'impatient operator' } })).status).toBe(200);
+    await waitFor(() => upstream.counts.submit, (n) => n === 1, 20_000);
+    /** What a terminal's Ctrl-C does: SIGINT to every process of the foreground group. */
+    const ctrlC = () => {
+      for (const pid of [primary, ...workers]) if (alive(pid)) process.kill(pid, 'SIGINT');
+    };
+
+    // Each worker hears SIGINT and then the primary's SIGTERM: one stop, not a forced exit.
+    ctrlC();
+    await waitFor(() => lines(gateway.output()), (ls) => ls.some((l) => l.msg === 'stopping workers'));
+    // The worker holding the submission is still in its stop, and so is the primary.
+    await waitFor(() => workers.filter(alive), (left) => left.length === 1, 20_000);
+    expect(alive(primary)).toBe(true);
+    ctrlC();
+    expect(await gateway.exited).toBe(130);
+    expect(lines(gateway.output()).find((l) => l.msg === 'signal again: killing the workers without waiting for their stop')).toMatchObject({ pid: primary, signal: 'SIGINT', workers: 1 });
+    expect(workers.filter(alive)).toEqual([]);
+    expect(upstream.counts.submit).toBe(1);
+  }, 90_000);
 
   test('a worker that refuses to start (public HOST, no keys) is not restarted: the primary stops and exits with its code, 2', async () => {
     const main = runMain({

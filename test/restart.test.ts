@@ -1,7 +1,8 @@
 import { expect, onTestFailed, test } from 'vitest';
 import { distinct, wsClient, wsSubscribe } from './helpers/clients.js';
 import { postGraphql, tempDir, waitFor } from './helpers/app.js';
-import { freePort, type ServerProcess, spawnServer } from './helpers/process.js';
+import { freePort, logLines, type ServerProcess, spawnServer } from './helpers/process.js';
+import { stubUpstream } from './helpers/stub-upstream.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
 const GET = `query($id: ID!) { prediction(id: $id) { status upstreamId outputs } }`;
@@ -104,4 +105,31 @@ test('SIGTERM lets in-flight work land, closes subscriptions cleanly and exits 0
   const second = track(await spawnServer(env));
   const values = await wsSubscribe(wsClient(second.url), FOLLOW, { id }).done;
   expect(values.at(-1).predictionUpdated.status).toBe('COMPLETED');
+});
+
+test('a second SIGINT exits at once (130) while the stop waits on a submission upstream never answered; the restart reconciles it: one paid submission', TWO_STARTS, async () => {
+  // Upstream takes the task and never answers: the stop would wait UPSTREAM_TIMEOUT_MS (a minute here).
+  const upstream = await stubUpstream({ submit: ({ stub, body }) => void stub.create(body) });
+  const env = { DATA_DIR: tempDir(), PORT: String(await freePort()), WAVESPEED_API_KEY: 'test-key', WAVESPEED_BASE_URL: upstream.url, UPSTREAM_TIMEOUT_MS: '60000', LOG_LEVEL: 'info' };
+  const track = logsOnFailure();
+  const first = track(await spawnServer(env));
+  const { id } = (await postGraphql(first.url, CREATE, { p: 'impatient' })).body.data.createVideo;
+  await waitFor(() => upstream.counts.submit, (n) => n === 1);
+
+  first.child.kill('SIGINT');
+  type Line = { msg: string; signal?: string; level: number };
+  await waitFor(() => logLines<Line>(first.output()), (ls) => ls.some((l) => l.msg.startsWith('stopping:')));
+  // The first signal started a stop that is still waiting for the submission's answer.
+  expect(first.child.exitCode).toBeNull();
+  first.child.kill('SIGINT');
+  expect(await first.exited).toBe(130);
+  expect(logLines<Line>(first.output()).find((l) => l.msg.startsWith('signal again:'))).toMatchObject({ level: 40, signal: 'SIGINT' });
+  expect(upstream.counts.submit).toBe(1);
+
+  // The submission's intent was durable: the next start finds the task upstream instead of paying again.
+  const second = track(await spawnServer(env));
+  const done = await waitFor(() => postGraphql(second.url, GET, { id }), (r) => r.body.data.prediction.status === 'COMPLETED', 45_000);
+  expect(done.body.data.prediction.upstreamId).toBe('stub-1');
+  expect(upstream.counts.submit).toBe(1);
+  expect(upstream.counts.list).toBeGreaterThanOrEqual(1);
 });
