@@ -102,7 +102,8 @@ export function superviseWorkers({ workers, log, restartDelayMs = 1000 }: Superv
         // Ctrl-C each hears the terminal's SIGINT and this primary's SIGTERM.)
         if (!live.size) return;
         log.warn({ signal, workers: live.size }, 'signal again: killing the workers without waiting for their stop');
-        exitCode = 128 + os.constants.signals[signal];
+        // A worker's refusal, if that is what began the stop, stays the exit code: it says why.
+        exitCode ||= 128 + os.constants.signals[signal];
         for (const worker of live.keys()) worker.process.kill('SIGKILL');
       });
     }
