@@ -57,31 +57,43 @@ describe('WORKERS: several gateway processes on one port (node:cluster, Postgres
     await pgServer?.stop();
   });
 
-  test('two workers share the requests; a change polled by either reaches subscribers on both; each prompt is submitted once; a killed worker is replaced; SIGTERM stops them all and exits 0', async () => {
-    const upstream = await sandboxServer(1.5);
+  /**
+   * `npm start` with WORKERS=2 on a fresh database, `upstreamUrl` as the upstream, once both workers
+   * listen: the primary's pid and its workers' (each distinct from it, each listening).
+   */
+  async function twoWorkers(upstreamUrl: string, env: Record<string, string>) {
     const gateway = await spawnServer({
       WORKERS: '2',
       DATABASE_URL: await pgServer.createDatabase(),
-      WAVESPEED_BASE_URL: upstream.url,
+      WAVESPEED_BASE_URL: upstreamUrl,
       WAVESPEED_API_KEY: 'upstream-key',
       PORT: String(await freePort()),
       DATA_DIR: tempDir(),
       LOG_LEVEL: 'info',
+      ...env,
+    });
+    const primary = must(gateway.child.pid);
+    const listening = () => new Set(lines(gateway.output()).filter((l) => l.msg === 'cinegraph listening').map((l) => l.pid));
+    // /healthz answered once the first worker listened; wait for the second.
+    await waitFor(listening, (pids) => pids.size === 2, 30_000);
+    const workers = lines(gateway.output())
+      .filter((l) => l.msg === 'worker started' && l.pid === primary)
+      .map((l) => must(l.worker));
+    expect(workers).toHaveLength(2);
+    expect(new Set(workers)).toEqual(listening());
+    expect(workers).not.toContain(primary);
+    return { gateway, primary, workers };
+  }
+
+  test('two workers share the requests; a change polled by either reaches subscribers on both; each prompt is submitted once; a killed worker is replaced; SIGTERM stops them all and exits 0', async () => {
+    const upstream = await sandboxServer(1.5);
+    const { gateway, primary, workers } = await twoWorkers(upstream.url, {
       LEASE_MS: '3000',
       UPSTREAM_TIMEOUT_MS: '2000',
       // No periodic re-read of watched predictions: a subscriber hears another process's change only over the bus.
       SUBSCRIPTION_RESYNC_MS: '0',
     });
-    const primary = must(gateway.child.pid);
     const explain = () => gateway.output().slice(-6000);
-    const listening = () => new Set(lines(gateway.output()).filter((l) => l.msg === 'cinegraph listening').map((l) => l.pid));
-    // /healthz answered once the first worker listened; wait for the second.
-    await waitFor(listening, (pids) => pids.size === 2, 30_000);
-    const started = lines(gateway.output()).filter((l) => l.msg === 'worker started' && l.pid === primary);
-    const workers = started.map((l) => must(l.worker));
-    expect(workers).toHaveLength(2);
-    expect(new Set(workers)).toEqual(listening());
-    expect(workers).not.toContain(primary);
 
     // Four sockets, each a connection of its own: the primary hands them out in turn.
     const clients = [1, 2, 3, 4].map(() => wsClient(gateway.url));
@@ -140,23 +152,7 @@ describe('WORKERS: several gateway processes on one port (node:cluster, Postgres
   test('Ctrl-C twice (SIGINT to the primary and every worker, as a terminal sends it): the first stops, the second kills the workers at once (exit 130) while one waits on a submission upstream never answered', async () => {
     // Upstream takes the task and never answers: that worker's stop would wait UPSTREAM_TIMEOUT_MS.
     const upstream = await stubUpstream({ submit: ({ stub, body }) => void stub.create(body) });
-    const gateway = await spawnServer({
-      WORKERS: '2',
-      DATABASE_URL: await pgServer.createDatabase(),
-      WAVESPEED_BASE_URL: upstream.url,
-      WAVESPEED_API_KEY: 'upstream-key',
-      PORT: String(await freePort()),
-      DATA_DIR: tempDir(),
-      LOG_LEVEL: 'info',
-      UPSTREAM_TIMEOUT_MS: '60000',
-      LEASE_MS: '90000',
-    });
-    const primary = must(gateway.child.pid);
-    await waitFor(() => lines(gateway.output()).filter((l) => l.msg === 'cinegraph listening').length, (n) => n === 2, 30_000);
-    const workers = lines(gateway.output())
-      .filter((l) => l.msg === 'worker started' && l.pid === primary)
-      .map((l) => must(l.worker));
-    expect(workers).toHaveLength(2);
+    const { gateway, primary, workers } = await twoWorkers(upstream.url, { UPSTREAM_TIMEOUT_MS: '60000', LEASE_MS: '90000' });
     expect((await postOnNewConnection(gateway.url, CREATE, { input: { prompt: 'impatient operator' } })).status).toBe(200);
     await waitFor(() => upstream.counts.submit, (n) => n === 1, 20_000);
     /** What a terminal's Ctrl-C does: SIGINT to every process of the foreground group. */
