@@ -13,6 +13,7 @@
 // to compare on equal terms). Memory and CPU are then the whole group's.
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import pg from 'pg';
 import type { BenchRow } from './report.js';
@@ -31,11 +32,12 @@ if (GATEWAY_WORKERS > 1 && !DATABASE_URL) throw new Error('FANOUT_WORKERS > 1 ne
 /**
  * Client threads: one per core the clients have. Pinned, that is CPU 1 alone, and one thread reads
  * every socket: two threads on one core took turns (a scheduler slice each), so a frame that had
- * reached the other thread's socket waited for its turn. Issue 18, session 14, alternating rounds,
- * same server: p99 165–186 ms with two threads, 118–135 ms with one (BENCHMARKS.md). Unpinned (a
- * WORKERS run, or FANOUT_PIN=false), the clients may use both cores, as the server may.
+ * reached the other thread's socket waited for its turn. Issue 18, session 14, 7 alternating rounds
+ * each, same server: p99 176 ms (154–220) with two threads, 135 ms (118–152) with one
+ * (BENCHMARKS.md). Unpinned (a WORKERS run, or FANOUT_PIN=false), the clients may use two cores, as
+ * the server may; on a machine of one core, one thread.
  */
-const clientThreads = (pinning: Pinning) => (pinning.server === undefined ? 2 : 1);
+const clientThreads = (pinning: Pinning) => (pinning.server === undefined ? Math.min(2, os.availableParallelism()) : 1);
 /** The latency target the curve is read against (issue 18: 10,000 subscribers p99 < 200 ms). */
 const CURVE_P99_MS = 200;
 /**

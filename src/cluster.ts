@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import type { Logger } from './log.js';
+import { signalCounter } from './signals.js';
 
 /**
  * Exit codes with which a gateway refuses to start (main.ts): a configuration it will not run with
@@ -92,18 +93,22 @@ export function superviseWorkers({ workers, log, restartDelayMs = 1000 }: Superv
       timers.add(timer);
     });
 
+    const signals = signalCounter();
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       process.on(signal, () => {
-        if (!stopping) return stop(0);
+        const seen = signals();
+        // The first signal stops the workers (or, if a refusal already began that, changes nothing);
+        // a copy of it (see SAME_SIGNAL_MS) changes nothing either.
+        if (seen === 'first') return stop(0);
+        if (seen === 'copy' || !live.size) return;
         // A second signal: whoever sent it will not wait for the workers' stops (one may be waiting
         // UPSTREAM_TIMEOUT_MS for a submission's answer). Killed now, each is as after a crash: its
         // submissions' intents are durable, and unanswered ones are reconciled with upstream by the
-        // next instance that takes their rows. (The workers ignore repeated signals themselves: on
-        // Ctrl-C each hears the terminal's SIGINT and this primary's SIGTERM.)
-        if (!live.size) return;
+        // instance that takes their rows once their leases run out. (The workers ignore repeated
+        // signals themselves: on Ctrl-C each hears the terminal's SIGINT and this primary's SIGTERM.)
         log.warn({ signal, workers: live.size }, 'signal again: killing the workers without waiting for their stop');
         // A worker's refusal, if that is what began the stop, stays the exit code: it says why.
-        exitCode ||= 128 + os.constants.signals[signal];
+        if (!REFUSALS.has(exitCode)) exitCode = 128 + os.constants.signals[signal];
         for (const worker of live.keys()) worker.process.kill('SIGKILL');
       });
     }

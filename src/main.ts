@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { superviseWorkers } from './cluster.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
 import { InstanceLockError } from './lock.js';
+import { signalCounter } from './signals.js';
 import { createLogger } from './log.js';
 
 let config: Config;
@@ -41,13 +42,15 @@ try {
 }
 
 const log = createLogger(config.logLevel);
-let stopping = false;
+const signals = signalCounter();
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (stopping) {
-      // A worker of WORKERS hears Ctrl-C from the terminal and its primary's SIGTERM too: two
-      // signals for one stop. Its primary decides when to stop waiting (src/cluster.ts).
-      if (cluster.isWorker) return;
+    const seen = signals();
+    if (seen !== 'first') {
+      // A copy of the first (see SAME_SIGNAL_MS) changes nothing. Nor does any repeat in a worker of
+      // WORKERS, which hears Ctrl-C from the terminal and its primary's SIGTERM: the primary decides
+      // when to stop waiting (src/cluster.ts).
+      if (seen === 'copy' || cluster.isWorker) return;
       // Whoever sends a second signal will not wait for the stop, which can wait UPSTREAM_TIMEOUT_MS
       // for a submission's answer. Leaving now is as safe as a crash: a submission's intent is
       // durable before it is sent, and one whose answer never came is reconciled with upstream
@@ -55,8 +58,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       log.warn({ signal }, 'signal again: exiting without finishing the stop; unanswered submissions are reconciled with upstream at the next start');
       process.exit(128 + os.constants.signals[signal]);
     }
-    stopping = true;
-    if (!cluster.isWorker) log.info({ signal }, 'stopping: in-flight work lands first; the same signal again exits at once');
+    if (!cluster.isWorker) log.info({ signal }, 'stopping: in-flight work lands first; a second SIGINT or SIGTERM, a second or more later, exits at once');
     app.stop().then(
       () => process.exit(0),
       (err) => {

@@ -1,7 +1,9 @@
 import { expect, onTestFailed, test } from 'vitest';
 import { distinct, wsClient, wsSubscribe } from './helpers/clients.js';
 import { postGraphql, tempDir, waitFor } from './helpers/app.js';
-import { freePort, logLines, type ServerProcess, spawnServer } from './helpers/process.js';
+import { freePort, logLines, type ServerProcess, signalTaken, spawnServer } from './helpers/process.js';
+import { must } from './helpers/must.js';
+import { SAME_SIGNAL_MS } from '../src/signals.js';
 import { stubUpstream } from './helpers/stub-upstream.js';
 
 const CREATE = `mutation($p: String!) { createVideo(input: { prompt: $p }) { id } }`;
@@ -107,7 +109,7 @@ test('SIGTERM lets in-flight work land, closes subscriptions cleanly and exits 0
   expect(values.at(-1).predictionUpdated.status).toBe('COMPLETED');
 });
 
-test('a second SIGINT exits at once (130) while the stop waits on a submission upstream never answered; the restart reconciles it: one paid submission', TWO_STARTS, async () => {
+test('a second SIGINT (not a copy of the first) exits at once (130) while the stop waits on a submission upstream never answered; the restart reconciles it: one paid submission', TWO_STARTS, async () => {
   // Upstream takes the task and never answers: the stop would wait UPSTREAM_TIMEOUT_MS (a minute here).
   const upstream = await stubUpstream({ submit: ({ stub, body }) => void stub.create(body) });
   const env = { DATA_DIR: tempDir(), PORT: String(await freePort()), WAVESPEED_API_KEY: 'test-key', WAVESPEED_BASE_URL: upstream.url, UPSTREAM_TIMEOUT_MS: '60000', LOG_LEVEL: 'info' };
@@ -116,10 +118,16 @@ test('a second SIGINT exits at once (130) while the stop waits on a submission u
   const { id } = (await postGraphql(first.url, CREATE, { p: 'impatient' })).body.data.createVideo;
   await waitFor(() => upstream.counts.submit, (n) => n === 1);
 
+  // One Ctrl-C can arrive twice (npm's forward, tsx's relay): a copy right after the first is the same stop.
+  const firstAt = Date.now();
+  first.child.kill('SIGINT');
+  await signalTaken(must(first.child.pid), 'SIGINT');
   first.child.kill('SIGINT');
   type Line = { msg: string; signal?: string; level: number };
   await waitFor(() => logLines<Line>(first.output()), (ls) => ls.some((l) => l.msg.startsWith('stopping:')));
-  // The first signal started a stop that is still waiting for the submission's answer.
+  // A second signal counts only from SAME_SIGNAL_MS after the first: a wait for the clock, not for an event.
+  await new Promise((r) => setTimeout(r, Math.max(0, firstAt + SAME_SIGNAL_MS + 100 - Date.now())));
+  // The stop is still waiting for the submission's answer; the copy did not end it.
   expect(first.child.exitCode).toBeNull();
   first.child.kill('SIGINT');
   expect(await first.exited).toBe(130);

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { fastEnv } from './app.js';
 import { onDispose } from './dispose.js';
@@ -62,4 +64,21 @@ export async function spawnServer(env: Record<string, string>): Promise<ServerPr
     await new Promise((r) => setTimeout(r, 50));
   }
   return { child, url, output, exited };
+}
+
+/**
+ * Resolves once `signal` sent to `pid` is no longer pending there (Linux: /proc/<pid>/status,
+ * ShdPnd): the process has taken it, so the next kill is a signal of its own. Sent before that, a
+ * second one would merge into the first (the kernel keeps one pending signal of each kind), and a
+ * test of a repeated signal would see only one.
+ */
+export async function signalTaken(pid: number, signal: NodeJS.Signals): Promise<void> {
+  const bit = 1n << BigInt(osConstants.signals[signal] - 1);
+  for (const deadline = Date.now() + 10_000; ; ) {
+    const pending = /^ShdPnd:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    if (pending === undefined) throw new Error(`no ShdPnd line in /proc/${pid}/status`);
+    if ((BigInt(`0x${pending}`) & bit) === 0n) return;
+    if (Date.now() > deadline) throw new Error(`${signal} still pending for ${pid} after 10 s`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
 }
