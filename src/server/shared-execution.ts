@@ -30,6 +30,8 @@ type ExecuteShared = (args: ExecutionArgs, key: string, event: unknown) => Share
 
 const frameTargets = new WeakMap<object, FrameTarget>();
 
+const utf8 = new TextEncoder();
+
 /** Longer keys are not kept for sharing (see `keys` in useSharedSubscriptionExecution). */
 const MAX_KEPT_KEY_LENGTH = 512;
 
@@ -193,12 +195,10 @@ class PushedFrames implements AsyncIterableIterator<ExecutionResult>, PushSink<u
     private readonly executeShared: ExecuteShared,
     private readonly frameTail: (shared: Shared) => Buffer,
   ) {
-    // Copied out of the Buffer: a small Buffer is a slice of Node's shared 8 KB pool, and a head
+    // TextEncoder, not Buffer.from: a small Buffer is a slice of Node's shared 8 KB pool, and a head
     // living as long as its subscription would keep its whole slab (and whatever else shares it)
-    // alive. A Uint8Array of its own is exact: up to 64 bytes V8 even keeps it on its heap.
-    const bytes = Buffer.from(`{"id":${JSON.stringify(target.id)},"type":"next","payload":`);
-    this.head = new Uint8Array(bytes.length);
-    this.head.set(bytes);
+    // alive. encode() returns bytes of their own, exactly their length.
+    this.head = utf8.encode(`{"id":${JSON.stringify(target.id)},"type":"next","payload":`);
   }
 
   /** A value from the source, inside the publish that delivered it. */
