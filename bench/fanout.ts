@@ -141,7 +141,7 @@ async function deliveryMetric(url: string): Promise<{ sum: number; count: number
   }
 }
 
-async function round(n: number, pinning: Pinning): Promise<Round> {
+async function round(n: number, pinning: Pinning, threads: number): Promise<Round> {
   const TASK_SECONDS = taskSeconds(n);
   const server = await startGateway({ SANDBOX_TASK_SECONDS: String(TASK_SECONDS), POLL_INITIAL_MS: '100', POLL_GROWTH: '0', POLL_MAX_MS: '100' }, pinning);
   try {
@@ -156,7 +156,6 @@ async function round(n: number, pinning: Pinning): Promise<Round> {
     const rssBefore = rssKbOf(pids);
     const startedAt = Date.now();
 
-    const threads = clientThreads(pinning);
     const workers = Array.from(
       { length: threads },
       () =>
@@ -231,14 +230,15 @@ export async function run(): Promise<BenchRow[]> {
   const unpinned = GATEWAY_WORKERS > 1 || process.env.FANOUT_PIN === 'false';
   const pinning: Pinning = unpinned ? { said: `not pinned (${GATEWAY_WORKERS} gateway process${GATEWAY_WORKERS > 1 ? 'es' : ''})`, restore: () => undefined } : pin();
   const counts = CURVE ?? [TARGET_N];
+  const threads = clientThreads(pinning);
   console.log(
-    `fan-out: ${counts.map((n) => n.toLocaleString('en-US')).join(', ')} subscriptions, ${PER_SOCKET} per socket; ${pinning.said}; clients in ${clientThreads(pinning)} thread${clientThreads(pinning) > 1 ? 's' : ''}; ${ROUNDS} rounds (--rounds=N), a fresh server each`,
+    `fan-out: ${counts.map((n) => n.toLocaleString('en-US')).join(', ')} subscriptions, ${PER_SOCKET} per socket; ${pinning.said}; clients in ${threads} thread${threads > 1 ? 's' : ''}; ${ROUNDS} rounds (--rounds=N), a fresh server each`,
   );
   const measured: Array<{ n: number; rounds: Round[] }> = [];
   try {
     for (const n of counts) {
       const rounds: Round[] = [];
-      for (let i = 0; i < ROUNDS; i++) rounds.push(await round(n, pinning));
+      for (let i = 0; i < ROUNDS; i++) rounds.push(await round(n, pinning, threads));
       measured.push({ n, rounds });
     }
   } finally {
